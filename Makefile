@@ -1,0 +1,38 @@
+# Arbiter — build, test and demo. `make help` lists the targets.
+SWIFT ?= swift
+STORE ?= ./var/store
+PORT ?= 7878
+MODEL ?= leads
+ROWS ?= 200000
+
+.PHONY: help deps build release test demo quality clean
+
+help:
+	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
+	@echo "make build    debug build"
+	@echo "make release  release build"
+	@echo "make test     install what is missing, build, run every test"
+	@echo "make demo     train a lead-grading model, serve it, score leads with the CLI"
+	@echo "make quality  compare held-out AUC with LightGBM on the same CSV (pip installs lightgbm)"
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+demo: release
+	@./scripts/demo.sh "$(STORE)" "$(PORT)" "$(MODEL)"
+
+quality: release
+	@./scripts/quality.sh "$(ROWS)"
+
+clean:
+	rm -rf .build var

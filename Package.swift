@@ -1,0 +1,87 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Arbiter",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "arbiterd", targets: ["arbiterd"]),
+        .executable(name: "arbiter-train", targets: ["arbiter-train"]),
+        .executable(name: "arbiter", targets: ["arbiter"]),
+        .library(name: "ArbiterWire", targets: ["ArbiterWire"]),
+        .library(name: "ArbiterClient", targets: ["ArbiterClient"]),
+        .library(name: "ArbiterModels", targets: ["ArbiterModels"]),
+        .library(name: "ArbiterStore", targets: ["ArbiterStore"]),
+        .library(name: "ArbiterServer", targets: ["ArbiterServer"]),
+        .library(name: "ArbiterTraining", targets: ["ArbiterTraining"]),
+        .library(name: "LeadGrading", targets: ["LeadGrading"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config (Debian: liblmdb-dev, libzstd-dev, libxxhash-dev).
+        .systemLibrary(name: "CLMDB", path: "Sources/CLMDB", pkgConfig: "lmdb",
+                       providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
+                       providers: [.apt(["libxxhash-dev"])]),
+
+        .target(name: "ArbiterWire", dependencies: [
+            "CZstd",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .target(name: "ArbiterStore", dependencies: ["CLMDB", "CXXHash"]),
+        .target(name: "ArbiterModels", dependencies: ["ArbiterStore"]),
+        .target(name: "LeadGrading", dependencies: ["ArbiterModels", "ArbiterStore"],
+                path: "Plugins/LeadGrading"),
+        .target(name: "ArbiterServer", dependencies: [
+            "ArbiterWire", "ArbiterStore", "ArbiterModels", "LeadGrading",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOExtras", package: "swift-nio-extras"),
+            .product(name: "Atomics", package: "swift-atomics"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "ArbiterClient", dependencies: [
+            "ArbiterWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        .target(name: "ArbiterTraining", dependencies: [
+            "ArbiterStore", "ArbiterModels", "LeadGrading",
+        ]),
+        .executableTarget(name: "arbiterd", dependencies: [
+            "ArbiterServer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "arbiter-train", dependencies: [
+            "ArbiterTraining", "ArbiterStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "arbiter", dependencies: [
+            "ArbiterClient", "ArbiterWire",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "ArbiterWireTests", dependencies: [
+            "ArbiterWire", .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .testTarget(name: "ArbiterStoreTests", dependencies: ["ArbiterStore"]),
+        .testTarget(name: "ArbiterModelsTests", dependencies: ["ArbiterModels"]),
+        .testTarget(name: "LeadGradingTests", dependencies: ["LeadGrading", "ArbiterTraining", "ArbiterModels", "ArbiterStore"]),
+        .testTarget(name: "ArbiterTrainingTests", dependencies: ["ArbiterTraining", "ArbiterStore"]),
+        .testTarget(name: "ArbiterServerTests", dependencies: [
+            "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,40 @@
+import ArbiterStore
+
+/// Builds a model of one kind from a loaded version and its manifest.
+public typealias ModelFactory = @Sendable (LoadedVersion, ModelManifest) throws -> any ScoringModel
+
+/// Model kinds by name. Each plugin registers one factory; a manifest names its kind, and an unknown kind
+/// is refused with the list of known ones.
+public struct ModelRegistry: Sendable {
+    private var factories: [String: ModelFactory] = [:]
+
+    public init() {}
+
+    /// Registers `factory` under `kind` (replacing any earlier one).
+    public mutating func register(kind: String, factory: @escaping ModelFactory) {
+        factories[kind] = factory
+    }
+
+    public var kinds: [String] { factories.keys.sorted() }
+
+    /// Loads and validates a version: manifest, kind, schema, finiteness of every tensor, golden outputs.
+    /// Only a model that passes all of them is returned.
+    public func load(_ version: LoadedVersion) throws -> any ScoringModel {
+        let manifest = try ModelManifest.decode(version.manifest)
+        guard manifest.kind == version.kind else {
+            throw ModelError.invalidManifest("manifest kind '\(manifest.kind)' differs from the store's '\(version.kind)'")
+        }
+        guard let factory = factories[manifest.kind] else {
+            throw ModelError.unknownKind(manifest.kind, known: kinds)
+        }
+        try manifest.schema.check()
+        for (name, t) in version.tensors {
+            for x in t.buffer where !x.isFinite {
+                throw ModelError.nonFinite("tensor '\(name)' holds \(x)")
+            }
+        }
+        let model = try factory(version, manifest)
+        try model.checkGolden()
+        return model
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+
+/// A tensor to publish: float32 values with a shape.
+public struct TensorData: Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var values: [Float]
+
+    public init(name: String, shape: [Int], values: [Float]) {
+        self.name = name
+        self.shape = shape
+        self.values = values
+    }
+}
+
+/// One row of `Catalog.versions`.
+public struct VersionListing: Sendable {
+    public var meta: VersionMeta
+    public var isActive: Bool
+}
+
+/// The catalog: which models exist, their versions, which version is active, and the global generation
+/// the server watches. Publishing and activation are single write transactions.
+public struct Catalog: Sendable {
+    public let environment: StoreEnvironment
+
+    public init(environment: StoreEnvironment) {
+        self.environment = environment
+    }
+
+    /// The global generation: bumped by every publish and every activation.
+    public func generation() throws -> UInt64 {
+        let s = try environment.snapshot()
+        return try s.getUInt64(StoreKeys.generation) ?? 0
+    }
+
+    /// Every model that has an `active` pointer, sorted by name.
+    public func models() throws -> [String] {
+        let s = try environment.snapshot()
+        var out: [String] = []
+        for (key, _) in try s.scan(prefix: "m/") where key.hasSuffix("/active") {
+            let parts = key.split(separator: "/")
+            if parts.count == 3 { out.append(String(parts[1])) }
+        }
+        return out.sorted()
+    }
+
+    public func activeVersion(model: String) throws -> UInt64? {
+        try environment.snapshot().getUInt64(StoreKeys.active(model))
+    }
+
+    /// Every published version of `model`, oldest first.
+    public func versions(model: String) throws -> [VersionListing] {
+        try StoreKeys.validate(model: model)
+        let s = try environment.snapshot()
+        let active = try s.getUInt64(StoreKeys.active(model))
+        var out: [VersionListing] = []
+        for (key, value) in try s.scan(prefix: StoreKeys.versionPrefix(model)) where key.hasSuffix("/meta") {
+            let meta = try decodeMeta(value, key: key)
+            out.append(VersionListing(meta: meta, isActive: meta.version == active))
+        }
+        return out
+    }
+
+    /// Publishes a version in one write transaction: tensors, manifest, meta (with checksums), the model's
+    /// `latest`, optionally `active`, then the bumped generation. Returns the new version number.
+    ///
+    /// A process killed at any instant before the commit leaves the store exactly as it was.
+    @discardableResult
+    public func publish(model: String, kind: String, manifest: [UInt8], tensors: [TensorData],
+                        metrics: [String: Double], activate: Bool = true,
+                        now: Date = Date()) throws -> UInt64 {
+        try StoreKeys.validate(model: model)
+        var seen = Set<String>()
+        for t in tensors {
+            guard !t.name.isEmpty, !t.name.contains("/"), seen.insert(t.name).inserted else {
+                throw StoreError.invalidTensor("tensor name '\(t.name)' is empty, has a '/', or repeats")
+            }
+            guard t.shape.reduce(1, *) == t.values.count else {
+                throw StoreError.invalidTensor("'\(t.name)' has \(t.values.count) values for shape \(t.shape)")
+            }
+        }
+        return try environment.write { txn in
+            let version = (try txn.getUInt64(StoreKeys.latest(model)) ?? 0) + 1
+            var entries: [VersionMeta.TensorEntry] = []
+            for t in tensors {
+                try t.values.withUnsafeBytes { b in
+                    try txn.put(StoreKeys.tensor(model, version, t.name), b)
+                    entries.append(.init(name: t.name, dtype: "f32", shape: t.shape, byteCount: b.count,
+                                         checksum: Checksum.hex(b)))
+                }
+            }
+            try txn.put(StoreKeys.manifest(model, version), manifest)
+            let meta = VersionMeta(format: VersionMeta.currentFormat, model: model, version: version, kind: kind,
+                                   createdUnixMillis: UInt64(now.timeIntervalSince1970 * 1000), metrics: metrics,
+                                   tensors: entries,
+                                   manifestChecksum: manifest.withUnsafeBytes { Checksum.hex($0) },
+                                   manifestBytes: manifest.count)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            try txn.put(StoreKeys.meta(model, version), Array(try encoder.encode(meta)))
+            try txn.put(StoreKeys.latest(model), uint64: version)
+            if activate { try txn.put(StoreKeys.active(model), uint64: version) }
+            try txn.put(StoreKeys.generation, uint64: (try txn.getUInt64(StoreKeys.generation) ?? 0) + 1)
+            return version
+        }
+    }
+
+    /// Makes `version` the active one (also how to roll back), bumping the generation.
+    public func activate(model: String, version: UInt64) throws {
+        try StoreKeys.validate(model: model)
+        try environment.write { txn in
+            guard try txn.get(StoreKeys.meta(model, version)) != nil else {
+                throw StoreError.unknownVersion(model: model, version: version)
+            }
+            try txn.put(StoreKeys.active(model), uint64: version)
+            try txn.put(StoreKeys.generation, uint64: (try txn.getUInt64(StoreKeys.generation) ?? 0) + 1)
+        }
+    }
+}
+
+func decodeMeta(_ bytes: UnsafeRawBufferPointer, key: String) throws(StoreError) -> VersionMeta {
+    do {
+        return try JSONDecoder().decode(VersionMeta.self, from: Data(bytes))
+    } catch {
+        throw StoreError.corrupt("\(key) is not a valid version record: \(error)")
+    }
+}

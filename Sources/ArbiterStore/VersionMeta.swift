@@ -1,0 +1,62 @@
+import Foundation
+
+/// What the store records about one published version, at `m/<model>/v/<version>/meta`. Written once, in
+/// the publishing transaction, and never changed.
+public struct VersionMeta: Codable, Equatable, Sendable {
+    /// Bumped when the layout of the store changes.
+    public static let currentFormat = 1
+
+    public var format: Int
+    public var model: String
+    public var version: UInt64
+    /// The plugin kind that serves it (`lead-grading`, ...).
+    public var kind: String
+    public var createdUnixMillis: UInt64
+    /// Training metrics (held-out AUC, log loss, ...), by name.
+    public var metrics: [String: Double]
+    public var tensors: [TensorEntry]
+    /// XXH3-64 of the manifest's bytes.
+    public var manifestChecksum: String
+    public var manifestBytes: Int
+
+    public struct TensorEntry: Codable, Equatable, Sendable {
+        public var name: String
+        /// Only `f32` today (little-endian IEEE-754).
+        public var dtype: String
+        public var shape: [Int]
+        public var byteCount: Int
+        public var checksum: String
+
+        public init(name: String, dtype: String, shape: [Int], byteCount: Int, checksum: String) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.byteCount = byteCount
+            self.checksum = checksum
+        }
+    }
+}
+
+/// Keys of the catalog. Version numbers are zero-padded so that key order is version order.
+public enum StoreKeys {
+    public static let generation = "generation"
+    public static func modelPrefix(_ m: String) -> String { "m/\(m)/" }
+    public static func active(_ m: String) -> String { "m/\(m)/active" }
+    public static func latest(_ m: String) -> String { "m/\(m)/latest" }
+    public static func versionPrefix(_ m: String) -> String { "m/\(m)/v/" }
+    public static func version(_ m: String, _ v: UInt64) -> String {
+        let s = String(v)
+        return "m/\(m)/v/" + String(repeating: "0", count: max(0, 12 - s.count)) + s + "/"
+    }
+    public static func meta(_ m: String, _ v: UInt64) -> String { version(m, v) + "meta" }
+    public static func manifest(_ m: String, _ v: UInt64) -> String { version(m, v) + "manifest" }
+    public static func tensor(_ m: String, _ v: UInt64, _ name: String) -> String { version(m, v) + "t/" + name }
+
+    /// Model names: 1 to 64 characters from a-z, 0-9, '-', '_', '.'.
+    public static func validate(model: String) throws(StoreError) {
+        let ok = !model.isEmpty && model.utf8.count <= 64 && model.utf8.allSatisfy { c in
+            (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c == 0x2d || c == 0x5f || c == 0x2e
+        }
+        guard ok else { throw StoreError.invalidModelName(model) }
+    }
+}
