@@ -52,6 +52,7 @@ let package = Package(
             "ArbiterWire",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Atomics", package: "swift-atomics"),
         ]),
         .target(name: "ArbiterTraining", dependencies: [
             "ArbiterStore", "ArbiterModels", "LeadGrading",

@@ -7,12 +7,7 @@ import ArbiterStore
 public final class LeadGradingModel: ScoringModel, @unchecked Sendable {
     public let version: LoadedVersion
     public let manifest: ModelManifest
-    let encoding: FieldEncoding
-    let contextFields: Int
-    let k: Int
-    let norm: UnsafePointer<Float>
-    let thresholds: UnsafePointer<Float>
-    let machines: [FactorizationMachine]
+    let scorer: LeadGradingScorer
 
     /// The factory the registry calls.
     public static let factory: ModelFactory = { version, manifest in
@@ -43,12 +38,35 @@ public final class LeadGradingModel: ScoringModel, @unchecked Sendable {
         }
         self.version = version
         self.manifest = manifest
-        self.encoding = enc
-        self.contextFields = schema.context.count
+        self.scorer = LeadGradingScorer(
+            encoding: enc, contextFields: schema.context.count, k: k,
+            norm: try version.tensor(LeadGradingLayout.norm, shape: [enc.fields.count, 2]).pointer,
+            thresholds: t.pointer, machines: ms)
+    }
+
+    public func score(_ batch: ScoreBatch, into out: ScoreOutput) {
+        scorer.score(batch, into: out)
+    }
+}
+
+/// The lead-grading computation over parameter views, shared by the served model (views into the store)
+/// and the trainer (views into its arrays, to record golden outputs with the very code that serves).
+public struct LeadGradingScorer {
+    public let encoding: FieldEncoding
+    public let contextFields: Int
+    public let k: Int
+    public let norm: UnsafePointer<Float>
+    public let thresholds: UnsafePointer<Float>
+    public let machines: [FactorizationMachine]
+
+    public init(encoding: FieldEncoding, contextFields: Int, k: Int, norm: UnsafePointer<Float>,
+                thresholds: UnsafePointer<Float>, machines: [FactorizationMachine]) {
+        self.encoding = encoding
+        self.contextFields = contextFields
         self.k = k
-        self.norm = try version.tensor(LeadGradingLayout.norm, shape: [enc.fields.count, 2]).pointer
-        self.thresholds = t.pointer
-        self.machines = ms
+        self.norm = norm
+        self.thresholds = thresholds
+        self.machines = machines
     }
 
     public func score(_ batch: ScoreBatch, into out: ScoreOutput) {

@@ -15,8 +15,8 @@ public struct ScoreRequestView: Sendable {
     @usableFromInline let contextOffset: Int
     @usableFromInline let idsOffset: Int
     @usableFromInline let matrixOffset: Int
-    /// Bytes after the matrix (only nonzero while decoding for `Message`, which then rejects them).
-    let trailingBytes: Int
+    /// Bytes after the matrix; a valid SCORE has none.
+    public let trailingBytes: Int
 
     /// The fixed part of a SCORE body before the model name.
     static let fixedBytes = 36

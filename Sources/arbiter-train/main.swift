@@ -1,1 +1,150 @@
-print("todo")
+import ArbiterStore
+import ArbiterTraining
+import ArgumentParser
+import Foundation
+import LeadGrading
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ArbiterTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "arbiter-train",
+        abstract: "Generate data, train models and publish them as versions into an Arbiter store.",
+        subcommands: [GenData.self, Train.self, Versions.self, Activate.self])
+}
+
+/// Model kinds this trainer can produce.
+enum Kind: String, ExpressibleByArgument, CaseIterable {
+    case leadGrading = "lead-grading"
+}
+
+struct StoreOptions: ParsableArguments {
+    @Option(help: "The store directory (an LMDB environment).")
+    var store: String
+
+    @Option(help: "Map size in GiB; must equal arbiterd's (default 32). Address space only, not memory.")
+    var mapSizeGib: Int = StoreConfiguration.defaultMapSize >> 30
+
+    func validate() throws {
+        guard (1...4096).contains(mapSizeGib) else { throw ValidationError("--map-size-gib must be in 1...4096") }
+    }
+
+    func open(create: Bool) throws -> Catalog {
+        let env = try StoreEnvironment(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib << 30, create: create))
+        return Catalog(environment: env)
+    }
+}
+
+struct GenData: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gen-data",
+                                                    abstract: "Write synthetic training data with planted structure (CSV).")
+    @Option(help: "Model kind.") var kind: Kind
+    @Option(help: "Number of rows.") var rows: Int
+    @Option(help: "Random seed; the same seed writes the same file.") var seed: UInt64 = 1
+    @Option(help: "Output CSV path.") var out: String
+
+    func validate() throws {
+        guard (1...50_000_000).contains(rows) else { throw ValidationError("--rows must be in 1...50000000") }
+    }
+
+    func run() throws {
+        let data = LeadData.generate(rows: rows, seed: seed)
+        try LeadData.writeCSV(data, to: URL(fileURLWithPath: out))
+        let c = data.filter(\.contacted).count, i = data.filter(\.interviewed).count, h = data.filter(\.hired).count
+        print("wrote \(rows) leads to \(out) (contacted \(pct(c, rows)), interviewed \(pct(i, rows)), hired \(pct(h, rows)))")
+    }
+}
+
+func pct(_ a: Int, _ b: Int) -> String { String(format: "%.1f%%", 100 * Double(a) / Double(max(b, 1))) }
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a model on a CSV and publish it as a new active version.")
+    @Option(help: "Model kind.") var kind: Kind
+    @Option(help: "Training CSV (as written by gen-data).") var data: String
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name in the store (a-z, 0-9, '-', '_', '.').") var model: String
+    @Option(help: "Factor count of each factorization machine.") var factors: Int = 8
+    @Option(help: "AdaGrad learning rate.") var learningRate: Float = 0.05
+    @Option(help: "L2 penalty.") var l2: Float = 1e-5
+    @Option(help: "Most epochs per stage (early stopping usually ends sooner).") var maxEpochs: Int = 30
+    @Option(help: "Seed for initialization and shuffling.") var seed: UInt64 = 1
+    @Flag(help: "Publish without making the new version active.") var noActivate = false
+
+    func validate() throws {
+        guard (1...256).contains(factors) else { throw ValidationError("--factors must be in 1...256") }
+        guard learningRate > 0, learningRate.isFinite else { throw ValidationError("--learning-rate must be positive") }
+        guard l2 >= 0, l2.isFinite else { throw ValidationError("--l2 must be >= 0") }
+        guard (1...1000).contains(maxEpochs) else { throw ValidationError("--max-epochs must be in 1...1000") }
+        try StoreKeys.validate(model: model)
+    }
+
+    func run() throws {
+        let rows = try LeadData.readCSV(URL(fileURLWithPath: data))
+        var o = FMTrainingOptions()
+        o.factors = factors
+        o.learningRate = learningRate
+        o.l2 = l2
+        o.maxEpochs = maxEpochs
+        o.seed = seed
+        // Per-epoch progress only on a terminal: CI and pipes get the summary alone.
+        let tty = isatty(STDERR_FILENO) == 1
+        let start = Date()
+        let trained = try LeadGradingTrainer.train(rows: rows, options: o) { event in
+            guard tty else { return }
+            switch event {
+            case .stageStarted(let s, let tr, let va):
+                FileHandle.standardError.write(Data("stage \(s): \(tr) training rows, \(va) validation rows\n".utf8))
+            case .epoch(let s, let r):
+                let line = String(format: "  %@ epoch %2d  train logloss %.4f  validation logloss %.4f%@\n",
+                                  s, r.epoch, r.trainLogLoss, r.validationLogLoss, r.improved ? "" : "  (no gain)")
+                FileHandle.standardError.write(Data(line.utf8))
+            }
+        }
+        print(String(format: "trained on %d leads in %.1f s; held-out (test split):", rows.count, Date().timeIntervalSince(start)))
+        for m in trained.metrics {
+            print(String(format: "  %-10@ AUC %.4f  logloss %.4f  (%d rows, %d epochs)", m.stage, m.auc, m.logLoss, m.rows, m.epochs))
+        }
+        print(String(format: "  chained p_hire vs hired: AUC %.4f", trained.overallHireAUC))
+        print("  grade thresholds on p_hire: A >= \(trained.thresholds[0]), B >= \(trained.thresholds[1]), C >= \(trained.thresholds[2])")
+        let catalog = try storeOptions.open(create: true)
+        let v = try LeadGradingTrainer.publish(trained, model: model, catalog: catalog, activate: !noActivate)
+        print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
+    }
+}
+
+struct Versions: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List a model's versions, their metrics, and which is active.")
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name.") var model: String
+
+    func run() throws {
+        let catalog = try storeOptions.open(create: false)
+        let list = try catalog.versions(model: model)
+        guard !list.isEmpty else { throw StoreError.unknownModel(model) }
+        let f = ISO8601DateFormatter()
+        print("VERSION  ACTIVE  CREATED               KIND          METRICS")
+        for v in list {
+            let created = f.string(from: Date(timeIntervalSince1970: Double(v.meta.createdUnixMillis) / 1000))
+            let auc = v.meta.metrics.keys.sorted().filter { $0.hasSuffix(".auc") }
+                .map { String(format: "%@=%.4f", $0, v.meta.metrics[$0]!) }.joined(separator: " ")
+            print(String(format: "%7llu  %-6@  %@  %-12@  %@", v.meta.version, v.isActive ? "*" : "", created, v.meta.kind, auc))
+        }
+    }
+}
+
+struct Activate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make a published version active (roll back or forward).")
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name.") var model: String
+    @Option(help: "Version to activate.") var version: UInt64
+
+    func run() throws {
+        let catalog = try storeOptions.open(create: false)
+        try catalog.activate(model: model, version: version)
+        print("\(model) v\(version) is now active")
+    }
+}
+
+ArbiterTrain.main()

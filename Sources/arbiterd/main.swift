@@ -1,1 +1,114 @@
-print("todo")
+import ArbiterServer
+import ArbiterStore
+import ArbiterWire
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+
+@main
+struct Arbiterd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "arbiterd",
+        abstract: "Arbiter scoring server: serves the models in an LMDB store over the Arbiter binary protocol.")
+
+    @Option(help: "The store directory written by arbiter-train.")
+    var store: String
+
+    @Option(help: "Address to listen on, HOST:PORT.")
+    var listen: String = "127.0.0.1:7878"
+
+    @Option(help: "Event-loop threads (default: one per core).")
+    var threads: Int?
+
+    @Option(help: "Largest request body in bytes.")
+    var maxFrameBytes: UInt32 = Limits.default.maxFrameBytes
+
+    @Option(help: "Most candidates per SCORE.")
+    var maxCandidates: UInt32 = Limits.default.maxCandidates
+
+    @Option(help: "Most requests a client may pipeline on one connection.")
+    var maxInFlight: UInt32 = Limits.default.maxInFlight
+
+    @Option(help: "Map size in GiB; must equal the trainer's.")
+    var mapSizeGib: Int = StoreConfiguration.defaultMapSize >> 30
+
+    @Option(help: "How often to check the store for new versions, in ms (0 = never).")
+    var pollMs: Int64 = 100
+
+    @Flag(help: "Refuse zstd even when a client offers it.")
+    var noCompression = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard parseListen() != nil else { throw ValidationError("--listen must be HOST:PORT with a port in 0...65535, got '\(listen)'") }
+        if let t = threads, !(1...512).contains(t) { throw ValidationError("--threads must be in 1...512") }
+        guard maxFrameBytes >= 1024 else { throw ValidationError("--max-frame-bytes must be at least 1024") }
+        guard maxCandidates >= 1 else { throw ValidationError("--max-candidates must be at least 1") }
+        guard maxInFlight >= 1 else { throw ValidationError("--max-in-flight must be at least 1") }
+        guard (1...4096).contains(mapSizeGib) else { throw ValidationError("--map-size-gib must be in 1...4096") }
+        guard pollMs >= 0 else { throw ValidationError("--poll-ms must be >= 0") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+    }
+
+    func parseListen() -> (String, Int)? {
+        guard let colon = listen.lastIndex(of: ":") else { return nil }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        return (host, port)
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "arbiterd")
+        var config = ServerConfiguration(storePath: store)
+        let (host, port) = parseListen()!
+        config.host = host
+        config.port = port
+        if let threads { config.threads = threads }
+        config.limits = Limits(maxFrameBytes: maxFrameBytes, maxCandidates: maxCandidates, maxInFlight: maxInFlight)
+        config.store = StoreConfiguration(mapSize: mapSizeGib << 30)
+        config.pollIntervalMillis = pollMs
+        config.allowCompression = !noCompression
+
+        let server: ArbiterServer
+        do {
+            server = try ArbiterServer(configuration: config, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        for m in server.served { logger.info("serving \(m.name) v\(m.version) (\(m.kind))") }
+        try await server.start()
+
+        // SIGTERM / SIGINT: stop accepting, finish what was read, close connections, exit 0.
+        let stop = AsyncStream<Int32> { continuation in
+            for sig in [SIGTERM, SIGINT] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { continuation.yield(sig) }
+                source.resume()
+                Signals.keep(source)
+            }
+        }
+        for await sig in stop {
+            logger.info("received signal \(sig), shutting down gracefully")
+            break
+        }
+        try await server.shutdown()
+    }
+}
+
+/// Keeps signal sources alive for the life of the process.
+enum Signals {
+    nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
+    static func keep(_ s: any DispatchSourceSignal) { sources.append(s) }
+}

@@ -1,0 +1,251 @@
+import ArbiterWire
+import Atomics
+import NIOCore
+import NIOPosix
+
+/// Settings of a client connection.
+public struct ClientConfiguration: Sendable {
+    /// Offer zstd in HELLO; when the server accepts, request bodies of `compressionThreshold` bytes or more
+    /// are compressed. Default off.
+    public var compression = false
+    public var compressionThreshold = 4096
+    /// Largest response body accepted. Default 64 MiB.
+    public var maxResponseBytes: UInt32 = 64 << 20
+    /// Time allowed for connecting and the HELLO exchange. Default 5 s.
+    public var connectTimeout: TimeAmount = .seconds(5)
+    /// Default per-request timeout when none is given. Default 10 s.
+    public var requestTimeout: TimeAmount = .seconds(10)
+    public var clientName = "arbiter-swift"
+
+    public init() {}
+}
+
+/// Errors a client call can end with.
+public enum ClientError: Error, Equatable, CustomStringConvertible {
+    /// The server answered with an ERROR frame.
+    case server(Status, String)
+    /// No answer within the request's timeout.
+    case timeout
+    /// The connection closed before the answer came.
+    case connectionClosed
+    /// The server sent something this client cannot read.
+    case protocolError(String)
+
+    public var description: String {
+        switch self {
+        case .server(let s, let m): "server error \(s): \(m)"
+        case .timeout: "the request timed out"
+        case .connectionClosed: "the connection closed before the answer arrived"
+        case .protocolError(let s): "protocol error: \(s)"
+        }
+    }
+}
+
+/// An async client for arbiterd. One connection carries many concurrent requests (pipelined, matched by
+/// request id, so answers may arrive in any order). Safe to share between tasks.
+public final class ArbiterClient: Sendable {
+    let channel: any Channel
+    let nextID = ManagedAtomic<UInt64>(1)
+    let ownsGroup: (any EventLoopGroup)?
+    public let configuration: ClientConfiguration
+    /// What the server settled in HELLO_OK.
+    public let session: HelloOK
+
+    /// Connects and performs HELLO.
+    public static func connect(host: String = "127.0.0.1", port: Int = 7878, configuration: ClientConfiguration = ClientConfiguration(),
+                               group: (any EventLoopGroup)? = nil) async throws -> ArbiterClient {
+        let g: any EventLoopGroup = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            let channel = try await ClientBootstrap(group: g)
+                .connectTimeout(configuration.connectTimeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHandler(ClientHandler(maxResponseBytes: configuration.maxResponseBytes))
+                    }
+                }
+                .connect(host: host, port: port).get()
+            let hello = Hello(maxFrameBytes: configuration.maxResponseBytes,
+                              compression: configuration.compression ? .zstd : [], clientName: configuration.clientName)
+            let answer = try await roundTrip(channel: channel, id: 0, message: .hello(hello), time: 0,
+                                             timeout: configuration.connectTimeout, compress: nil)
+            guard case .helloOK(let ok) = answer.message else {
+                throw ClientError.protocolError("expected HELLO_OK, got \(answer.message.opcode)")
+            }
+            if ok.compression.contains(.zstd) {
+                try await channel.pipeline.handler(type: ClientHandler.self).map { $0.enableZstd() }.get()
+            }
+            return ArbiterClient(channel: channel, ownsGroup: group == nil ? g : nil, configuration: configuration, session: ok)
+        } catch {
+            if group == nil { try? await g.shutdownGracefully() }
+            throw error
+        }
+    }
+
+    init(channel: any Channel, ownsGroup: (any EventLoopGroup)?, configuration: ClientConfiguration, session: HelloOK) {
+        self.channel = channel
+        self.ownsGroup = ownsGroup
+        self.configuration = configuration
+        self.session = session
+    }
+
+    /// Sends any request and returns the answering frame. ERROR answers throw `ClientError.server`.
+    /// `deadline` is sent to the server as the request's budget, and also bounds the wait here.
+    public func send(_ message: Message, deadline: TimeAmount? = nil) async throws -> Frame {
+        let id = nextID.loadThenWrappingIncrement(ordering: .relaxed)
+        let budget = deadline.map { UInt64(max($0.nanoseconds / 1000, 1)) } ?? 0
+        let compress = session.compression.contains(.zstd) ? configuration.compressionThreshold : nil
+        return try await Self.roundTrip(channel: channel, id: id, message: message, time: budget,
+                                        timeout: deadline ?? configuration.requestTimeout, compress: compress)
+    }
+
+    static func roundTrip(channel: any Channel, id: UInt64, message: Message, time: UInt64, timeout: TimeAmount,
+                          compress: Int?) async throws -> Frame {
+        var buffer = channel.allocator.buffer(capacity: 64)
+        Frame(requestID: id, time: time, message: message).encode(into: &buffer)
+        let promise = channel.eventLoop.makePromise(of: Frame.self)
+        channel.writeAndFlush(ClientRequest(id: id, frame: buffer, promise: promise, timeout: timeout, compressAbove: compress),
+                              promise: nil)
+        let frame = try await promise.futureResult.get()
+        if case .error(let e) = frame.message { throw ClientError.server(e.status, e.message) }
+        return frame
+    }
+
+    /// Round-trip time of a PING with `payload`.
+    public func ping(payload: [UInt8] = []) async throws -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let f = try await send(.ping(payload))
+        guard case .pong(let p) = f.message, p == payload else { throw ClientError.protocolError("PONG did not echo the payload") }
+        return clock.now - start
+    }
+
+    /// The models the server serves.
+    public func listModels() async throws -> [ModelSummary] {
+        let f = try await send(.listModels)
+        guard case .models(let list) = f.message else { throw ClientError.protocolError("expected MODELS, got \(f.message.opcode)") }
+        return list
+    }
+
+    /// A model's schema (of the active version, or of `version`).
+    public func modelInfo(_ model: String, version: UInt64 = 0) async throws -> ModelSchema {
+        let f = try await send(.modelInfo(ModelInfoRequest(model: model, version: version)))
+        guard case .schema(let s) = f.message else { throw ClientError.protocolError("expected SCHEMA, got \(f.message.opcode)") }
+        return s
+    }
+
+    /// Scores a batch of candidates.
+    public func score(_ request: ScoreRequest, deadline: TimeAmount? = nil) async throws -> ScoreResult {
+        let f = try await send(.score(request), deadline: deadline)
+        guard case .result(let r) = f.message else { throw ClientError.protocolError("expected RESULT, got \(f.message.opcode)") }
+        return r
+    }
+
+    /// Closes the connection; pending requests fail with `connectionClosed`.
+    public func close() async throws {
+        try? await channel.close()
+        if let g = ownsGroup { try await g.shutdownGracefully() }
+    }
+}
+
+/// A request on its way out: the encoded frame and the promise its answer completes.
+struct ClientRequest {
+    var id: UInt64
+    var frame: ByteBuffer
+    var promise: EventLoopPromise<Frame>
+    var timeout: TimeAmount
+    var compressAbove: Int?
+}
+
+/// Matches answers to requests by id, on the channel's event loop.
+final class ClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ClientRequest
+    typealias OutboundOut = ByteBuffer
+
+    private var pending: [UInt64: (EventLoopPromise<Frame>, Scheduled<Void>)] = [:]
+    private var cumulation: ByteBuffer?
+    private let decoder: FrameDecoder
+    private var zstd: ZstdCodec?
+    private let maxResponseBytes: UInt32
+
+    init(maxResponseBytes: UInt32) {
+        self.maxResponseBytes = maxResponseBytes
+        decoder = FrameDecoder(maxBodyBytes: maxResponseBytes)
+    }
+
+    func enableZstd() { zstd = ZstdCodec() }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let req = unwrapOutboundIn(data)
+        let id = req.id
+        let timer = context.eventLoop.scheduleTask(in: req.timeout) { [weak self] () -> Void in
+            self?.pending.removeValue(forKey: id)?.0.fail(ClientError.timeout)
+        }
+        pending[id] = (req.promise, timer)
+        var frame = req.frame
+        if let z = zstd, let threshold = req.compressAbove, frame.readableBytes - FrameHeader.size >= threshold {
+            let body = frame.getSlice(at: frame.readerIndex + FrameHeader.size, length: frame.readableBytes - FrameHeader.size)!
+            var packed = z.compress(body, allocator: context.channel.allocator)
+            var c = context.channel.allocator.buffer(capacity: FrameHeader.size + packed.readableBytes)
+            c.writeBytes(frame.readableBytesView.prefix(FrameHeader.size))
+            c.setInteger(FrameFlags.zstd.rawValue, at: 6)
+            FrameHeader.patchBodyLength(UInt32(packed.readableBytes), in: &c, headerAt: 0)
+            c.writeBuffer(&packed)
+            frame = c
+        }
+        context.write(wrapOutboundOut(frame), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if var c = cumulation {
+            cumulation = nil
+            c.writeBuffer(&incoming)
+            incoming = c
+        }
+        do {
+            while let raw = try decoder.decodeFrame(&incoming) {
+                var body = raw.body
+                if raw.header.flags.contains(.zstd) {
+                    guard let z = zstd else { throw WireError(.compressionNotNegotiated, "server sent a compressed frame unasked") }
+                    body = try z.decompress(body, maxBytes: maxResponseBytes, allocator: context.channel.allocator)
+                }
+                let frame = try Frame.decode(header: raw.header, body: body)
+                guard let (promise, timer) = pending.removeValue(forKey: raw.header.requestID) else {
+                    // An ERROR for a request id we never sent (0: the server could not read our header).
+                    if case .error(let e) = frame.message {
+                        failAll(ClientError.server(e.status, e.message))
+                    }
+                    continue
+                }
+                timer.cancel()
+                promise.succeed(frame)
+            }
+        } catch {
+            failAll(ClientError.protocolError("\(error)"))
+            context.close(promise: nil)
+            return
+        }
+        if incoming.readableBytes > 0 { cumulation = incoming }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(ClientError.connectionClosed)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(error)
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: any Error) {
+        let all = pending
+        pending.removeAll()
+        for (_, (p, t)) in all {
+            t.cancel()
+            p.fail(error)
+        }
+    }
+}

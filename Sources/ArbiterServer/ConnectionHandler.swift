@@ -1,0 +1,339 @@
+import ArbiterModels
+import ArbiterWire
+import Logging
+import NIOCore
+import NIOExtras
+
+/// Serves one connection: cuts frames, enforces HELLO and the limits, scores inline on the event loop,
+/// and answers every bad frame with an ERROR frame (closing where the spec says so).
+///
+/// Inline scoring is deliberate (DESIGN.md, decision 8): no thread hop per request. Requests are answered
+/// in the order they are read; the protocol lets a future server answer out of order.
+final class ConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let config: ServerConfiguration
+    private let loopTable: LoopTable
+    private let logger: Logger
+    private let decoder: FrameDecoder
+    private var cumulation: ByteBuffer?
+    private var helloDone = false
+    private var zstd: ZstdCodec?
+    private var clientMaxFrame: UInt32 = 0
+    private var scratch = ScoringScratch()
+    private var closing = false
+    private var readPending = false
+
+    init(config: ServerConfiguration, loopTable: LoopTable, logger: Logger) {
+        self.config = config
+        self.loopTable = loopTable
+        self.logger = logger
+        self.decoder = FrameDecoder(maxBodyBytes: config.limits.maxFrameBytes)
+    }
+
+    // MARK: inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let receivedAt = NIODeadline.now().uptimeNanoseconds
+        var incoming = unwrapInboundIn(data)
+        if closing { return }
+        if var c = cumulation {
+            cumulation = nil
+            c.writeBuffer(&incoming)
+            incoming = c
+        }
+        while !closing {
+            let frame: RawFrame?
+            do {
+                frame = try decoder.decodeFrame(&incoming)
+            } catch {
+                fail(error, context: context)
+                return
+            }
+            guard let frame else { break }
+            handle(frame, context: context, receivedAt: receivedAt)
+        }
+        if incoming.readableBytes > 0 {
+            // Keep only the partial frame; copy it out so the large read buffer can be freed.
+            if incoming.readerIndex > 0 && incoming.readableBytes < 4096 {
+                var fresh = context.channel.allocator.buffer(capacity: max(incoming.readableBytes, 256))
+                fresh.writeBuffer(&incoming)
+                cumulation = fresh
+            } else {
+                cumulation = incoming
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let c = cumulation, c.readableBytes > 0 {
+            logger.debug("connection closed inside a frame", metadata: ["bytes": "\(c.readableBytes)"])
+        }
+        cumulation = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            // Everything read so far has been answered (scoring is inline): flush and close.
+            closing = true
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: back-pressure: stop reading while the socket does not drain our answers
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && readPending {
+            readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: frames
+
+    private func handle(_ frame: RawFrame, context: ChannelHandlerContext, receivedAt: UInt64) {
+        let h = frame.header
+        do {
+            try dispatch(frame, context: context, receivedAt: receivedAt)
+        } catch {
+            var e = error
+            e.requestID = h.requestID
+            fail(e, context: context)
+        }
+    }
+
+    private func dispatch(_ frame: RawFrame, context: ChannelHandlerContext, receivedAt: UInt64) throws(WireError) {
+        let h = frame.header
+        guard let op = Opcode(rawValue: h.opcode) else {
+            throw WireError(.unknownOpcode, "opcode 0x\(String(h.opcode, radix: 16)) is not defined in protocol v1")
+        }
+        guard op.isRequest else {
+            throw WireError(.protocolViolation, "\(op) is a response opcode; a client may not send it")
+        }
+        guard FrameFlags.known.isSuperset(of: h.flags) else {
+            throw WireError(.malformed, "flags 0x\(String(h.flags.rawValue, radix: 16)) include bits protocol v1 does not define")
+        }
+        var body = frame.body
+        if h.flags.contains(.zstd) {
+            guard let z = zstd else {
+                throw WireError(.compressionNotNegotiated, "the zstd flag is set but this connection did not negotiate zstd in HELLO")
+            }
+            body = try z.decompress(body, maxBytes: config.limits.maxFrameBytes, allocator: context.channel.allocator)
+        }
+        switch op {
+        case .hello:
+            try hello(h, body, context: context)
+        case .ping:
+            // Echo without materializing the payload.
+            var out = context.channel.allocator.buffer(capacity: FrameHeader.size + body.readableBytes)
+            FrameHeader(opcode: Opcode.pong.rawValue, requestID: h.requestID, bodyLength: UInt32(body.readableBytes)).write(to: &out)
+            out.writeImmutableBuffer(body)
+            send(out, context: context, receivedAt: receivedAt)
+        case .listModels, .modelInfo, .score:
+            guard helloDone else { throw WireError(.helloRequired, "send HELLO before \(op)") }
+            switch op {
+            case .listModels:
+                guard body.readableBytes == 0 else { throw WireError(.malformed, "LIST_MODELS has an empty body") }
+                let list = loopTable.table.models.values.map(\.summary).sorted { $0.name < $1.name }
+                reply(h, .models(list), context: context, receivedAt: receivedAt)
+            case .modelInfo:
+                guard case .modelInfo(let r) = try Message.decodeBody(opcode: .modelInfo, status: 0, body: body) else { return }
+                let m = try servingModel(r.model, version: r.version)
+                reply(h, .schema(m.wireSchema), context: context, receivedAt: receivedAt)
+            default:
+                try score(h, body, context: context, receivedAt: receivedAt)
+            }
+        default:
+            throw WireError(.protocolViolation, "\(op) is not a request")
+        }
+    }
+
+    private func hello(_ h: FrameHeader, _ body: ByteBuffer, context: ChannelHandlerContext) throws(WireError) {
+        guard !helloDone else { throw WireError(.protocolViolation, "HELLO was already completed on this connection") }
+        guard case .hello(let hello) = try Message.decodeBody(opcode: .hello, status: 0, body: body) else { return }
+        let ours = UInt16(FrameHeader.currentVersion)
+        guard hello.minVersion <= ours, ours <= hello.maxVersion else {
+            throw WireError(.unsupportedVersion,
+                            "client speaks protocol versions \(hello.minVersion)...\(hello.maxVersion); this server speaks \(ours)")
+        }
+        var compression: CompressionSet = []
+        if config.allowCompression && hello.compression.contains(.zstd) {
+            compression = .zstd
+            zstd = ZstdCodec()
+        }
+        clientMaxFrame = hello.maxFrameBytes
+        helloDone = true
+        logger.debug("HELLO", metadata: ["client": "\(hello.clientName)", "zstd": "\(compression.contains(.zstd))"])
+        reply(h, .helloOK(HelloOK(version: ours, limits: config.limits, compression: compression, serverName: config.serverName)),
+              context: context, receivedAt: 0)
+    }
+
+    private func servingModel(_ name: String, version: UInt64) throws(WireError) -> ServingModel {
+        let table = loopTable.table
+        guard let m = table.models[name] else {
+            let known = table.models.keys.sorted().joined(separator: ", ")
+            var why = "no model named '\(name)' is served (served: \(known.isEmpty ? "none" : known))"
+            if let failure = table.failures[name] { why = "model '\(name)' is not served: \(failure)" }
+            throw WireError(.unknownModel, why)
+        }
+        if version != 0 && version != m.version {
+            throw WireError(.unknownVersion, "model '\(name)' has no loaded version \(version); it serves version \(m.version)")
+        }
+        return m
+    }
+
+    // MARK: SCORE, the hot path
+
+    private func score(_ h: FrameHeader, _ body: ByteBuffer, context: ChannelHandlerContext, receivedAt: UInt64) throws(WireError) {
+        let view = try ScoreRequestView(body: body)
+        guard view.trailingBytes == 0 else {
+            throw WireError(.malformed, "SCORE body has \(view.trailingBytes) bytes after the candidate matrix")
+        }
+        let m = try servingModel(view.model, version: view.version)
+        let n = view.candidateCount
+        guard n <= Int(config.limits.maxCandidates) else {
+            throw WireError(.tooManyCandidates, "\(n) candidates, over the limit of \(config.limits.maxCandidates)")
+        }
+        guard view.contextCount == m.contextCount else {
+            throw WireError(.schemaMismatch, "SCORE carries \(view.contextCount) context features; \(m.name) v\(m.version) takes \(m.contextCount): \(m.wireSchema.contextFeatures.map(\.name).joined(separator: ", "))")
+        }
+        guard view.candidateFeatureCount == m.candidateFeatureCount else {
+            throw WireError(.schemaMismatch, "SCORE carries \(view.candidateFeatureCount) features per candidate; \(m.name) v\(m.version) takes \(m.candidateFeatureCount): \(m.wireSchema.candidateFeatures.map(\.name).joined(separator: ", "))")
+        }
+        let start = NIODeadline.now().uptimeNanoseconds
+        let queueMicros = (start &- receivedAt) / 1000
+        if h.time > 0 && queueMicros >= h.time {
+            throw WireError(.deadlineExceeded, "request waited \(queueMicros) µs, over its budget of \(h.time) µs")
+        }
+        let f = m.candidateFeatureCount
+        let ctx = scratch.context.reserve(m.contextCount)
+        let mat = scratch.matrix.reserve(n * f)
+        let ids = scratch.ids.reserve(n)
+        view.copyContext(into: ctx)
+        view.copyCandidateMatrix(into: mat)
+        view.copyCandidateIDs(into: ids)
+        let ctxBuf = UnsafeBufferPointer(start: ctx, count: m.contextCount)
+        let matBuf = UnsafeBufferPointer(start: mat, count: n * f)
+        if let problem = m.model.schema.firstInvalidValue(context: ctxBuf, candidates: matBuf, candidateCount: n) {
+            throw WireError(.invalidFeature, problem)
+        }
+        let scores = scratch.scores.reserve(n)
+        let floats = scratch.floatColumns.reserve(n * m.floatColumnCount)
+        let codes = scratch.codeColumns.reserve(n * m.codeColumnCount)
+        m.model.score(ScoreBatch(context: ctxBuf, candidates: matBuf, candidateCount: n),
+                      into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+        let computeMicros = (NIODeadline.now().uptimeNanoseconds &- start) / 1000
+
+        // Rows to return: all in request order, or the best k gathered into the top-k scratch.
+        var rows = n
+        var outIDs = ids, outScores = scores, outFloats = floats, outCodes = codes
+        let sorted = view.topK > 0
+        if sorted {
+            let order = scratch.order.reserve(n)
+            rows = TopK.select(scores: scores, n: n, k: Int(view.topK), into: order)
+            outIDs = scratch.gatherIDs.reserve(rows)
+            outScores = scratch.gatherFloats.reserve(rows * (1 + m.floatColumnCount))
+            outFloats = outScores + rows
+            outCodes = scratch.gatherCodes.reserve(rows * m.codeColumnCount)
+            for r in 0..<rows {
+                let src = Int(order[r])
+                outIDs[r] = ids[src]
+                outScores[r] = scores[src]
+                for c in 0..<m.floatColumnCount { outFloats[c * rows + r] = floats[c * n + src] }
+                for c in 0..<m.codeColumnCount { outCodes[c * rows + r] = codes[c * n + src] }
+            }
+        }
+
+        var out = context.channel.allocator.buffer(capacity: FrameHeader.size + 24 + rows * (12 + 4 * m.floatColumnCount + m.codeColumnCount) + 64 * m.columns.count)
+        let headerAt = out.writerIndex
+        FrameHeader(opcode: Opcode.result.rawValue, requestID: h.requestID).write(to: &out)
+        let bodyStart = out.writerIndex
+        ScoreCodec.writeResultHead(version: m.version, queueMicros: UInt32(clamping: queueMicros),
+                                   computeMicros: UInt32(clamping: computeMicros), sorted: sorted,
+                                   columnCount: m.columns.count, ids: UnsafeBufferPointer(start: outIDs, count: rows),
+                                   scores: UnsafeBufferPointer(start: outScores, count: rows), into: &out)
+        for c in m.columns {
+            if c.isCode {
+                ScoreCodec.writeCodeColumn(prologue: c.prologue, values: UnsafeBufferPointer(start: outCodes + c.index * rows, count: rows), into: &out)
+            } else {
+                ScoreCodec.writeFloatColumn(prologue: c.prologue, values: UnsafeBufferPointer(start: outFloats + c.index * rows, count: rows), into: &out)
+            }
+        }
+        let bodyLength = out.writerIndex - bodyStart
+        if clientMaxFrame > 0 && bodyLength > Int(clientMaxFrame) {
+            throw WireError(.tooManyCandidates, "the RESULT would be \(bodyLength) bytes, over this client's max_frame_bytes of \(clientMaxFrame); send fewer candidates or set top_k")
+        }
+        FrameHeader.patchBodyLength(UInt32(bodyLength), in: &out, headerAt: headerAt)
+        send(out, context: context, receivedAt: receivedAt)
+    }
+
+    // MARK: writing
+
+    /// Encodes and writes a response to `request`.
+    private func reply(_ request: FrameHeader, _ message: Message, context: ChannelHandlerContext, receivedAt: UInt64) {
+        var out = context.channel.allocator.buffer(capacity: 64)
+        Frame(requestID: request.requestID, message: message).encode(into: &out)
+        send(out, context: context, receivedAt: receivedAt)
+    }
+
+    /// Stamps the server time, compresses a large body when zstd was negotiated, and writes.
+    private func send(_ frame: ByteBuffer, context: ChannelHandlerContext, receivedAt: UInt64) {
+        var out = frame
+        if let z = zstd, out.readableBytes - FrameHeader.size >= config.compressionThreshold {
+            let body = out.getSlice(at: out.readerIndex + FrameHeader.size, length: out.readableBytes - FrameHeader.size)!
+            let packed = z.compress(body, allocator: context.channel.allocator)
+            if packed.readableBytes < body.readableBytes {
+                var c = context.channel.allocator.buffer(capacity: FrameHeader.size + packed.readableBytes)
+                c.writeBytes(out.readableBytesView.prefix(FrameHeader.size))
+                c.setInteger(FrameFlags.zstd.rawValue, at: 6)
+                FrameHeader.patchBodyLength(UInt32(packed.readableBytes), in: &c, headerAt: 0)
+                var p = packed
+                c.writeBuffer(&p)
+                out = c
+            }
+        }
+        if receivedAt > 0 {
+            FrameHeader.patchTime((NIODeadline.now().uptimeNanoseconds &- receivedAt) / 1000, in: &out, headerAt: out.readerIndex)
+        }
+        context.write(wrapOutboundOut(out), promise: nil)
+    }
+
+    /// Answers a protocol error; closes the connection when the status says so.
+    private func fail(_ error: WireError, context: ChannelHandlerContext) {
+        logger.debug("protocol error", metadata: ["status": "\(error.status)", "message": "\(error.message)"])
+        var out = context.channel.allocator.buffer(capacity: 64 + error.message.utf8.count)
+        Frame(requestID: error.requestID, message: .error(ErrorBody(status: error.status, message: error.message))).encode(into: &out)
+        if error.status.closesConnection {
+            closing = true
+            cumulation = nil
+            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
+        } else {
+            context.write(wrapOutboundOut(out), promise: nil)
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import ArbiterModels
+import ArbiterStore
+import ArbiterWire
+
+/// A validated model version as the server serves it: the model plus everything the wire needs about it,
+/// computed once at load so that the hot path only copies.
+final class ServingModel: Sendable {
+    let model: any ScoringModel
+    let name: String
+    let version: UInt64
+    let contextCount: Int
+    let candidateFeatureCount: Int
+    let floatColumnCount: Int
+    let codeColumnCount: Int
+    /// Pre-encoded column prologues in schema order, with each column's kind and index among its kind.
+    let columns: [(prologue: [UInt8], isCode: Bool, index: Int)]
+    let summary: ModelSummary
+    let wireSchema: ModelSchema
+
+    init(name: String, model: any ScoringModel) {
+        let s = model.schema
+        self.model = model
+        self.name = name
+        self.version = model.version.version
+        self.contextCount = s.context.count
+        self.candidateFeatureCount = s.candidate.count
+        self.floatColumnCount = s.floatColumnCount
+        self.codeColumnCount = s.codeColumnCount
+        var cols: [(prologue: [UInt8], isCode: Bool, index: Int)] = []
+        var nf = 0, nc = 0
+        for c in s.outputs {
+            let spec = ColumnSpec(name: c.name, kind: c.kind == .code ? .code : .float32, labels: c.labels)
+            if c.kind == .code {
+                cols.append((ScoreCodec.columnPrologue(spec), true, nc))
+                nc += 1
+            } else {
+                cols.append((ScoreCodec.columnPrologue(spec), false, nf))
+                nf += 1
+            }
+        }
+        self.columns = cols
+        self.summary = ModelSummary(name: name, kind: model.version.kind, version: version,
+                                    contextFeatureCount: UInt16(clamping: s.context.count),
+                                    candidateFeatureCount: UInt16(clamping: s.candidate.count))
+        func wire(_ f: Feature) -> FeatureSpec {
+            FeatureSpec(name: f.name, kind: f.kind == .categorical ? .categorical : .numeric,
+                        cardinality: UInt32(clamping: f.cardinality))
+        }
+        self.wireSchema = ModelSchema(
+            model: name, kind: model.version.kind, version: version,
+            createdUnixMillis: model.version.meta.createdUnixMillis,
+            contextFeatures: s.context.map(wire), candidateFeatures: s.candidate.map(wire),
+            outputs: s.outputs.map { ColumnSpec(name: $0.name, kind: $0.kind == .code ? .code : .float32, labels: $0.labels) })
+    }
+}
+
+/// The models being served, by name. Immutable: a swap builds a new table.
+struct ModelTable: Sendable {
+    var models: [String: ServingModel] = [:]
+    /// Why a model in the store is not being served (failed validation), by name; shown by `versions`.
+    var failures: [String: String] = [:]
+}

@@ -1,0 +1,43 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The table of served models. Each event loop keeps its own copy, which connections on that loop read
+/// without a lock or an atomic; a swap installs the new table under a lock and then hands it to every
+/// loop as a task on that loop. Old versions are released as soon as each loop has moved on and the
+/// requests holding them have finished.
+final class ServingState: Sendable {
+    private let current: NIOLockedValueBox<ModelTable>
+    private let loops: [LoopTable]
+
+    init(_ table: ModelTable, loops: [any EventLoop]) {
+        current = NIOLockedValueBox(table)
+        self.loops = loops.map { LoopTable(loop: $0, table: table) }
+    }
+
+    /// The newest table (admin paths, not the hot path).
+    var table: ModelTable { current.withLockedValue { $0 } }
+
+    /// The table owned by `loop`, for connections served there.
+    func local(for loop: any EventLoop) -> LoopTable {
+        loops.first { $0.loop === loop } ?? LoopTable(loop: loop, table: table)
+    }
+
+    /// Installs a new table and propagates it to every loop.
+    func replace(_ table: ModelTable) {
+        current.withLockedValue { $0 = table }
+        for l in loops {
+            l.loop.execute { l.table = table }
+        }
+    }
+}
+
+/// One event loop's copy of the table. Touched only on that loop.
+final class LoopTable: @unchecked Sendable {
+    let loop: any EventLoop
+    var table: ModelTable
+
+    init(loop: any EventLoop, table: ModelTable) {
+        self.loop = loop
+        self.table = table
+    }
+}

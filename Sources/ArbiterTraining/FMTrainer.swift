@@ -1,0 +1,154 @@
+import ArbiterModels
+
+/// Rows encoded for the factorization machine: each row has exactly `fields` active (index, value) pairs.
+public struct EncodedRows: Sendable {
+    public let fields: Int
+    public let dimension: Int
+    public var indices: [Int32]
+    public var values: [Float]
+
+    public var count: Int { indices.count / max(fields, 1) }
+}
+
+/// Hyper-parameters of one factorization machine fit.
+public struct FMTrainingOptions: Sendable {
+    public var factors = 8
+    public var learningRate: Float = 0.05
+    /// L2 penalty, applied to the active parameters of each example.
+    public var l2: Float = 1e-5
+    public var maxEpochs = 30
+    /// Stop after this many epochs without a better validation log loss (the best epoch is kept).
+    public var patience = 2
+    public var seed: UInt64 = 1
+    public var initScale: Float = 0.01
+
+    public init() {}
+}
+
+/// The parameters of one fitted machine.
+public struct FMParameters: Sendable {
+    public var bias: Float
+    public var linear: [Float]
+    public var factors: [Float]
+    public let factorCount: Int
+
+    /// Runs `body` with the kernel over these parameters.
+    public func withMachine<T>(_ body: (FactorizationMachine) throws -> T) rethrows -> T {
+        try linear.withUnsafeBufferPointer { w in
+            try factors.withUnsafeBufferPointer { v in
+                try body(FactorizationMachine(bias: bias, linear: w.baseAddress!, factors: v.baseAddress!, factorCount: factorCount))
+            }
+        }
+    }
+
+    /// Predicted probabilities for `rows` of `data`.
+    public func predict(_ data: EncodedRows, rows: [Int]) -> [Float] {
+        withMachine { fm in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: factorCount) { sums in
+                rows.map { r in
+                    var acc = FactorizationMachine.Accumulator(sums: sums.baseAddress!, factorCount: factorCount)
+                    for j in 0..<data.fields {
+                        fm.add(Int(data.indices[r * data.fields + j]), data.values[r * data.fields + j], to: &acc)
+                    }
+                    return Kernels.sigmoid(fm.output(acc))
+                }
+            }
+        }
+    }
+}
+
+/// What happened in one epoch, for progress display.
+public struct EpochReport: Sendable {
+    public var epoch: Int
+    public var trainLogLoss: Double
+    public var validationLogLoss: Double
+    public var improved: Bool
+}
+
+/// Fits a factorization machine with AdaGrad on log loss, with L2 and early stopping on a validation set.
+public enum FMTrainer {
+    public static func fit(_ data: EncodedRows, labels: [Bool], train: [Int], validation: [Int],
+                           options o: FMTrainingOptions, progress: (EpochReport) -> Void = { _ in }) -> FMParameters {
+        let d = data.dimension, k = o.factors, F = data.fields
+        var rng = SplitMix64(seed: o.seed)
+        var p = FMParameters(bias: 0, linear: [Float](repeating: 0, count: d),
+                             factors: (0..<d * k).map { _ in Float(rng.normal()) * o.initScale }, factorCount: k)
+        // Start the bias at the base rate's logit.
+        let pos = train.reduce(0) { $0 + (labels[$1] ? 1 : 0) }
+        let rate = min(max(Double(pos) / Double(max(train.count, 1)), 1e-4), 1 - 1e-4)
+        p.bias = Float(_log(rate / (1 - rate)))
+
+        var gBias: Float = 1e-8
+        var gLinear = [Float](repeating: 1e-8, count: d)
+        var gFactors = [Float](repeating: 1e-8, count: d * k)
+        var best = p
+        var bestLoss = Double.infinity
+        var stale = 0
+        var order = train
+        let validationLabels = validation.map { labels[$0] }
+        let lr = o.learningRate, l2 = o.l2
+        var sums = [Float](repeating: 0, count: k)
+
+        for epoch in 1...max(1, o.maxEpochs) {
+            order.shuffle(using: &rng)
+            var lossSum = 0.0
+            data.indices.withUnsafeBufferPointer { idx in
+                data.values.withUnsafeBufferPointer { val in
+                    for r in order {
+                        let base = r * F
+                        // Forward.
+                        var lin = p.bias
+                        var sq: Float = 0
+                        for f in 0..<k { sums[f] = 0 }
+                        for j in 0..<F {
+                            let i = Int(idx[base + j]), x = val[base + j]
+                            lin += p.linear[i] * x
+                            for f in 0..<k {
+                                let vx = p.factors[i * k + f] * x
+                                sums[f] += vx
+                                sq += vx * vx
+                            }
+                        }
+                        var pair: Float = 0
+                        for f in 0..<k { pair += sums[f] * sums[f] }
+                        let y = lin + 0.5 * (pair - sq)
+                        let prob = Kernels.sigmoid(y)
+                        let label: Float = labels[r] ? 1 : 0
+                        let q = Double(min(max(prob, 1e-7), 1 - 1e-7))
+                        lossSum -= labels[r] ? _log(q) : _log(1 - q)
+                        let g = prob - label
+                        // Backward, AdaGrad.
+                        gBias += g * g
+                        p.bias -= lr * g / gBias.squareRoot()
+                        for j in 0..<F {
+                            let i = Int(idx[base + j]), x = val[base + j]
+                            let gw = g * x + l2 * p.linear[i]
+                            gLinear[i] += gw * gw
+                            p.linear[i] -= lr * gw / gLinear[i].squareRoot()
+                            for f in 0..<k {
+                                let v = p.factors[i * k + f]
+                                let gv = g * x * (sums[f] - v * x) + l2 * v
+                                gFactors[i * k + f] += gv * gv
+                                p.factors[i * k + f] = v - lr * gv / gFactors[i * k + f].squareRoot()
+                            }
+                        }
+                    }
+                }
+            }
+            let vloss = validation.isEmpty ? lossSum / Double(max(order.count, 1))
+                : Metrics.logLoss(probabilities: p.predict(data, rows: validation), labels: validationLabels)
+            let improved = vloss < bestLoss - 1e-5
+            progress(EpochReport(epoch: epoch, trainLogLoss: lossSum / Double(max(order.count, 1)),
+                                 validationLogLoss: vloss, improved: improved))
+            if improved {
+                bestLoss = vloss
+                best = p
+                stale = 0
+            } else {
+                stale += 1
+                if stale >= o.patience { break }
+            }
+        }
+        return best
+    }
+}
