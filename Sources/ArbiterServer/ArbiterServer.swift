@@ -130,6 +130,9 @@ public final class ArbiterServer: @unchecked Sendable {
             let p = group.next().makePromise(of: Void.self)
             quiesce.initiateShutdown(promise: p)
             try await p.futureResult.get()
+            // The helper fails an internal promise when it goes away: let it go while the loops still run.
+            self.quiesce = nil
+            channel = nil
         }
         try await group.shutdownGracefully()
         try await loaderGroup.shutdownGracefully()

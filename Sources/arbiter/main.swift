@@ -61,10 +61,13 @@ struct Ping: AsyncParsableCommand {
 
     func run() async throws {
         let client = try await connection.connect()
-        defer { Task { try? await client.close() } }
         print("connected to \(client.session.serverName), protocol v\(client.session.version)")
         for i in 1...max(1, count) {
-            let d = try await client.ping()
+            let d: Duration
+            do { d = try await client.ping() } catch {
+                try? await client.close()
+                throw CLIError("\(error)")
+            }
             let us = Double(d.components.attoseconds) / 1e12 + Double(d.components.seconds) * 1e6
             print(String(format: "pong %d: %.1f µs", i, us))
         }
