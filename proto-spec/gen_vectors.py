@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Writes the golden vectors of protocol v1 from PROTOCOL.md alone, with struct.pack: an implementation
+independent of the Swift codec. Each vector is NAME.hex (the frame, hex, 32 bytes a line) and NAME.json (its
+decoding). Run from this folder: python3 gen_vectors.py
+"""
+import json
+import os
+import struct
+
+MAGIC = b"ARBT"
+OPCODES = {"HELLO": 0x01, "PING": 0x02, "LIST_MODELS": 0x03, "MODEL_INFO": 0x04, "SCORE": 0x05,
+           "HELLO_OK": 0x81, "PONG": 0x82, "MODELS": 0x83, "SCHEMA": 0x84, "RESULT": 0x85, "ERROR": 0xFF}
+STATUSES = ["OK", "BAD_MAGIC", "UNSUPPORTED_VERSION", "FRAME_TOO_LARGE", "UNKNOWN_OPCODE", "MALFORMED",
+            "HELLO_REQUIRED", "UNKNOWN_MODEL", "UNKNOWN_VERSION", "SCHEMA_MISMATCH", "TOO_MANY_CANDIDATES",
+            "INVALID_FEATURE", "COMPRESSION_NOT_NEGOTIATED", "BAD_COMPRESSION", "OVERLOADED", "DEADLINE_EXCEEDED",
+            "SHUTTING_DOWN", "INTERNAL", "PROTOCOL_VIOLATION"]
+
+
+def s16(text):
+    b = text.encode("utf-8")
+    return struct.pack("<H", len(b)) + b
+
+
+def pad(buf, align):
+    return buf + b"\0" * ((align - len(buf) % align) % align)
+
+
+def header(opcode, request_id, body_len, time=0, flags=0, status=0, version=1):
+    return MAGIC + struct.pack("<BBBBQIIQ", version, OPCODES[opcode], flags, status, request_id, body_len, 0, time)
+
+
+def f32s(values):
+    return b"".join(struct.pack("<f", v) for v in values)
+
+
+def score_body(m):
+    name = m["model"].encode()
+    b = struct.pack("<QQIIIIHH", m["version"], m["routing_key"], m["top_k"], len(m["context"]),
+                    len(m["candidate_ids"]), m["candidate_feature_count"], 0, len(name)) + name
+    b = pad(b, 8) + f32s(m["context"])
+    b = pad(b, 8) + b"".join(struct.pack("<Q", i) for i in m["candidate_ids"])
+    return b + f32s(m["candidate_features"])
+
+
+def result_body(m):
+    rows = len(m["ids"])
+    b = struct.pack("<QIIIHH", m["version"], m["queue_us"], m["compute_us"], rows, len(m["columns"]),
+                    1 if m["sorted"] else 0)
+    b += b"".join(struct.pack("<Q", i) for i in m["ids"]) + f32s(m["scores"])
+    for c in m["columns"]:
+        kind = {"float32": 1, "code": 2}[c["kind"]]
+        p = struct.pack("<BB", kind, len(c["labels"])) + s16(c["name"]) + b"".join(s16(l) for l in c["labels"])
+        b += pad(p, 4)
+        if kind == 1:
+            b += f32s(c["values"])
+        else:
+            b += pad(bytes(c["values"]), 4)
+    return b
+
+
+def schema_body(m):
+    b = struct.pack("<QQ", m["version"], m["created_unix_ms"]) + s16(m["model"]) + s16(m["kind"])
+    for key in ("context_features", "candidate_features"):
+        b += struct.pack("<H", len(m[key]))
+        for f in m[key]:
+            b += struct.pack("<BI", {"numeric": 0, "categorical": 1}[f["kind"]], f["cardinality"]) + s16(f["name"])
+    b += struct.pack("<H", len(m["outputs"]))
+    for c in m["outputs"]:
+        b += struct.pack("<BB", {"float32": 1, "code": 2}[c["kind"]], len(c["labels"])) + s16(c["name"])
+        b += b"".join(s16(l) for l in c["labels"])
+    return b
+
+
+def body_of(opcode, m):
+    if opcode == "HELLO":
+        return struct.pack("<HHII", m["min_version"], m["max_version"], m["max_frame_bytes"], m["compression"]) + s16(m["client_name"])
+    if opcode == "HELLO_OK":
+        return struct.pack("<HHIIII", m["version"], 0, m["max_frame_bytes"], m["max_candidates"], m["max_in_flight"],
+                           m["compression"]) + s16(m["server_name"])
+    if opcode in ("PING", "PONG"):
+        return bytes.fromhex(m["payload_hex"])
+    if opcode == "LIST_MODELS":
+        return b""
+    if opcode == "MODELS":
+        b = struct.pack("<I", len(m["models"]))
+        for e in m["models"]:
+            b += struct.pack("<QHH", e["version"], e["context_feature_count"], e["candidate_feature_count"])
+            b += s16(e["name"]) + s16(e["kind"])
+        return b
+    if opcode == "MODEL_INFO":
+        return struct.pack("<Q", m["version"]) + s16(m["model"])
+    if opcode == "SCHEMA":
+        return schema_body(m)
+    if opcode == "SCORE":
+        return score_body(m)
+    if opcode == "RESULT":
+        return result_body(m)
+    if opcode == "ERROR":
+        return s16(m["message"])
+    raise ValueError(opcode)
+
+
+def write(name, description, opcode, request_id, message, time=0, status="OK"):
+    body = body_of(opcode, message)
+    frame = header(opcode, request_id, len(body), time=time, status=STATUSES.index(status)) + body
+    hexlines = "\n".join(frame[i:i + 32].hex() for i in range(0, len(frame), 32))
+    with open(os.path.join("vectors", name + ".hex"), "w") as f:
+        f.write(hexlines + "\n")
+    doc = {"description": description,
+           "header": {"version": 1, "opcode": opcode, "flags": 0, "status": status, "request_id": request_id,
+                      "body_length": len(body), "time": time},
+           "message": message}
+    with open(os.path.join("vectors", name + ".json"), "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+LEAD_SCHEMA = {
+    "model": "leads", "kind": "lead-grading", "version": 3, "created_unix_ms": 1795000000000,
+    "context_features": [{"name": "job_category", "kind": "categorical", "cardinality": 8},
+                         {"name": "job_salary", "kind": "numeric", "cardinality": 0}],
+    "candidate_features": [{"name": "channel", "kind": "categorical", "cardinality": 5},
+                           {"name": "distance_km", "kind": "numeric", "cardinality": 0}],
+    "outputs": [{"name": "p_hire", "kind": "float32", "labels": []},
+                {"name": "grade", "kind": "code", "labels": ["A", "B", "C", "D"]}],
+}
+
+
+def main():
+    os.makedirs("vectors", exist_ok=True)
+    write("hello", "HELLO offering protocol 1 and zstd", "HELLO", 1,
+          {"min_version": 1, "max_version": 1, "max_frame_bytes": 1048576, "compression": 1, "client_name": "example"})
+    write("hello_ok", "HELLO_OK settling v1, default limits, zstd", "HELLO_OK", 1,
+          {"version": 1, "max_frame_bytes": 4194304, "max_candidates": 10000, "max_in_flight": 1024,
+           "compression": 1, "server_name": "arbiterd/0.1"})
+    write("ping", "PING with a 4-byte payload", "PING", 2, {"payload_hex": "01020304"})
+    write("pong", "PONG echoing the payload; time is the server's 3 µs", "PONG", 2, {"payload_hex": "01020304"}, time=3)
+    write("ping_empty", "PING with no payload", "PING", 9, {"payload_hex": ""})
+    write("list_models", "LIST_MODELS", "LIST_MODELS", 3, {})
+    write("models", "MODELS with one lead-grading model", "MODELS", 3,
+          {"models": [{"name": "leads", "kind": "lead-grading", "version": 3, "context_feature_count": 2,
+                       "candidate_feature_count": 6}]})
+    write("model_info", "MODEL_INFO for the active version", "MODEL_INFO", 4, {"model": "leads", "version": 0})
+    write("schema", "SCHEMA of a small lead-grading model", "SCHEMA", 4, LEAD_SCHEMA)
+    write("score", "SCORE: two leads, two features each, deadline 250 µs", "SCORE", 7,
+          {"model": "leads", "version": 0, "routing_key": 42, "top_k": 0, "context": [3.0, 4200.0],
+           "candidate_ids": [101, 102], "candidate_feature_count": 2, "candidate_features": [1.0, 3.5, 4.0, 40.0]},
+          time=250)
+    write("score_topk_pinned", "SCORE pinned to version 3, best 1 of 3", "SCORE", 8,
+          {"model": "lead-model-x", "version": 3, "routing_key": 0, "top_k": 1, "context": [1.0, 2500.0],
+           "candidate_ids": [1, 2, 3], "candidate_feature_count": 2,
+           "candidate_features": [0.0, 1.5, 2.0, 12.25, 4.0, 0.5]})
+    write("result", "RESULT for the two leads: scores, p_hire, grades B and D", "RESULT", 7,
+          {"version": 3, "queue_us": 2, "compute_us": 5, "sorted": False, "ids": [101, 102], "scores": [0.25, 0.03125],
+           "columns": [{"name": "p_hire", "kind": "float32", "labels": [], "values": [0.25, 0.03125]},
+                       {"name": "grade", "kind": "code", "labels": ["A", "B", "C", "D"], "values": [1, 3]}]},
+          time=9)
+    write("result_topk", "RESULT of a top-1 request (sorted)", "RESULT", 8,
+          {"version": 3, "queue_us": 1, "compute_us": 4, "sorted": True, "ids": [3], "scores": [0.75],
+           "columns": [{"name": "p_hire", "kind": "float32", "labels": [], "values": [0.75]},
+                       {"name": "grade", "kind": "code", "labels": ["A", "B", "C", "D"], "values": [0]}]},
+          time=6)
+    messages = {
+        "BAD_MAGIC": "frame does not start with the magic \"ARBT\" (41 52 42 54)",
+        "UNSUPPORTED_VERSION": "frame is protocol version 9; this server speaks version 1",
+        "FRAME_TOO_LARGE": "body of 99999999 bytes is over the limit of 4194304 bytes",
+        "UNKNOWN_OPCODE": "opcode 0x42 is not defined in protocol v1",
+        "MALFORMED": "body ends before field 'top_k'",
+        "HELLO_REQUIRED": "send HELLO before SCORE",
+        "UNKNOWN_MODEL": "no model named 'nope' is served (served: leads)",
+        "UNKNOWN_VERSION": "model 'leads' has no loaded version 7; it serves version 3",
+        "SCHEMA_MISMATCH": "SCORE carries 3 context features; leads v3 takes 2: job_category, job_salary",
+        "TOO_MANY_CANDIDATES": "20000 candidates, over the limit of 10000",
+        "INVALID_FEATURE": "candidate row 0 feature 'distance_km' is nan, not a finite number",
+        "COMPRESSION_NOT_NEGOTIATED": "the zstd flag is set but this connection did not negotiate zstd in HELLO",
+        "BAD_COMPRESSION": "zstd body could not be decompressed: Unknown frame descriptor",
+        "OVERLOADED": "too many requests in flight; retry later",
+        "DEADLINE_EXCEEDED": "request waited 300 µs, over its budget of 250 µs",
+        "SHUTTING_DOWN": "the server is shutting down; retry on a new connection",
+        "INTERNAL": "internal error; retry",
+        "PROTOCOL_VIOLATION": "HELLO was already completed on this connection",
+    }
+    for status, msg in messages.items():
+        rid = 0 if status == "BAD_MAGIC" else 7
+        write("error_" + status.lower(), "ERROR " + status, "ERROR", rid, {"message": msg}, status=status)
+
+
+if __name__ == "__main__":
+    main()
