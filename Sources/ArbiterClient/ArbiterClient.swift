@@ -104,8 +104,11 @@ public final class ArbiterClient: Sendable {
         var buffer = channel.allocator.buffer(capacity: 64)
         Frame(requestID: id, time: time, message: message).encode(into: &buffer)
         let promise = channel.eventLoop.makePromise(of: Frame.self)
+        // A write that fails (the connection closed meanwhile) must fail the request, or it would wait forever.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in promise.fail(ClientError.connectionClosed) }
         channel.writeAndFlush(ClientRequest(id: id, frame: buffer, promise: promise, timeout: timeout, compressAbove: compress),
-                              promise: nil)
+                              promise: written)
         let frame = try await promise.futureResult.get()
         if case .error(let e) = frame.message { throw ClientError.server(e.status, e.message) }
         return frame
@@ -178,6 +181,11 @@ final class ClientHandler: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let req = unwrapOutboundIn(data)
+        guard context.channel.isActive else {
+            req.promise.fail(ClientError.connectionClosed)
+            promise?.fail(ClientError.connectionClosed)
+            return
+        }
         let id = req.id
         let timer = context.eventLoop.scheduleTask(in: req.timeout) { [weak self] () -> Void in
             self?.pending.removeValue(forKey: id)?.0.fail(ClientError.timeout)

@@ -36,7 +36,7 @@ public final class ArbiterServer: @unchecked Sendable {
         guard configuration.threads >= 1 else { throw ServerError.invalidConfiguration("threads must be at least 1") }
         self.configuration = configuration
         self.logger = logger
-        environment = try StoreEnvironment(path: configuration.storePath, configuration: configuration.store)
+        environment = try StoreEnvironment.open(path: configuration.storePath, configuration: configuration.store)
         if environment.staleReadersCleared > 0 {
             logger.warning("cleared \(environment.staleReadersCleared) stale reader slots left by dead processes")
         }

@@ -23,14 +23,31 @@ public struct StoreConfiguration: Sendable {
 
 /// One LMDB environment holding every model. Opened with `MDB_NOTLS` so that a read snapshot can be
 /// pinned by one thread and released by another.
+///
+/// LMDB forbids opening the same environment twice in one process (its locks are per process), so
+/// `open(path:configuration:)` hands out the one instance per directory that is already open.
 public final class StoreEnvironment: @unchecked Sendable {
+    private static let registryLock = NSLock()
+    nonisolated(unsafe) private static var registry: [String: WeakEnvironment] = [:]
+
+    /// The environment at `path`, opening it if this process has not already.
+    public static func open(path: String, configuration: StoreConfiguration = StoreConfiguration()) throws(StoreError) -> StoreEnvironment {
+        registryLock.lock()
+        defer { registryLock.unlock() }
+        let key = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+        if let env = registry[key]?.value { return env }
+        let env = try StoreEnvironment(path: path, configuration: configuration)
+        registry[key] = WeakEnvironment(value: env)
+        return env
+    }
+
     let env: OpaquePointer
     let dbi: MDB_dbi
     public let path: String
     /// Stale reader slots (from processes that died) cleared when the environment was opened.
     public private(set) var staleReadersCleared: Int32 = 0
 
-    public init(path: String, configuration: StoreConfiguration = StoreConfiguration()) throws(StoreError) {
+    private init(path: String, configuration: StoreConfiguration) throws(StoreError) {
         self.path = path
         var isDir: ObjCBool = false
         if !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
@@ -136,4 +153,8 @@ func withKey<T>(_ key: String, _ body: (inout MDB_val) throws -> T) rethrows -> 
         var v = MDB_val(mv_size: u.count, mv_data: UnsafeMutableRawPointer(mutating: u.baseAddress))
         return try body(&v)
     }
+}
+
+private struct WeakEnvironment {
+    weak var value: StoreEnvironment?
 }

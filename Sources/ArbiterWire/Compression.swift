@@ -13,6 +13,9 @@ public final class ZstdCodec {
         cctx = ZSTD_createCCtx()
         dctx = ZSTD_createDCtx()
         self.level = level
+        // A content checksum in every frame we send, so corruption on the way is always detected.
+        ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1)
+        ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)
     }
 
     deinit {
@@ -64,10 +67,9 @@ public final class ZstdCodec {
         let bound = ZSTD_compressBound(body.readableBytes)
         var out = allocator.buffer(capacity: bound)
         let cctx = self.cctx
-        let level = self.level
         body.withUnsafeReadableBytes { src in
             _ = out.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { dst in
-                let r = ZSTD_compressCCtx(cctx, dst.baseAddress, bound, src.baseAddress, src.count, level)
+                let r = ZSTD_compress2(cctx, dst.baseAddress, bound, src.baseAddress, src.count)
                 precondition(ZSTD_isError(r) == 0, "zstd compression into a bound-sized buffer cannot fail")
                 return r
             }

@@ -32,7 +32,7 @@ struct StoreOptions: ParsableArguments {
     }
 
     func open(create: Bool) throws -> Catalog {
-        let env = try StoreEnvironment(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib << 30, create: create))
+        let env = try StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib << 30, create: create))
         return Catalog(environment: env)
     }
 }
