@@ -121,7 +121,8 @@ import Testing
     @Test func shutdownAnswersWhatWasReadThenCloses() async throws {
         let server = try ArbiterServer(configuration: Fixture.config())
         try await server.start()
-        let c = try RawConnection(port: server.port!)
+        let port = server.port!
+        let c = try RawConnection(port: port)
         try c.hello()
         var frames = ByteBuffer()
         for i in 0..<50 { Frame(requestID: UInt64(i), message: .score(Fixture.scoreRequest(n: 10))).encode(into: &frames) }
@@ -137,7 +138,7 @@ import Testing
         }
         // Every answer that came was complete, and the connection then closed cleanly.
         #expect(answered >= 1 && answered <= 50)
-        #expect(throws: (any Error).self) { try RawConnection(port: server.port ?? 1) }
+        #expect(throws: (any Error).self) { try RawConnection(port: port) }
     }
 
     @Test func aNewlyPublishedVersionIsSwappedInAndABadOneNeverServes() async throws {
