@@ -71,6 +71,7 @@ struct Train: ParsableCommand {
     @Option(help: "Most epochs per stage (early stopping usually ends sooner).") var maxEpochs: Int = 30
     @Option(help: "Seed for initialization and shuffling.") var seed: UInt64 = 1
     @Flag(help: "Publish without making the new version active.") var noActivate = false
+    @Option(help: "Also write the held-out metrics as JSON to this file.") var metricsOut: String?
 
     func validate() throws {
         guard (1...256).contains(factors) else { throw ValidationError("--factors must be in 1...256") }
@@ -108,6 +109,10 @@ struct Train: ParsableCommand {
         }
         print(String(format: "  chained p_hire vs hired: AUC %.4f", trained.overallHireAUC))
         print("  grade thresholds on p_hire: A >= \(trained.thresholds[0]), B >= \(trained.thresholds[1]), C >= \(trained.thresholds[2])")
+        if let metricsOut {
+            let data = try JSONSerialization.data(withJSONObject: trained.metricsDictionary, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: metricsOut))
+        }
         let catalog = try storeOptions.open(create: true)
         let v = try LeadGradingTrainer.publish(trained, model: model, catalog: catalog, activate: !noActivate)
         print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
