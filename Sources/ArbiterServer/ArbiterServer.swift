@@ -24,6 +24,8 @@ public final class ArbiterServer: @unchecked Sendable {
     let environment: StoreEnvironment
     let loader: ModelLoader
     let state: ServingState
+    /// Scores large requests off the event loops (see `ServerConfiguration.offloadCandidates`).
+    let pool: NIOThreadPool?
     private var channel: (any Channel)?
     private var quiesce: ServerQuiescingHelper?
     private var watchTask: RepeatedTask?
@@ -46,6 +48,13 @@ public final class ArbiterServer: @unchecked Sendable {
         lastGeneration = (try? Catalog(environment: environment).generation()) ?? 0
         let table = loader.loadAll()
         state = ServingState(table, loops: Array(group.makeIterator()))
+        if configuration.offloadCandidates > 0 {
+            let p = NIOThreadPool(numberOfThreads: max(1, configuration.offloadThreads))
+            p.start()
+            pool = p
+        } else {
+            pool = nil
+        }
         if table.models.isEmpty {
             logger.warning("the store at \(configuration.storePath) has no servable model yet; waiting for a publish")
         }
@@ -58,6 +67,7 @@ public final class ArbiterServer: @unchecked Sendable {
         let config = configuration
         let state = self.state
         let logger = self.logger
+        let pool = self.pool
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -72,7 +82,7 @@ public final class ArbiterServer: @unchecked Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ConnectionHandler(config: config, loopTable: state.local(for: channel.eventLoop),
-                                                    logger: logger)
+                                                    pool: pool, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -135,6 +145,7 @@ public final class ArbiterServer: @unchecked Sendable {
             channel = nil
         }
         try await group.shutdownGracefully()
+        try await pool?.shutdownGracefully()
         try await loaderGroup.shutdownGracefully()
         logger.info("stopped")
     }

@@ -3,6 +3,7 @@ import ArbiterWire
 import Logging
 import NIOCore
 import NIOExtras
+import NIOPosix
 
 /// Serves one connection: cuts frames, enforces HELLO and the limits, scores inline on the event loop,
 /// and answers every bad frame with an ERROR frame (closing where the spec says so).
@@ -25,9 +26,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var scratch = ScoringScratch()
     private var closing = false
     private var readPending = false
+    /// Large requests being scored on the thread pool for this connection.
+    private var offloaded = 0
+    private let pool: NIOThreadPool?
 
-    init(config: ServerConfiguration, loopTable: LoopTable, logger: Logger) {
+    init(config: ServerConfiguration, loopTable: LoopTable, pool: NIOThreadPool?, logger: Logger) {
         self.config = config
+        self.pool = pool
         self.loopTable = loopTable
         self.logger = logger
         self.decoder = FrameDecoder(maxBodyBytes: config.limits.maxFrameBytes)
@@ -86,14 +91,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
-            // Everything read so far has been answered (scoring is inline): flush and close.
+            // Everything read so far has been answered, or is being scored on the pool: close once it is.
             closing = true
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-                context.close(promise: nil)
-            }
+            if offloaded == 0 { closeWhenFlushed(context) }
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    private func closeWhenFlushed(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
     }
 
     // MARK: back-pressure: stop reading while the socket does not drain our answers
@@ -225,71 +235,53 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard view.candidateFeatureCount == m.candidateFeatureCount else {
             throw WireError(.schemaMismatch, "SCORE carries \(view.candidateFeatureCount) features per candidate; \(m.name) v\(m.version) takes \(m.candidateFeatureCount): \(m.wireSchema.candidateFeatures.map(\.name).joined(separator: ", "))")
         }
-        let start = NIODeadline.now().uptimeNanoseconds
-        let queueMicros = (start &- receivedAt) / 1000
-        if h.time > 0 && queueMicros >= h.time {
-            throw WireError(.deadlineExceeded, "request waited \(queueMicros) µs, over its budget of \(h.time) µs")
+        if let pool, config.offloadCandidates > 0, n >= config.offloadCandidates {
+            try offload(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt, pool: pool, context: context)
+            return
         }
-        let f = m.candidateFeatureCount
-        let ctx = scratch.context.reserve(m.contextCount)
-        let mat = scratch.matrix.reserve(n * f)
-        let ids = scratch.ids.reserve(n)
-        view.copyContext(into: ctx)
-        view.copyCandidateMatrix(into: mat)
-        view.copyCandidateIDs(into: ids)
-        let ctxBuf = UnsafeBufferPointer(start: ctx, count: m.contextCount)
-        let matBuf = UnsafeBufferPointer(start: mat, count: n * f)
-        if let problem = m.model.schema.firstInvalidValue(context: ctxBuf, candidates: matBuf, candidateCount: n) {
-            throw WireError(.invalidFeature, problem)
-        }
-        let scores = scratch.scores.reserve(n)
-        let floats = scratch.floatColumns.reserve(n * m.floatColumnCount)
-        let codes = scratch.codeColumns.reserve(n * m.codeColumnCount)
-        m.model.score(ScoreBatch(context: ctxBuf, candidates: matBuf, candidateCount: n),
-                      into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
-        let computeMicros = (NIODeadline.now().uptimeNanoseconds &- start) / 1000
-
-        // Rows to return: all in request order, or the best k gathered into the top-k scratch.
-        var rows = n
-        var outIDs = ids, outScores = scores, outFloats = floats, outCodes = codes
-        let sorted = view.topK > 0
-        if sorted {
-            let order = scratch.order.reserve(n)
-            rows = TopK.select(scores: scores, n: n, k: Int(view.topK), into: order)
-            outIDs = scratch.gatherIDs.reserve(rows)
-            outScores = scratch.gatherFloats.reserve(rows * (1 + m.floatColumnCount))
-            outFloats = outScores + rows
-            outCodes = scratch.gatherCodes.reserve(rows * m.codeColumnCount)
-            for r in 0..<rows {
-                let src = Int(order[r])
-                outIDs[r] = ids[src]
-                outScores[r] = scores[src]
-                for c in 0..<m.floatColumnCount { outFloats[c * rows + r] = floats[c * n + src] }
-                for c in 0..<m.codeColumnCount { outCodes[c * rows + r] = codes[c * n + src] }
-            }
-        }
-
-        var out = context.channel.allocator.buffer(capacity: FrameHeader.size + 24 + rows * (12 + 4 * m.floatColumnCount + m.codeColumnCount) + 64 * m.columns.count)
-        let headerAt = out.writerIndex
-        FrameHeader(opcode: Opcode.result.rawValue, requestID: h.requestID).write(to: &out)
-        let bodyStart = out.writerIndex
-        ScoreCodec.writeResultHead(version: m.version, queueMicros: UInt32(clamping: queueMicros),
-                                   computeMicros: UInt32(clamping: computeMicros), sorted: sorted,
-                                   columnCount: m.columns.count, ids: UnsafeBufferPointer(start: outIDs, count: rows),
-                                   scores: UnsafeBufferPointer(start: outScores, count: rows), into: &out)
-        for c in m.columns {
-            if c.isCode {
-                ScoreCodec.writeCodeColumn(prologue: c.prologue, values: UnsafeBufferPointer(start: outCodes + c.index * rows, count: rows), into: &out)
-            } else {
-                ScoreCodec.writeFloatColumn(prologue: c.prologue, values: UnsafeBufferPointer(start: outFloats + c.index * rows, count: rows), into: &out)
-            }
-        }
-        let bodyLength = out.writerIndex - bodyStart
-        if clientMaxFrame > 0 && bodyLength > Int(clientMaxFrame) {
-            throw WireError(.tooManyCandidates, "the RESULT would be \(bodyLength) bytes, over this client's max_frame_bytes of \(clientMaxFrame); send fewer candidates or set top_k")
-        }
-        FrameHeader.patchBodyLength(UInt32(bodyLength), in: &out, headerAt: headerAt)
+        let out = try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt,
+                                                   scratch: &scratch, allocator: context.channel.allocator,
+                                                   clientMaxFrame: clientMaxFrame)
         send(out, context: context, receivedAt: receivedAt)
+    }
+
+    /// Scores a large request on the thread pool, so the requests behind it on this connection are answered
+    /// meanwhile (its answer then comes out of order).
+    private func offload(_ view: ScoreRequestView, model m: ServingModel, requestID: UInt64, budget: UInt64, receivedAt: UInt64,
+                         pool: NIOThreadPool, context: ChannelHandlerContext) throws(WireError) {
+        guard offloaded < Int(config.limits.maxInFlight) else {
+            throw WireError(.overloaded, "\(offloaded) large requests are already being scored on this connection; retry later")
+        }
+        offloaded += 1
+        let allocator = context.channel.allocator
+        let limit = clientMaxFrame
+        let job = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<ByteBuffer, WireError> in
+            var scratch = ScoringScratch()
+            do throws(WireError) {
+                return .success(try ResultEncoder.scoreAndEncode(view, model: m, requestID: requestID, budget: budget,
+                                                                receivedAt: receivedAt, scratch: &scratch,
+                                                                allocator: allocator, clientMaxFrame: limit))
+            } catch {
+                return .failure(error)
+            }
+        }
+        let bound = NIOLoopBound(OffloadTarget(handler: self, context: context), eventLoop: context.eventLoop)
+        job.whenComplete { (outcome: Result<Result<ByteBuffer, WireError>, any Error>) in
+            let handler = bound.value.handler, context = bound.value.context
+            handler.offloaded -= 1
+            switch outcome {
+            case .success(.success(let out)):
+                handler.send(out, context: context, receivedAt: receivedAt)
+                context.flush()
+            case .success(.failure(var e)):
+                e.requestID = requestID
+                handler.fail(e, context: context)
+                context.flush()
+            case .failure:
+                handler.fail(WireError(.shuttingDown, "the server is shutting down", requestID: requestID), context: context)
+            }
+            if handler.closing && handler.offloaded == 0 { handler.closeWhenFlushed(context) }
+        }
     }
 
     // MARK: writing
@@ -331,9 +323,16 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if error.status.closesConnection {
             closing = true
             cumulation = nil
-            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
         } else {
             context.write(wrapOutboundOut(out), promise: nil)
         }
     }
+}
+
+/// What an offloaded job's completion needs, bound to the connection's event loop.
+private struct OffloadTarget {
+    let handler: ConnectionHandler
+    let context: ChannelHandlerContext
 }

@@ -22,6 +22,12 @@ public struct ServerConfiguration: Sendable {
     public var compressionThreshold = 4096
     /// How often the store's generation is polled for new versions, in milliseconds (0 = never). Default 100.
     public var pollIntervalMillis: Int64 = 100
+    /// SCOREs with at least this many candidates are scored on a thread pool, so that the small requests
+    /// behind them on the same connection are not held up (their answers then come out of order).
+    /// 0 scores everything inline on the event loop. Default 1,000.
+    public var offloadCandidates: Int = 1_000
+    /// Threads of that pool. Default: one per core.
+    public var offloadThreads: Int = System.coreCount
     /// The name sent in HELLO_OK.
     public var serverName = "arbiterd/0.1"
 

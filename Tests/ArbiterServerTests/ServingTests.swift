@@ -82,6 +82,37 @@ import Testing
         }
     }
 
+    @Test func aLargeRequestIsAnsweredAfterTheSmallOnesBehindIt() async throws {
+        var config = Fixture.config()
+        config.limits = Limits(maxFrameBytes: 4 << 20, maxCandidates: 50_000, maxInFlight: 8)
+        config.offloadCandidates = 1_000
+        try await Fixture.withServer(config) { _, port in
+            let c = try RawConnection(port: port)
+            try c.hello()
+            var frames = ByteBuffer()
+            Frame(requestID: 1, message: .score(Fixture.scoreRequest(n: 20_000))).encode(into: &frames)
+            Frame(requestID: 2, message: .ping([1])).encode(into: &frames)
+            Frame(requestID: 3, message: .score(Fixture.scoreRequest(n: 3))).encode(into: &frames)
+            c.send(Array(frames.readableBytesView))
+            var order: [UInt64] = []
+            for _ in 0..<3 {
+                let f = try #require(try c.readFrame())
+                order.append(f.header.requestID)
+                if f.header.requestID == 1 {
+                    guard case .result(let r) = f.message else { Issue.record("expected RESULT, got \(f.message)"); return }
+                    #expect(r.ids.count == 20_000)
+                }
+            }
+            #expect(order == [2, 3, 1], "the small requests must not wait behind the large one")
+            // Its values are checked like any other request's.
+            var bad = Fixture.scoreRequest(n: 2_000)
+            bad.candidateFeatures[1_000] = .nan
+            c.send(Frame(requestID: 4, message: .score(bad)))
+            _ = try c.expectError(.invalidFeature, requestID: 4)
+            #expect(try c.pingWorks())
+        }
+    }
+
     @Test func compressionNegotiatedEndToEnd() async throws {
         try await Fixture.withServer { _, port in
             var cfg = ClientConfiguration()

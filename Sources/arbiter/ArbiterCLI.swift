@@ -9,7 +9,7 @@ struct Arbiter: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter",
         abstract: "Talk to an arbiterd server: ping it, list models, show a schema, score candidates from JSON.",
-        subcommands: [Ping.self, Models.self, Info.self, Score.self])
+        subcommands: [Ping.self, Models.self, Info.self, Score.self, Probe.self])
 }
 
 struct Connection: ParsableArguments {

@@ -30,6 +30,9 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "Most requests a client may pipeline on one connection.")
     var maxInFlight: UInt32 = Limits.default.maxInFlight
 
+    @Option(help: "SCOREs with at least this many candidates are scored on a thread pool (0 = always inline).")
+    var offloadCandidates: Int = 1_000
+
     @Option(help: "Map size in GiB; must equal the trainer's.")
     var mapSizeGib: Int = StoreConfiguration.defaultMapSize >> 30
 
@@ -49,6 +52,7 @@ struct Arbiterd: AsyncParsableCommand {
         guard maxCandidates >= 1 else { throw ValidationError("--max-candidates must be at least 1") }
         guard maxInFlight >= 1 else { throw ValidationError("--max-in-flight must be at least 1") }
         guard (1...4096).contains(mapSizeGib) else { throw ValidationError("--map-size-gib must be in 1...4096") }
+        guard offloadCandidates >= 0 else { throw ValidationError("--offload-candidates must be >= 0") }
         guard pollMs >= 0 else { throw ValidationError("--poll-ms must be >= 0") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
     }
@@ -77,6 +81,7 @@ struct Arbiterd: AsyncParsableCommand {
         config.limits = Limits(maxFrameBytes: maxFrameBytes, maxCandidates: maxCandidates, maxInFlight: maxInFlight)
         config.store = StoreConfiguration(mapSize: mapSizeGib << 30)
         config.pollIntervalMillis = pollMs
+        config.offloadCandidates = offloadCandidates
         config.allowCompression = !noCompression
 
         let server: ArbiterServer

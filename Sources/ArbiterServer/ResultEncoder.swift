@@ -1,0 +1,77 @@
+import ArbiterModels
+import ArbiterWire
+import NIOCore
+
+/// Scores a checked SCORE and encodes its RESULT frame: the hot path, shared by inline and pooled scoring.
+enum ResultEncoder {
+    /// Copies the request into `scratch`, checks every value, scores, selects top-k, and returns the
+    /// RESULT frame (header time not yet stamped). Allocates only the output buffer, and scratch growth.
+    static func scoreAndEncode(_ view: ScoreRequestView, model m: ServingModel, requestID: UInt64, budget: UInt64,
+                               receivedAt: UInt64, scratch: inout ScoringScratch, allocator: ByteBufferAllocator,
+                               clientMaxFrame: UInt32) throws(WireError) -> ByteBuffer {
+        let n = view.candidateCount
+        let start = NIODeadline.now().uptimeNanoseconds
+        let queueMicros = (start &- receivedAt) / 1000
+        if budget > 0 && queueMicros >= budget {
+            throw WireError(.deadlineExceeded, "request waited \(queueMicros) µs, over its budget of \(budget) µs")
+        }
+        let f = m.candidateFeatureCount
+        let ctx = scratch.context.reserve(m.contextCount)
+        let mat = scratch.matrix.reserve(n * f)
+        let ids = scratch.ids.reserve(n)
+        view.copyContext(into: ctx)
+        view.copyCandidateMatrix(into: mat)
+        view.copyCandidateIDs(into: ids)
+        let ctxBuf = UnsafeBufferPointer(start: ctx, count: m.contextCount)
+        let matBuf = UnsafeBufferPointer(start: mat, count: n * f)
+        if let problem = m.model.schema.firstInvalidValue(context: ctxBuf, candidates: matBuf, candidateCount: n) {
+            throw WireError(.invalidFeature, problem)
+        }
+        let scores = scratch.scores.reserve(n)
+        let floats = scratch.floatColumns.reserve(n * m.floatColumnCount)
+        let codes = scratch.codeColumns.reserve(n * m.codeColumnCount)
+        m.model.score(ScoreBatch(context: ctxBuf, candidates: matBuf, candidateCount: n),
+                      into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+        let computeMicros = (NIODeadline.now().uptimeNanoseconds &- start) / 1000
+
+        // Rows to return: all in request order, or the best k gathered into the top-k scratch.
+        var rows = n
+        var outIDs = ids, outScores = scores, outFloats = floats, outCodes = codes
+        let sorted = view.topK > 0
+        if sorted {
+            let order = scratch.order.reserve(n)
+            rows = TopK.select(scores: scores, n: n, k: Int(view.topK), into: order)
+            outIDs = scratch.gatherIDs.reserve(rows)
+            outScores = scratch.gatherFloats.reserve(rows * (1 + m.floatColumnCount))
+            outFloats = outScores + rows
+            outCodes = scratch.gatherCodes.reserve(rows * m.codeColumnCount)
+            for r in 0..<rows {
+                let src = Int(order[r])
+                outIDs[r] = ids[src]
+                outScores[r] = scores[src]
+                for c in 0..<m.floatColumnCount { outFloats[c * rows + r] = floats[c * n + src] }
+                for c in 0..<m.codeColumnCount { outCodes[c * rows + r] = codes[c * n + src] }
+            }
+        }
+
+        var out = allocator.buffer(capacity: FrameHeader.size + 24 + rows * (12 + 4 * m.floatColumnCount + m.codeColumnCount) + 64 * m.columns.count)
+        FrameHeader(opcode: Opcode.result.rawValue, requestID: requestID).write(to: &out)
+        ScoreCodec.writeResultHead(version: m.version, queueMicros: UInt32(clamping: queueMicros),
+                                   computeMicros: UInt32(clamping: computeMicros), sorted: sorted,
+                                   columnCount: m.columns.count, ids: UnsafeBufferPointer(start: outIDs, count: rows),
+                                   scores: UnsafeBufferPointer(start: outScores, count: rows), into: &out)
+        for c in m.columns {
+            if c.isCode {
+                ScoreCodec.writeCodeColumn(prologue: c.prologue, values: UnsafeBufferPointer(start: outCodes + c.index * rows, count: rows), into: &out)
+            } else {
+                ScoreCodec.writeFloatColumn(prologue: c.prologue, values: UnsafeBufferPointer(start: outFloats + c.index * rows, count: rows), into: &out)
+            }
+        }
+        let bodyLength = out.readableBytes - FrameHeader.size
+        if clientMaxFrame > 0 && bodyLength > Int(clientMaxFrame) {
+            throw WireError(.tooManyCandidates, "the RESULT would be \(bodyLength) bytes, over this client's max_frame_bytes of \(clientMaxFrame); send fewer candidates or set top_k")
+        }
+        FrameHeader.patchBodyLength(UInt32(bodyLength), in: &out, headerAt: 0)
+        return out
+    }
+}
