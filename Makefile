@@ -25,8 +25,7 @@ release: deps
 	$(SWIFT) build -c release
 
 test: deps
-	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	@./scripts/test.sh
 
 demo: release
 	@./scripts/demo.sh "$(STORE)" "$(PORT)" "$(MODEL)"

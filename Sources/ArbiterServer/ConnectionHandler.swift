@@ -8,8 +8,9 @@ import NIOPosix
 /// Serves one connection: cuts frames, enforces HELLO and the limits, scores inline on the event loop,
 /// and answers every bad frame with an ERROR frame (closing where the spec says so).
 ///
-/// Inline scoring is deliberate (DESIGN.md, decision 8): no thread hop per request. Requests are answered
-/// in the order they are read; the protocol lets a future server answer out of order.
+/// Inline scoring is deliberate (DESIGN.md, decision 8): no thread hop per request. Small requests are
+/// answered in the order they are read; a SCORE with `offloadCandidates` or more candidates is scored on the
+/// thread pool and answered when done, after the requests behind it.
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# make test: build everything (tests included) and run the whole suite; ends with a plain summary line.
+set -euo pipefail
+swift build --build-tests
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+swift test --skip-build 2>&1 | tee "$log" || status=$?
+# Swift Testing's own closing line, e.g. "✔ Test run with 44 tests in 9 suites passed after 5.2 seconds."
+total=$(grep -Eo 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+failed=$(grep -Eo 'failed after .* with [0-9]+ issues?' "$log" | grep -Eo 'with [0-9]+' | grep -Eo '[0-9]+' | tail -1 || true)
+if [ "$status" -ne 0 ]; then
+  echo "swift test failed (exit $status)"
+  exit "$status"
+fi
+[ "$total" -gt 0 ] || { echo "no tests ran"; exit 1; }
+echo "tests: $total passed, ${failed:-0} failed"
