@@ -111,7 +111,16 @@ public final class ArbiterServer: @unchecked Sendable {
         try await loaderGroup.next().submit { self.reloadNow() }.get()
     }
 
+    private var pollsSinceReaderCheck = 0
+
     private func poll() {
+        // Reader slots of dead processes (a killed trainer, an old server) are cleared about every 10 s.
+        pollsSinceReaderCheck += 1
+        if Int64(pollsSinceReaderCheck) * configuration.pollIntervalMillis >= 10_000 {
+            pollsSinceReaderCheck = 0
+            let cleared = environment.clearStaleReaders()
+            if cleared > 0 { logger.warning("cleared \(cleared) stale LMDB reader slots") }
+        }
         guard let g = try? Catalog(environment: environment).generation(), g != lastGeneration else { return }
         reloadNow()
     }

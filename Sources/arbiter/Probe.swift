@@ -1,3 +1,4 @@
+import ArbiterClient
 import ArbiterWire
 import ArgumentParser
 import Foundation
@@ -28,13 +29,13 @@ struct Probe: ParsableCommand {
 
     func run() throws {
         let (host, port) = connection.split()!
-        let sock = try BlockingSocket(host: host, port: port)
+        let sock = try BlockingConnection(host: host, port: port)
         sock.send(frame(Frame(requestID: 1, message: .hello(Hello(clientName: "arbiter-probe")))))
-        _ = try sock.readFrame()
+        _ = try next(sock)
         var request: [UInt8]
         if let model {
             sock.send(frame(Frame(requestID: 2, message: .modelInfo(ModelInfoRequest(model: model)))))
-            guard case .schema(let s) = try sock.readFrame().message else { throw CLIError("no schema for \(model)") }
+            guard case .schema(let s) = try next(sock).message else { throw CLIError("no schema for \(model)") }
             func value(_ f: FeatureSpec, _ i: Int) -> Float {
                 f.kind == .categorical ? Float(i % Int(max(f.cardinality, 1))) : Float(1 + i % 7)
             }
@@ -62,7 +63,7 @@ struct Probe: ParsableCommand {
             let sent = monotonicNanos()
             request.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(i).littleEndian, toByteOffset: 8, as: UInt64.self) }
             sock.send(request)
-            let answer = try sock.readFrame()
+            let answer = try next(sock)
             let done = monotonicNanos()
             if case .error = answer.message { errors += 1 }
             if i >= skip {
@@ -89,6 +90,11 @@ struct Probe: ParsableCommand {
         print("server-held time µs  p50 \(serverMicros[serverMicros.count / 2])  p99 \(serverMicros[Int(0.99 * Double(serverMicros.count))])")
     }
 
+    func next(_ sock: BlockingConnection) throws -> Frame {
+        guard let f = try sock.readFrame() else { throw CLIError("the server closed the connection") }
+        return f
+    }
+
     func frame(_ f: Frame) -> [UInt8] {
         var b = ByteBuffer()
         f.encode(into: &b)
@@ -112,50 +118,4 @@ func monotonicNanos() -> UInt64 {
 func sleepUntil(_ t: UInt64) {
     var ts = timespec(tv_sec: Int(t / 1_000_000_000), tv_nsec: Int(t % 1_000_000_000))
     while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
-}
-
-/// A plain blocking TCP socket: the lowest-overhead client, so the probe measures the server.
-final class BlockingSocket {
-    let fd: Int32
-    var inbox = ByteBuffer()
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-
-    init(host: String, port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1 else {
-            throw CLIError("the probe needs an IPv4 address, got '\(host)'")
-        }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { throw CLIError("cannot connect to \(host):\(port): \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    }
-
-    deinit { close(fd) }
-
-    func send(_ bytes: [UInt8]) {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
-            off += n
-        }
-    }
-
-    func readFrame() throws -> Frame {
-        while true {
-            if let raw = try FrameDecoder(maxBodyBytes: 1 << 26).decodeFrame(&inbox) {
-                return try Frame.decode(header: raw.header, body: raw.body)
-            }
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { throw CLIError("the server closed the connection") }
-            inbox.writeBytes(chunk[0..<n])
-            inbox.discardReadBytes()
-        }
-    }
 }

@@ -1,3 +1,4 @@
+import ArbiterClient
 import ArbiterServer
 import ArbiterStore
 import ArbiterTraining
@@ -57,58 +58,12 @@ enum Fixture {
     }
 }
 
-/// A blocking TCP connection that speaks raw bytes, for feeding the server what a real client never would.
-final class RawConnection {
-    let fd: Int32
-    var inbox = ByteBuffer()
+/// The blocking client, with the expectations the bad-input tests share.
+typealias RawConnection = BlockingConnection
 
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { close(fd); throw ClientTestError("connect failed: errno \(errno)") }
-        var tv = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    deinit { close(fd) }
-
-    func send(_ bytes: [UInt8]) {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return }
-            off += n
-        }
-    }
-
-    func send(_ frame: Frame, flags: FrameFlags = []) {
-        var b = ByteBuffer()
-        frame.encode(into: &b)
-        var bytes = Array(b.readableBytesView)
-        bytes[6] = flags.rawValue
-        send(bytes)
-    }
-
-    func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
-
-    /// The next frame, or nil when the server closed the connection.
-    func readFrame() throws -> Frame? {
-        while true {
-            if let raw = try FrameDecoder(maxBodyBytes: 1 << 24).decodeFrame(&inbox) {
-                return try Frame.decode(header: raw.header, body: raw.body)
-            }
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n == 0 { return nil }
-            if n < 0 { throw ClientTestError("recv failed: errno \(errno) (timeout?)") }
-            inbox.writeBytes(chunk[0..<n])
-        }
+extension BlockingConnection {
+    convenience init(port: Int) throws {
+        try self.init(port: port, receiveTimeoutSeconds: 5)
     }
 
     /// Reads an ERROR and returns its status and message.
