@@ -7,6 +7,9 @@ public struct FieldEncoding: Sendable, Equatable {
     public let fields: [Feature]
     /// Start of each field's indices.
     public let offsets: [Int32]
+    /// Each field's code count (0 for numeric fields), kept apart from `fields` so that the hot loop reads
+    /// plain integers and never copies a `Feature` (whose name would be retained and released).
+    @usableFromInline let cardinalities: [Int32]
     /// Size of the one-hot space.
     public let dimension: Int
 
@@ -19,6 +22,7 @@ public struct FieldEncoding: Sendable, Equatable {
             d += f.kind == .categorical ? f.cardinality : 1
         }
         offsets = offs
+        cardinalities = fields.map { $0.kind == .categorical ? Int32($0.cardinality) : 0 }
         dimension = d
     }
 
@@ -26,10 +30,10 @@ public struct FieldEncoding: Sendable, Equatable {
     /// are clamped; callers validate inputs first, this only keeps memory access in bounds.
     @inlinable
     public func encode(field j: Int, _ x: Float, mean: Float, invStd: Float) -> (index: Int, value: Float) {
-        let f = fields[j]
-        if f.kind == .categorical {
+        let cardinality = Int(cardinalities[j])
+        if cardinality > 0 {
             var k = Int(x.isFinite ? x : 0)
-            if k < 0 { k = 0 } else if k >= f.cardinality { k = f.cardinality - 1 }
+            if k < 0 { k = 0 } else if k >= cardinality { k = cardinality - 1 }
             return (Int(offsets[j]) + k, 1)
         }
         return (Int(offsets[j]), (x - mean) * invStd)

@@ -24,7 +24,7 @@ enum ResultEncoder {
         view.copyCandidateIDs(into: ids)
         let ctxBuf = UnsafeBufferPointer(start: ctx, count: m.contextCount)
         let matBuf = UnsafeBufferPointer(start: mat, count: n * f)
-        if let problem = m.model.schema.firstInvalidValue(context: ctxBuf, candidates: matBuf, candidateCount: n) {
+        if let problem = m.schema.firstInvalidValue(context: ctxBuf, candidates: matBuf, candidateCount: n) {
             throw WireError(.invalidFeature, problem)
         }
         let scores = scratch.scores.reserve(n)

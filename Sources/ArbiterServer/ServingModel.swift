@@ -6,6 +6,8 @@ import ArbiterWire
 /// computed once at load so that the hot path only copies.
 final class ServingModel: Sendable {
     let model: any ScoringModel
+    /// The model's schema, kept here so the hot path does not copy the manifest to reach it.
+    let schema: FeatureSchema
     let name: String
     let version: UInt64
     let contextCount: Int
@@ -20,6 +22,7 @@ final class ServingModel: Sendable {
     init(name: String, model: any ScoringModel) {
         let s = model.schema
         self.model = model
+        self.schema = s
         self.name = name
         self.version = model.version.version
         self.contextCount = s.context.count
