@@ -1,0 +1,83 @@
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking TCP socket for one connection of the load generator: one thread sends, another receives.
+public final class SocketIO: @unchecked Sendable {
+    public let fd: Int32
+    private var chunk = [UInt8](repeating: 0, count: 1 << 16)
+
+    public init(host: String, port: Int) throws {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1 else {
+            throw BenchError("'\(host)' is not an IPv4 address")
+        }
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let why = String(cString: strerror(errno))
+            close(fd)
+            throw BenchError("cannot connect to \(host):\(port): \(why)")
+        }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit { close(fd) }
+
+    /// Bounds each receive, so the receiver can notice the end of the run.
+    public func setReceiveTimeout(milliseconds: Int) {
+        var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    public func sendAll(_ bytes: [UInt8]) throws {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { throw BenchError("send failed: \(String(cString: strerror(errno)))") }
+            off += n
+        }
+    }
+
+    /// Appends what arrives to `inbox`. Returns false on a receive timeout; throws when the peer closed.
+    @discardableResult
+    public func receive(into inbox: inout ByteBuffer) throws -> Bool {
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n > 0 {
+            inbox.writeBytes(chunk[0..<n])
+            return true
+        }
+        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return false }
+        throw BenchError(n == 0 ? "the server closed the connection" : "recv failed: \(String(cString: strerror(errno)))")
+    }
+
+    public func shutdownBoth() { shutdown(fd, Int32(SHUT_RDWR)) }
+}
+
+/// Monotonic nanoseconds.
+@inline(__always)
+public func nowNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Sleeps until monotonic time `t` (ns).
+@inline(__always)
+public func sleep(until t: UInt64) {
+    var ts = timespec(tv_sec: Int(t / 1_000_000_000), tv_nsec: Int(t % 1_000_000_000))
+    while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
+}
+
+@_silgen_name("prctl")
+func linuxPrctl(_ option: Int32, _ a: UInt, _ b: UInt, _ c: UInt, _ d: UInt) -> Int32
+
+/// 1 ns of timer slack for this thread (Linux PR_SET_TIMERSLACK), so sleeps wake on time.
+public func tightenTimerSlack() { _ = linuxPrctl(29, 1, 0, 0, 0) }

@@ -1,0 +1,118 @@
+import ArbiterWire
+import NIOCore
+
+/// One answer cut from a target's byte stream.
+public struct Answer: Sendable {
+    /// The request it answers: its id for Arbiter frames, nil for in-order protocols (RESP).
+    public var requestID: UInt64?
+    /// nil when the answer is a success, otherwise the status name (counted in the report).
+    public var error: String?
+    /// Server-reported queue and compute time, in µs (Arbiter RESULTs only).
+    public var queueMicros: UInt32?
+    public var computeMicros: UInt32?
+}
+
+/// What the load generator needs to drive one kind of server: a handshake, pre-encoded requests, and a
+/// way to cut answers out of the received bytes. Adding a peer or scenario is a new conformance.
+public protocol Target: Sendable {
+    /// A short name for reports.
+    var name: String { get }
+    /// Bytes of one request (for reports: "message size").
+    var requestBytes: Int { get }
+    /// Whether answers carry the request id (otherwise they come in request order).
+    var answersCarryIDs: Bool { get }
+    /// Runs once per connection before the measured traffic (e.g. HELLO).
+    func handshake(_ io: SocketIO) throws
+    /// The request with sequence number `seq`, written into `buffer` (which the caller reuses).
+    func encode(seq: UInt64, into buffer: inout [UInt8])
+    /// Cuts complete answers from `inbox`, leaving a partial one.
+    func cut(_ inbox: inout ByteBuffer) throws -> [Answer]
+}
+
+/// Arbiter's protocol: PING or SCORE frames, pre-encoded once; only the request id is patched per send.
+public struct ArbiterTarget: Target {
+    public let name: String
+    let template: [UInt8]
+    public var requestBytes: Int { template.count }
+    public var answersCarryIDs: Bool { true }
+
+    /// `frame` is any request; its id is replaced per send.
+    public init(name: String, frame: Frame) {
+        self.name = name
+        var b = ByteBuffer()
+        frame.encode(into: &b)
+        template = Array(b.readableBytesView)
+    }
+
+    public func handshake(_ io: SocketIO) throws {
+        var b = ByteBuffer()
+        Frame(requestID: UInt64.max, message: .hello(Hello(clientName: "arbiter-bench"))).encode(into: &b)
+        try io.sendAll(Array(b.readableBytesView))
+        var inbox = ByteBuffer()
+        while true {
+            if let raw = try FrameDecoder(maxBodyBytes: 1 << 26).decodeFrame(&inbox) {
+                // The C floor echoes HELLO back as-is; arbiterd answers HELLO_OK. Either means "ready".
+                if raw.header.opcode == Opcode.error.rawValue { throw BenchError("HELLO refused") }
+                return
+            }
+            try io.receive(into: &inbox)
+        }
+    }
+
+    public func encode(seq: UInt64, into buffer: inout [UInt8]) {
+        if buffer.count != template.count { buffer = template }
+        withUnsafeBytes(of: seq.littleEndian) { id in
+            for i in 0..<8 { buffer[8 + i] = id[i] }
+        }
+    }
+
+    public func cut(_ inbox: inout ByteBuffer) throws -> [Answer] {
+        var out: [Answer] = []
+        while let raw = try FrameDecoder(maxBodyBytes: 1 << 26).decodeFrame(&inbox) {
+            var a = Answer(requestID: raw.header.requestID)
+            if raw.header.opcode == Opcode.error.rawValue {
+                a.error = Status(rawValue: raw.header.status)?.description ?? "status \(raw.header.status)"
+            } else if raw.header.opcode == Opcode.result.rawValue,
+                      let (q, c) = raw.body.getMultipleIntegers(at: raw.body.readerIndex + 8, endianness: .little, as: (UInt32, UInt32).self) {
+                a.queueMicros = q
+                a.computeMicros = c
+            }
+            out.append(a)
+        }
+        return out
+    }
+}
+
+/// Redis (RESP): PING → +PONG, answered in order.
+public struct RedisPingTarget: Target {
+    public let name = "redis-ping"
+    static let ping = Array("*1\r\n$4\r\nPING\r\n".utf8)
+    public var requestBytes: Int { Self.ping.count }
+    public var answersCarryIDs: Bool { false }
+
+    public init() {}
+
+    public func handshake(_ io: SocketIO) throws {}
+
+    public func encode(seq: UInt64, into buffer: inout [UInt8]) {
+        if buffer.count != Self.ping.count { buffer = Self.ping }
+    }
+
+    public func cut(_ inbox: inout ByteBuffer) throws -> [Answer] {
+        var out: [Answer] = []
+        while let line = inbox.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+            let n = line - inbox.readerIndex + 1
+            let text = inbox.readString(length: n) ?? ""
+            out.append(Answer(requestID: nil, error: text.hasPrefix("+") ? nil : "RESP " + text.trimmingCharacters(in: .whitespacesAndNewlines)))
+        }
+        inbox.discardReadBytes()
+        return out
+    }
+}
+
+import Foundation
+
+public struct BenchError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ s: String) { description = s }
+}
