@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test demo quality clean
+.PHONY: help deps build release test demo quality bench bench-full bench-smoke clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -14,6 +14,9 @@ help:
 	@echo "make test     install what is missing, build, run every test"
 	@echo "make demo     train a lead-grading model, serve it, score leads with the CLI"
 	@echo "make quality  compare held-out AUC with LightGBM on the same CSV (pip installs lightgbm)"
+	@echo "make bench       benchmark suite: every scenario against the C floor, Redis, grpc-swift, grpcio+LightGBM"
+	@echo "make bench-full  the suite plus latency-throughput sweeps"
+	@echo "make bench-smoke 10 s of ping and lead-1 against arbiterd, failing on any error (CI)"
 
 deps:
 	@./scripts/install-deps.sh
@@ -33,5 +36,16 @@ demo: release
 quality: release
 	@./scripts/quality.sh "$(ROWS)"
 
+bench:
+	@./scripts/install-deps.sh bench
+	@./bench/run.sh quick
+
+bench-full:
+	@./scripts/install-deps.sh bench
+	@./bench/run.sh full
+
+bench-smoke: deps
+	@./bench/run.sh smoke
+
 clean:
-	rm -rf .build var
+	rm -rf .build var bench/.build bench/.work

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian machine lacks to build, test and demo Arbiter. Idempotent and quiet when
-# everything is already there.
+# Installs what a fresh Debian machine lacks to build, test and demo Arbiter (and, with `bench`, to run the
+# benchmark suite and its peers). Idempotent and quiet when everything is already there.
+#   scripts/install-deps.sh          build, test, demo
+#   scripts/install-deps.sh bench    also redis-server, sockperf, and grpcio + LightGBM from PyPI
 set -euo pipefail
 need=()
 pkg-config --exists lmdb 2>/dev/null || need+=(liblmdb-dev)
@@ -14,4 +16,21 @@ if ((${#need[@]})); then
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ "${1:-}" = bench ]; then
+  bneed=()
+  command -v redis-server >/dev/null 2>&1 || bneed+=(redis-server)
+  command -v sockperf >/dev/null 2>&1 || bneed+=(sockperf)
+  command -v cc >/dev/null 2>&1 || bneed+=(gcc)
+  if ((${#bneed[@]})); then
+    echo "installing: ${bneed[*]}"
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${bneed[@]}" >/dev/null
+  fi
+  if ! python3 -c 'import grpc, grpc_tools, lightgbm, numpy' 2>/dev/null; then
+    echo "installing from PyPI: grpcio grpcio-tools lightgbm numpy"
+    python3 -m pip install -q grpcio grpcio-tools lightgbm numpy
+  fi
 fi

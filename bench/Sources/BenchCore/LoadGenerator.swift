@@ -2,6 +2,10 @@ import Foundation
 import Histogram
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How to drive a target.
 public struct LoadConfiguration: Sendable {
     public var host = "127.0.0.1"
@@ -19,6 +23,9 @@ public struct LoadConfiguration: Sendable {
     public var timeoutMillis = 1000
     /// Exponential gaps between sends (Poisson arrivals) instead of a constant interval.
     public var poisson = false
+    /// Measure capacity instead of latency at a rate: send whenever a connection has a free in-flight slot
+    /// (`rate` then only bounds how many requests are prepared). Latency is measured from the actual send.
+    public var saturate = false
     public var seed: UInt64 = 1
 
     public init(port: Int, rate: Double) {
@@ -48,50 +55,30 @@ public struct LoadResult: Sendable {
 /// An open-loop load generator: requests are sent at their scheduled times whether or not earlier ones
 /// were answered (up to `inFlightPerConnection`), and each latency is measured from the time the request
 /// should have been sent, so a stalled server cannot hide behind its own back-pressure.
+///
+/// Two threads drive every connection, so the harness's own footprint does not grow with the connection
+/// count (this machine has two cores, shared with the server): a sender that keeps one global schedule and
+/// deals requests round-robin over the connections, and a receiver that polls every socket. Request `k`
+/// goes to connection `k % connections` and carries id `k`.
 public enum LoadGenerator {
     public static func run(_ target: any Target, _ config: LoadConfiguration) throws -> LoadResult {
         precondition(config.connections >= 1 && config.rate > 0)
-        let perConnection = config.rate / Double(config.connections)
-        let interval = 1e9 / perConnection
-        let total = Int((config.warmupSeconds + config.durationSeconds) * perConnection)
-        let warmupEnd = UInt64(config.warmupSeconds * 1e9)
+        let total = Int((config.warmupSeconds + config.durationSeconds) * config.rate)
         let sockets = try (0..<config.connections).map { _ in try SocketIO(host: config.host, port: config.port) }
         for s in sockets { try target.handshake(s) }
-        let start = nowNanos() + 20_000_000
-        let workers = sockets.enumerated().map { i, s in
-            Connection(index: i, io: s, target: target, total: total, interval: interval,
-                       // Stagger connections so their sends interleave instead of bunching.
-                       start: start + UInt64(Double(i) * interval / Double(config.connections)),
-                       config: config)
-        }
+        let run = RunState(target: target, sockets: sockets, total: total, config: config, start: nowNanos() + 20_000_000)
         let group = DispatchGroup()
-        for w in workers {
-            for body in [w.sendLoop, w.receiveLoop] {
-                group.enter()
-                let t = Thread {
-                    body()
-                    group.leave()
-                }
-                t.stackSize = 1 << 20
-                t.start()
+        for body in [run.sendLoop, run.receiveLoop] {
+            group.enter()
+            let t = Thread {
+                body()
+                group.leave()
             }
+            t.stackSize = 1 << 20
+            t.start()
         }
         group.wait()
-        var result = LoadResult(target: target.name, configuration: config, latency: newHistogram(), service: newHistogram(),
-                                serverQueue: Histogram(highestTrackableValue: 60_000_000),
-                                serverCompute: Histogram(highestTrackableValue: 60_000_000),
-                                completed: 0, errors: [:], measuredSeconds: config.durationSeconds)
-        for w in workers {
-            w.finish(warmupEnd: start + warmupEnd)
-            result.latency.add(w.latency)
-            result.service.add(w.service)
-            result.serverQueue.add(w.queue)
-            result.serverCompute.add(w.compute)
-            result.completed += w.completed
-            for (k, v) in w.errors { result.errors[k, default: 0] += v }
-            if let failure = w.failure { result.errors["connection: \(failure)", default: 0] += 1 }
-        }
-        return result
+        return run.result(warmupEnd: run.start + UInt64(config.warmupSeconds * 1e9))
     }
 
     static func newHistogram() -> Histogram<UInt64> {
@@ -99,48 +86,44 @@ public enum LoadGenerator {
     }
 }
 
-/// One connection: a sender thread that keeps the schedule and a receiver thread that matches answers.
-final class Connection: @unchecked Sendable {
-    let index: Int
-    let io: SocketIO
+/// The shared state of one run. Per request `k`: scheduled and actual send times, written by the sender
+/// before the send, and the answer time (0 = none), written by the receiver after the answer arrived (the
+/// socket round trip orders the two).
+final class RunState: @unchecked Sendable {
     let target: any Target
+    let sockets: [SocketIO]
     let total: Int
-    let interval: Double
-    let start: UInt64
     let config: LoadConfiguration
-    /// Per request: scheduled and actual send times, and the answer time (0 = none yet). Written by the
-    /// sender before the send, read by the receiver after the answer (the socket orders them).
+    let start: UInt64
     let scheduled: UnsafeMutablePointer<UInt64>
     let sent: UnsafeMutablePointer<UInt64>
     let answered: UnsafeMutablePointer<UInt64>
-    let slots: DispatchSemaphore
-    var latency = LoadGenerator.newHistogram()
-    var service = LoadGenerator.newHistogram()
+    /// Free in-flight slots, per connection.
+    let slots: [DispatchSemaphore]
     var queue = Histogram<UInt64>(highestTrackableValue: 60_000_000)
     var compute = Histogram<UInt64>(highestTrackableValue: 60_000_000)
-    var completed = 0
     var errors: [String: Int] = [:]
-    var failure: String?
+    private var failure: String?
     private var sendsDone = false
     private var stopped = false
-    private let lock = NSLock()
     private var lastSend: UInt64 = 0
+    private var sentCount = 0
+    private let lock = NSLock()
 
-    init(index: Int, io: SocketIO, target: any Target, total: Int, interval: Double, start: UInt64, config: LoadConfiguration) {
-        self.index = index
-        self.io = io
+    init(target: any Target, sockets: [SocketIO], total: Int, config: LoadConfiguration, start: UInt64) {
         self.target = target
+        self.sockets = sockets
         self.total = total
-        self.interval = interval
-        self.start = start
         self.config = config
-        scheduled = .allocate(capacity: max(total, 1))
-        sent = .allocate(capacity: max(total, 1))
-        answered = .allocate(capacity: max(total, 1))
-        answered.initialize(repeating: 0, count: max(total, 1))
-        scheduled.initialize(repeating: 0, count: max(total, 1))
-        sent.initialize(repeating: 0, count: max(total, 1))
-        slots = DispatchSemaphore(value: config.inFlightPerConnection)
+        self.start = start
+        let n = max(total, 1)
+        scheduled = .allocate(capacity: n)
+        sent = .allocate(capacity: n)
+        answered = .allocate(capacity: n)
+        scheduled.initialize(repeating: 0, count: n)
+        sent.initialize(repeating: 0, count: n)
+        answered.initialize(repeating: 0, count: n)
+        slots = sockets.map { _ in DispatchSemaphore(value: config.inFlightPerConnection) }
     }
 
     deinit {
@@ -151,81 +134,127 @@ final class Connection: @unchecked Sendable {
 
     func sendLoop() {
         tightenTimerSlack()
-        var rng = SplitMix(seed: config.seed &+ UInt64(index))
+        var rng = SplitMix(seed: config.seed)
+        let interval = 1e9 / config.rate
+        let n = sockets.count
         var buffer: [UInt8] = []
+        var sentSoFar = 0
         var t = Double(start)
-        for seq in 0..<total {
-            let due = UInt64(t)
-            t += config.poisson ? -interval * log(max(rng.uniform(), 1e-12)) : interval
-            scheduled[seq] = due
-            sleep(until: due)
-            if lock.withLock({ stopped }) { break }
-            // At the in-flight cap, wait for a slot; a request that cannot get one within the timeout is not
-            // sent and is recorded as a timeout (never dropped from the figures).
-            if slots.wait(timeout: .now() + .milliseconds(config.timeoutMillis)) == .timedOut { continue }
-            target.encode(seq: UInt64(seq), into: &buffer)
-            sent[seq] = nowNanos()
-            do { try io.sendAll(buffer) } catch {
-                lock.withLock { failure = failure ?? "\(error)" }
+        let end = start + UInt64((config.warmupSeconds + config.durationSeconds) * 1e9)
+        if config.saturate { sleep(until: start) }
+        for k in 0..<total {
+            let c = k % n
+            if config.saturate {
+                // Capacity: the next request goes as soon as its connection has a slot.
+                if slots[c].wait(timeout: .now() + .milliseconds(config.timeoutMillis)) == .timedOut { break }
+                let now = nowNanos()
+                if now >= end || lock.withLock({ stopped }) { break }
+                scheduled[k] = now
+            } else {
+                let due = UInt64(t)
+                t += config.poisson ? -interval * log(max(rng.uniform(), 1e-12)) : interval
+                scheduled[k] = due
+                sleep(until: due)
+                if lock.withLock({ stopped }) { break }
+                // At the in-flight cap, wait for a slot; a request that cannot get one within the timeout is
+                // not sent and is recorded as a timeout (never dropped from the figures).
+                if slots[c].wait(timeout: .now() + .milliseconds(config.timeoutMillis)) == .timedOut { continue }
+            }
+            target.encode(seq: UInt64(k), into: &buffer)
+            sent[k] = nowNanos()
+            sentSoFar += 1
+            do { try sockets[c].sendAll(buffer) } catch {
+                lock.withLock { failure = failure ?? "connection \(c): \(error)" }
                 break
             }
         }
         lock.withLock {
             sendsDone = true
             lastSend = nowNanos()
+            sentCount = sentSoFar
         }
     }
 
     func receiveLoop() {
-        io.setReceiveTimeout(milliseconds: 20)
-        var inbox = ByteBuffer()
-        var nextInOrder = 0
+        let n = sockets.count
+        var inboxes = [ByteBuffer](repeating: ByteBuffer(), count: n)
+        var states = [CutState](repeating: CutState(), count: n)
+        // In-order protocols: the next request of each connection that may be answered.
+        var nextInOrder = Array(0..<n)
+        var polls = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
         var received = 0
         let timeout = UInt64(config.timeoutMillis) * 1_000_000
-        while received < total {
-            let (done, last) = lock.withLock { (sendsDone, lastSend) }
-            if done && nowNanos() > last + timeout { break }
-            do {
-                guard try io.receive(into: &inbox) else { continue }
-                for a in try target.cut(&inbox) {
-                    let seq: Int
-                    if let id = a.requestID { seq = Int(id) } else { seq = nextInOrder; nextInOrder += 1 }
-                    guard seq >= 0 && seq < total && answered[seq] == 0 else { continue }
-                    answered[seq] = nowNanos()
-                    received += 1
-                    slots.signal()
-                    if let e = a.error { errors[e, default: 0] += 1 }
-                    if let q = a.queueMicros { _ = queue.record(UInt64(q)) }
-                    if let c = a.computeMicros { _ = compute.record(UInt64(c)) }
+        loop: while received < total {
+            let (done, last, count) = lock.withLock { (sendsDone, lastSend, sentCount) }
+            // Done when every request sent has its answer, or the last one has had its full timeout.
+            if done && (received >= count || nowNanos() > last + timeout) { break }
+            let ready = poll(&polls, nfds_t(n), 20)
+            if ready <= 0 { continue }
+            for c in 0..<n where polls[c].revents != 0 {
+                do {
+                    guard try sockets[c].receive(into: &inboxes[c], dontWait: true) else { continue }
+                    for a in try target.cut(&inboxes[c], &states[c]) {
+                        let k: Int
+                        if let id = a.requestID {
+                            k = Int(truncatingIfNeeded: id)
+                            guard k >= 0 && k < total && k % n == c else { continue }
+                        } else {
+                            // In-order protocols answer the oldest request sent on the connection (skipping
+                            // any the in-flight cap kept from being sent: they are recorded as timeouts).
+                            while nextInOrder[c] < total && sent[nextInOrder[c]] == 0 { nextInOrder[c] += n }
+                            k = nextInOrder[c]
+                            nextInOrder[c] += n
+                            guard k < total else { continue }
+                        }
+                        guard answered[k] == 0 else { continue }
+                        answered[k] = nowNanos()
+                        received += 1
+                        slots[c].signal()
+                        if let e = a.error { errors[e, default: 0] += 1 }
+                        if let q = a.queueMicros { _ = queue.record(UInt64(q)) }
+                        if let m = a.computeMicros { _ = compute.record(UInt64(m)) }
+                    }
+                    inboxes[c].discardReadBytes()
+                } catch {
+                    lock.withLock { failure = failure ?? "connection \(c): \(error)" }
+                    break loop
                 }
-                inbox.discardReadBytes()
-            } catch {
-                lock.withLock { failure = failure ?? "\(error)" }
-                break
             }
         }
         // Release a sender that may be waiting for a slot.
         lock.withLock { stopped = true }
-        for _ in 0..<config.inFlightPerConnection { slots.signal() }
-        io.shutdownBoth()
+        for s in slots { for _ in 0..<config.inFlightPerConnection { s.signal() } }
+        for s in sockets { s.shutdownBoth() }
     }
 
-    /// Records every request scheduled after the warm-up: answered ones at their latency (capped at the
-    /// timeout, counted as a timeout beyond it), unanswered ones at the timeout.
-    func finish(warmupEnd: UInt64) {
+    /// Records every request scheduled after the warm-up, in its connection's histograms (merged at the
+    /// end): answered ones at their latency (counted as a timeout beyond it), unanswered ones at the timeout.
+    func result(warmupEnd: UInt64) -> LoadResult {
+        let n = sockets.count
         let timeout = UInt64(config.timeoutMillis) * 1_000_000
-        for seq in 0..<total where scheduled[seq] >= warmupEnd && scheduled[seq] != 0 {
-            let done = answered[seq]
-            if done == 0 || done - scheduled[seq] > timeout {
-                errors["timeout", default: 0] += 1
-                _ = latency.record(timeout)
-                _ = service.record(timeout)
+        var latency = (0..<n).map { _ in LoadGenerator.newHistogram() }
+        var service = (0..<n).map { _ in LoadGenerator.newHistogram() }
+        var out = LoadResult(target: target.name, configuration: config, latency: LoadGenerator.newHistogram(),
+                             service: LoadGenerator.newHistogram(), serverQueue: queue, serverCompute: compute,
+                             completed: 0, errors: errors, measuredSeconds: config.durationSeconds)
+        for k in 0..<total where scheduled[k] >= warmupEnd && scheduled[k] != 0 {
+            let c = k % n, done = answered[k]
+            if done == 0 || done - scheduled[k] > timeout {
+                out.errors["timeout", default: 0] += 1
+                _ = latency[c].record(timeout)
+                _ = service[c].record(timeout)
                 continue
             }
-            completed += 1
-            _ = latency.record(done - scheduled[seq])
-            _ = service.record(done - max(sent[seq], scheduled[seq]))
+            out.completed += 1
+            _ = latency[c].record(done - scheduled[k])
+            _ = service[c].record(done - max(sent[k], scheduled[k]))
         }
+        for c in 0..<n {
+            out.latency.add(latency[c])
+            out.service.add(service[c])
+        }
+        if let failure { out.errors["connection failed: \(failure)", default: 0] += 1 }
+        return out
     }
 }
 

@@ -46,10 +46,11 @@ public final class SocketIO: @unchecked Sendable {
         }
     }
 
-    /// Appends what arrives to `inbox`. Returns false on a receive timeout; throws when the peer closed.
+    /// Appends what arrives to `inbox`. Returns false on a receive timeout (or, with `dontWait`, when
+    /// nothing is waiting); throws when the peer closed.
     @discardableResult
-    public func receive(into inbox: inout ByteBuffer) throws -> Bool {
-        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+    public func receive(into inbox: inout ByteBuffer, dontWait: Bool = false) throws -> Bool {
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, dontWait ? Int32(MSG_DONTWAIT) : 0) }
         if n > 0 {
             inbox.writeBytes(chunk[0..<n])
             return true

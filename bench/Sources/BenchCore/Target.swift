@@ -12,6 +12,13 @@ public struct Answer: Sendable {
     public var computeMicros: UInt32?
 }
 
+/// What a connection's receiver remembers between calls to `cut` (protocols whose answers span frames).
+public struct CutState: Sendable {
+    /// HTTP/2 streams that have delivered a gRPC message and await their trailers.
+    public var streamsWithMessage = Set<UInt32>()
+    public init() {}
+}
+
 /// What the load generator needs to drive one kind of server: a handshake, pre-encoded requests, and a
 /// way to cut answers out of the received bytes. Adding a peer or scenario is a new conformance.
 public protocol Target: Sendable {
@@ -19,14 +26,13 @@ public protocol Target: Sendable {
     var name: String { get }
     /// Bytes of one request (for reports: "message size").
     var requestBytes: Int { get }
-    /// Whether answers carry the request id (otherwise they come in request order).
-    var answersCarryIDs: Bool { get }
     /// Runs once per connection before the measured traffic (e.g. HELLO).
     func handshake(_ io: SocketIO) throws
     /// The request with sequence number `seq`, written into `buffer` (which the caller reuses).
     func encode(seq: UInt64, into buffer: inout [UInt8])
-    /// Cuts complete answers from `inbox`, leaving a partial one.
-    func cut(_ inbox: inout ByteBuffer) throws -> [Answer]
+    /// Cuts complete answers from `inbox`, leaving a partial one. An answer without a request id answers
+    /// the oldest unanswered request (in-order protocols).
+    func cut(_ inbox: inout ByteBuffer, _ state: inout CutState) throws -> [Answer]
 }
 
 /// Arbiter's protocol: PING or SCORE frames, pre-encoded once; only the request id is patched per send.
@@ -34,7 +40,6 @@ public struct ArbiterTarget: Target {
     public let name: String
     let template: [UInt8]
     public var requestBytes: Int { template.count }
-    public var answersCarryIDs: Bool { true }
 
     /// `frame` is any request; its id is replaced per send.
     public init(name: String, frame: Frame) {
@@ -66,7 +71,7 @@ public struct ArbiterTarget: Target {
         }
     }
 
-    public func cut(_ inbox: inout ByteBuffer) throws -> [Answer] {
+    public func cut(_ inbox: inout ByteBuffer, _ state: inout CutState) throws -> [Answer] {
         var out: [Answer] = []
         while let raw = try FrameDecoder(maxBodyBytes: 1 << 26).decodeFrame(&inbox) {
             var a = Answer(requestID: raw.header.requestID)
@@ -83,22 +88,27 @@ public struct ArbiterTarget: Target {
     }
 }
 
-/// Redis (RESP): PING → +PONG, answered in order.
-public struct RedisPingTarget: Target {
-    public let name = "redis-ping"
-    static let ping = Array("*1\r\n$4\r\nPING\r\n".utf8)
-    public var requestBytes: Int { Self.ping.count }
-    public var answersCarryIDs: Bool { false }
+/// Redis (RESP): one pre-encoded command (PING → +PONG), answered in order.
+public struct RESPTarget: Target {
+    public let name: String
+    let command: [UInt8]
+    public var requestBytes: Int { command.count }
 
-    public init() {}
+    /// `arguments` of one command, e.g. ["PING"].
+    public init(name: String, arguments: [String]) {
+        self.name = name
+        var s = "*\(arguments.count)\r\n"
+        for a in arguments { s += "$\(a.utf8.count)\r\n\(a)\r\n" }
+        command = Array(s.utf8)
+    }
 
     public func handshake(_ io: SocketIO) throws {}
 
     public func encode(seq: UInt64, into buffer: inout [UInt8]) {
-        if buffer.count != Self.ping.count { buffer = Self.ping }
+        if buffer.count != command.count { buffer = command }
     }
 
-    public func cut(_ inbox: inout ByteBuffer) throws -> [Answer] {
+    public func cut(_ inbox: inout ByteBuffer, _ state: inout CutState) throws -> [Answer] {
         var out: [Answer] = []
         while let line = inbox.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
             let n = line - inbox.readerIndex + 1

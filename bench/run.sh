@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds everything in release mode, starts Arbiter and every peer on free loopback
+# ports, drives each with arbiter-bench at the same rates and concurrency, and writes bench/results/.
+#
+#   bench/run.sh quick   all scenarios and peers (make bench, < 10 minutes once built)
+#   bench/run.sh full    quick, then latency–throughput sweeps (make bench-full)
+#   bench/run.sh smoke   CI: builds bench/ (debug), runs its tests, then 10 s of ping and of lead-1
+#                        against arbiterd; fails on any error
+#
+# Environment: REPEATS (3), DURATION (5 s), WARMUP (1 s), NAME (results file name, default MODE-DATE),
+# SKIP_PYTHON=1 / SKIP_GRPC=1 to leave out those peers, BUILD=debug for the smoke.
+set -euo pipefail
+MODE=${1:-quick}
+case "$MODE" in quick|full|smoke) ;; *) echo "usage: bench/run.sh quick|full|smoke" >&2; exit 2 ;; esac
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH="$ROOT/bench"
+WORK="$BENCH/.work"
+RESULTS="$BENCH/results"
+REPEATS=${REPEATS:-3}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+NAME=${NAME:-$MODE-$(date +%Y-%m-%d)}
+MODEL=leads
+mkdir -p "$WORK" "$RESULTS"
+say() { echo "== $*"; }
+
+# --- build -------------------------------------------------------------------------------------------
+CONFIG=release
+[ "$MODE" = smoke ] && CONFIG=${BUILD:-debug}
+say "building Arbiter and arbiter-bench ($CONFIG)"
+(cd "$ROOT" && swift build -c "$CONFIG" -q)
+BIN=$(cd "$ROOT" && swift build -c "$CONFIG" --show-bin-path)
+if [ "${SKIP_GRPC:-0}" = 1 ]; then
+  (cd "$BENCH" && swift build -c "$CONFIG" -q --product arbiter-bench)
+else
+  (cd "$BENCH" && swift build -c "$CONFIG" -q)
+fi
+if [ "$MODE" = smoke ]; then
+  say "the harness's own tests (a server that stalls once: the corrected figures must show it)"
+  if ! (cd "$BENCH" && swift test >"$WORK/bench-tests.log" 2>&1); then
+    tail -n 40 "$WORK/bench-tests.log" >&2
+    echo "bench tests failed (log: $WORK/bench-tests.log)" >&2
+    exit 1
+  fi
+  grep -E "Test run with" "$WORK/bench-tests.log" || true
+fi
+BBIN=$(cd "$BENCH" && swift build -c "$CONFIG" --show-bin-path)
+HARNESS="$BBIN/arbiter-bench"
+
+# --- data and model -----------------------------------------------------------------------------------
+STORE="$WORK/store-$CONFIG"
+if [ ! -f "$WORK/leads.csv" ]; then
+  "$BIN/arbiter-train" gen-data --kind lead-grading --rows 50000 --seed 11 --out "$WORK/leads.csv"
+fi
+if ! "$BIN/arbiter-train" versions --store "$STORE" --model "$MODEL" >/dev/null 2>&1; then
+  say "training the lead-grading model into $STORE"
+  rm -rf "$STORE"
+  "$BIN/arbiter-train" train --kind lead-grading --data "$WORK/leads.csv" --store "$STORE" --model "$MODEL" >/dev/null
+fi
+
+# --- servers -------------------------------------------------------------------------------------------
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() {  # port, name, seconds
+  for _ in $(seq 1 $(( ${3:-30} * 10 ))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$2 did not start listening on 127.0.0.1:$1 (log: $WORK/$2.log)" >&2
+  tail -n 20 "$WORK/$2.log" >&2 || true
+  exit 1
+}
+
+A_PORT=$(free_port)
+"$BIN/arbiterd" --store "$STORE" --listen "127.0.0.1:$A_PORT" --log-level warning >"$WORK/arbiterd.log" 2>&1 &
+PIDS+=($!)
+wait_port "$A_PORT" arbiterd
+
+OUT="$RESULTS/$NAME.jsonl"
+rm -f "$OUT"
+run() {  # label protocol port scenario rate connections [extra arbiter-bench options...]
+  local label=$1 proto=$2 port=$3 scenario=$4 rate=$5 conns=$6
+  shift 6
+  "$HARNESS" run --label "$label" --protocol "$proto" --port "$port" --scenario "$scenario" --model "$MODEL" \
+    --rate "$rate" --connections "$conns" --warmup "$WARMUP" --duration "$DURATION" --out "$OUT" "$@"
+}
+
+if [ "$MODE" = smoke ]; then
+  say "smoke: 10 s of ping and of lead-1 against arbiterd ($CONFIG build)"
+  DURATION=10 REPEATS=1
+  run arbiterd arbiter "$A_PORT" ping 2000 1 --fail-on-error
+  run arbiterd arbiter "$A_PORT" lead-1 2000 2 --fail-on-error
+  "$HARNESS" render --input "$OUT" --dir "$RESULTS" --report "$NAME.md" >/dev/null
+  say "smoke passed"
+  exit 0
+fi
+
+F_PORT=$(free_port)
+cc -O2 -pthread -o "$WORK/floor_echo" "$BENCH/c/floor_echo.c"
+cc -O2 -o "$WORK/floor_client" "$BENCH/c/floor_client.c"
+"$WORK/floor_echo" "$F_PORT" >"$WORK/floor.log" 2>&1 &
+PIDS+=($!)
+wait_port "$F_PORT" floor
+
+R_PORT=$(free_port)
+if command -v redis-server >/dev/null; then
+  redis-server --port "$R_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$R_PORT" redis
+else
+  echo "redis-server is missing (make bench installs it): leaving Redis out" >&2
+  R_PORT=""
+fi
+
+G_PORT=""
+if [ "${SKIP_GRPC:-0}" != 1 ]; then
+  G_PORT=$(free_port)
+  "$BBIN/grpc-peer" --store "$STORE" --listen "127.0.0.1:$G_PORT" >"$WORK/grpc-swift.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$G_PORT" grpc-swift
+fi
+
+P_PORT=""
+if [ "${SKIP_PYTHON:-0}" != 1 ]; then
+  P_PORT=$(free_port)
+  python3 "$BENCH/python/grpc_lightgbm_peer.py" --data "$WORK/leads.csv" --port "$P_PORT" >"$WORK/grpc-python.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$P_PORT" grpc-python 180
+fi
+
+# --- the machine ---------------------------------------------------------------------------------------
+MACHINE="$RESULTS/$NAME-machine.md"
+{
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB;"
+  echo "kernel $(uname -r); $(swift --version 2>/dev/null | head -1);"
+  echo "Arbiter and arbiter-bench built with \`swift build -c release\` (-O, whole-module); C floor with \`cc -O2\`;"
+  echo "$(redis-server --version 2>/dev/null | cut -d' ' -f1-3); Python $(python3 -c 'import sys, grpc, lightgbm; print(sys.version.split()[0], "grpcio", grpc.__version__, "lightgbm", lightgbm.__version__)' 2>/dev/null);"
+  echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ). Client and servers share the machine."
+  echo "Each run: ${WARMUP} s warm-up, ${DURATION} s measured, ${REPEATS} repeats (medians shown)."
+} >"$MACHINE"
+cat "$MACHINE"
+
+R() { [ "$REPEATS" -gt 1 ] && echo "--repeats $REPEATS" || true; }
+
+# --- the quick suite -----------------------------------------------------------------------------------
+say "ping, 1 connection, 5,000/s"
+run c-floor arbiter "$F_PORT" ping 5000 1 $(R)
+run arbiterd arbiter "$A_PORT" ping 5000 1 $(R)
+[ -n "$R_PORT" ] && run redis resp "$R_PORT" ping 5000 1 $(R)
+[ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" ping 5000 1 $(R)
+[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" ping 5000 1 --timeout-ms 200
+
+say "lead-1, 1 connection, 5,000/s"
+run c-floor arbiter "$F_PORT" lead-1 5000 1 $(R)
+run arbiterd arbiter "$A_PORT" lead-1 5000 1 $(R)
+[ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 5000 1 $(R)
+[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-1 5000 1 --timeout-ms 200
+
+say "lead-1, 4 connections, 20,000/s (the Python peer cannot take this rate: see its saturation below)"
+run c-floor arbiter "$F_PORT" lead-1 20000 4 $(R)
+run arbiterd arbiter "$A_PORT" lead-1 20000 4 $(R)
+[ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 20000 4 --timeout-ms 200
+
+say "lead-1, 1 connection, 300/s (a rate every server here sustains)"
+run arbiterd arbiter "$A_PORT" lead-1 300 1 $(R)
+[ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 300 1 $(R)
+[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-1 300 1 $(R)
+
+say "lead-100, 1 connection, 1,000/s"
+run c-floor arbiter "$F_PORT" lead-100 1000 1 $(R)
+run arbiterd arbiter "$A_PORT" lead-100 1000 1 $(R)
+[ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-100 1000 1 $(R)
+[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-100 1000 1 --timeout-ms 200
+
+say "capacity: ping at 64 connections x 16 in flight, lead-1 at 4 x 16"
+sat() { "$HARNESS" run --label "$1" --protocol "$2" --port "$3" --scenario "$4" --model "$MODEL" --connections "$5" \
+  --warmup 1 --duration 3 --in-flight 16 --timeout-ms 2000 --saturation --rate 1000000 --out "$OUT" $(R); }
+sat c-floor arbiter "$F_PORT" ping 64
+sat arbiterd arbiter "$A_PORT" ping 64
+[ -n "$R_PORT" ] && sat redis resp "$R_PORT" ping 64
+sat arbiterd arbiter "$A_PORT" lead-1 4
+[ -n "$G_PORT" ] && sat grpc-swift grpc "$G_PORT" lead-1 4
+[ -n "$P_PORT" ] && sat grpc-python grpc "$P_PORT" lead-1 4
+
+# --- references: other tools' own figures ---------------------------------------------------------------
+REF="$RESULTS/$NAME-reference.txt"
+{
+  echo "# Reference figures from other tools, same machine, same run ($NAME)"
+  echo
+  echo "## C ping-pong client against the C echo floor (closed loop, 1 connection, 64-byte frames, 100k round trips)"
+  "$WORK/floor_client" "$F_PORT" 100000 32
+  echo "## C ping-pong client against arbiterd PING (same client, same frames)"
+  "$WORK/floor_client" "$A_PORT" 100000 32
+  if command -v sockperf >/dev/null; then
+    S_PORT=$(free_port)
+    sockperf server --tcp -i 127.0.0.1 -p "$S_PORT" >/dev/null 2>&1 &
+    SP=$!
+    sleep 0.5
+    echo "## sockperf ping-pong, TCP, 64-byte messages, 5 s (sockperf reports HALF the round trip: double it)"
+    sockperf ping-pong --tcp -i 127.0.0.1 -p "$S_PORT" -m 64 -t 5 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -E "avg-latency|percentile (50|99|99\.9)00 =|percentile 50\.000 =|percentile 99\.000 =" || true
+    kill "$SP" 2>/dev/null || true
+    wait "$SP" 2>/dev/null || true
+  fi
+  if [ -n "$R_PORT" ] && command -v redis-benchmark >/dev/null; then
+    echo "## redis-benchmark PING, 1 connection"
+    redis-benchmark -p "$R_PORT" -c 1 -n 100000 -t ping_mbulk 2>&1 | grep -vE "^\s*$" | tail -n 8
+    echo "## redis-benchmark PING, 64 connections"
+    redis-benchmark -p "$R_PORT" -c 64 -n 400000 -t ping_mbulk 2>&1 | grep -vE "^\s*$" | tail -n 8
+  fi
+} >"$REF" 2>&1
+cat "$REF"
+
+# --- sweeps (full) -------------------------------------------------------------------------------------
+if [ "$MODE" = full ]; then
+  sweep() {  # label protocol port scenario connections
+    "$HARNESS" sweep --label "$1" --protocol "$2" --port "$3" --scenario "$4" --model "$MODEL" \
+      --connections "$5" --in-flight 16 --timeout-ms 2000 --warmup 1 --duration 3 --out "$OUT"
+  }
+  say "sweeps: 10% to 120% of saturation"
+  sweep arbiterd arbiter "$A_PORT" ping 4
+  [ -n "$R_PORT" ] && sweep redis resp "$R_PORT" ping 4
+  sweep arbiterd arbiter "$A_PORT" lead-1 4
+  [ -n "$G_PORT" ] && sweep grpc-swift grpc "$G_PORT" lead-1 4
+fi
+
+"$HARNESS" render --input "$OUT" --dir "$RESULTS" --report "$NAME.md" --machine "$MACHINE" --slo-p99-us 1000
+say "results: $RESULTS/$NAME.md"
