@@ -1,7 +1,7 @@
 import ArbiterWire
 import Foundation
 import Testing
-@testable import BenchCore
+import BenchCore
 
 #if canImport(Glibc)
 import Glibc
