@@ -85,9 +85,30 @@ wait_port "$A_PORT" arbiterd
 
 OUT="$RESULTS/$NAME.jsonl"
 rm -f "$OUT"
+# Waits until the machine is idle (under 15% busy over half a second, at most 60 s): a peer that was
+# driven past its capacity keeps working through its backlog after the run, and would steal the CPU
+# from the next run otherwise.
+quiet() {
+  python3 - <<'PY'
+import sys, time
+def snap():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+deadline = time.time() + 60
+while True:
+    t0, i0 = snap(); time.sleep(0.5); t1, i1 = snap()
+    busy = 1 - (i1 - i0) / max(1, t1 - t0)
+    if busy < 0.15:
+        break
+    if time.time() > deadline:
+        print(f"warning: the machine is still {busy:.0%} busy after 60 s; running anyway", file=sys.stderr)
+        break
+PY
+}
 run() {  # label protocol port scenario rate connections [extra arbiter-bench options...]
   local label=$1 proto=$2 port=$3 scenario=$4 rate=$5 conns=$6
   shift 6
+  quiet
   "$HARNESS" run --label "$label" --protocol "$proto" --port "$port" --scenario "$scenario" --model "$MODEL" \
     --rate "$rate" --connections "$conns" --warmup "$WARMUP" --duration "$DURATION" --out "$OUT" "$@"
 }
@@ -101,6 +122,13 @@ if [ "$MODE" = smoke ]; then
   say "smoke passed"
   exit 0
 fi
+
+# A second arbiterd with one event loop, for the capacity runs: client and servers share two cores, the
+# harness takes two threads, and Redis serves from one; this shows Arbiter on the same thread budget.
+A1_PORT=$(free_port)
+"$BIN/arbiterd" --store "$STORE" --listen "127.0.0.1:$A1_PORT" --threads 1 --log-level warning >"$WORK/arbiterd-1loop.log" 2>&1 &
+PIDS+=($!)
+wait_port "$A1_PORT" arbiterd-1loop
 
 F_PORT=$(free_port)
 cc -O2 -pthread -o "$WORK/floor_echo" "$BENCH/c/floor_echo.c"
@@ -169,6 +197,7 @@ run arbiterd arbiter "$A_PORT" lead-1 20000 4 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 20000 4 --timeout-ms 200
 
 say "lead-1, 1 connection, 300/s (a rate every server here sustains)"
+run c-floor arbiter "$F_PORT" lead-1 300 1 $(R)
 run arbiterd arbiter "$A_PORT" lead-1 300 1 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 300 1 $(R)
 [ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-1 300 1 $(R)
@@ -180,12 +209,14 @@ run arbiterd arbiter "$A_PORT" lead-100 1000 1 $(R)
 [ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-100 1000 1 --timeout-ms 200
 
 say "capacity: ping at 64 connections x 16 in flight, lead-1 at 4 x 16"
-sat() { "$HARNESS" run --label "$1" --protocol "$2" --port "$3" --scenario "$4" --model "$MODEL" --connections "$5" \
+sat() { quiet; "$HARNESS" run --label "$1" --protocol "$2" --port "$3" --scenario "$4" --model "$MODEL" --connections "$5" \
   --warmup 1 --duration 3 --in-flight 16 --timeout-ms 2000 --saturation --rate 1000000 --out "$OUT" $(R); }
 sat c-floor arbiter "$F_PORT" ping 64
 sat arbiterd arbiter "$A_PORT" ping 64
+sat arbiterd-1loop arbiter "$A1_PORT" ping 64
 [ -n "$R_PORT" ] && sat redis resp "$R_PORT" ping 64
 sat arbiterd arbiter "$A_PORT" lead-1 4
+sat arbiterd-1loop arbiter "$A1_PORT" lead-1 4
 [ -n "$G_PORT" ] && sat grpc-swift grpc "$G_PORT" lead-1 4
 [ -n "$P_PORT" ] && sat grpc-python grpc "$P_PORT" lead-1 4
 
@@ -220,6 +251,7 @@ cat "$REF"
 # --- sweeps (full) -------------------------------------------------------------------------------------
 if [ "$MODE" = full ]; then
   sweep() {  # label protocol port scenario connections
+    quiet
     "$HARNESS" sweep --label "$1" --protocol "$2" --port "$3" --scenario "$4" --model "$MODEL" \
       --connections "$5" --in-flight 16 --timeout-ms 2000 --warmup 1 --duration 3 --out "$OUT"
   }

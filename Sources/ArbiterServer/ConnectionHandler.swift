@@ -29,6 +29,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var readPending = false
     /// Large requests being scored on the thread pool for this connection.
     private var offloaded = 0
+    /// Answers not yet handed to the channel. Every answer to one read batch is encoded straight into this
+    /// buffer, which is written once, at `channelReadComplete`. Once the socket has taken it, the buffer is
+    /// ours alone again and is reused: no allocation per answer, one write and one syscall per batch.
+    private var outbox = ByteBufferAllocator().buffer(capacity: 1024)
+    /// Above this capacity the outbox is let go after a batch rather than kept for the connection's life.
+    private static let outboxKeepBytes = 64 << 10
     private let pool: NIOThreadPool?
 
     init(config: ServerConfiguration, loopTable: LoopTable, pool: NIOThreadPool?, logger: Logger) {
@@ -45,6 +51,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let receivedAt = NIODeadline.now().uptimeNanoseconds
         var incoming = unwrapInboundIn(data)
         if closing { return }
+        reuseOutbox()
         if var c = cumulation {
             cumulation = nil
             c.writeBuffer(&incoming)
@@ -74,6 +81,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        writeOutbox(context)
         context.flush()
     }
 
@@ -82,6 +90,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             logger.debug("connection closed inside a frame", metadata: ["bytes": "\(c.readableBytes)"])
         }
         cumulation = nil
+        outbox.clear()
         context.fireChannelInactive()
     }
 
@@ -101,6 +110,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func closeWhenFlushed(_ context: ChannelHandlerContext) {
+        writeOutbox(context)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             channel.close(promise: nil)
@@ -161,10 +171,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             try hello(h, body, context: context)
         case .ping:
             // Echo without materializing the payload.
-            var out = context.channel.allocator.buffer(capacity: FrameHeader.size + body.readableBytes)
-            FrameHeader(opcode: Opcode.pong.rawValue, requestID: h.requestID, bodyLength: UInt32(body.readableBytes)).write(to: &out)
-            out.writeImmutableBuffer(body)
-            send(out, context: context, receivedAt: receivedAt)
+            let at = outbox.writerIndex
+            FrameHeader(opcode: Opcode.pong.rawValue, requestID: h.requestID, bodyLength: UInt32(body.readableBytes)).write(to: &outbox)
+            outbox.writeImmutableBuffer(body)
+            finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
         case .listModels, .modelInfo, .score:
             guard helloDone else { throw WireError(.helloRequired, "send HELLO before \(op)") }
             switch op {
@@ -240,10 +250,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             try offload(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt, pool: pool, context: context)
             return
         }
-        let out = try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt,
-                                                   scratch: &scratch, allocator: context.channel.allocator,
-                                                   clientMaxFrame: clientMaxFrame)
-        send(out, context: context, receivedAt: receivedAt)
+        let at = outbox.writerIndex
+        try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt,
+                                         scratch: &scratch, clientMaxFrame: clientMaxFrame, into: &outbox)
+        finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
     }
 
     /// Scores a large request on the thread pool, so the requests behind it on this connection are answered
@@ -258,10 +268,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let limit = clientMaxFrame
         let job = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<ByteBuffer, WireError> in
             var scratch = ScoringScratch()
+            var out = allocator.buffer(capacity: 0)
             do throws(WireError) {
-                return .success(try ResultEncoder.scoreAndEncode(view, model: m, requestID: requestID, budget: budget,
-                                                                receivedAt: receivedAt, scratch: &scratch,
-                                                                allocator: allocator, clientMaxFrame: limit))
+                try ResultEncoder.scoreAndEncode(view, model: m, requestID: requestID, budget: budget,
+                                                 receivedAt: receivedAt, scratch: &scratch, clientMaxFrame: limit, into: &out)
+                return .success(out)
             } catch {
                 return .failure(error)
             }
@@ -270,16 +281,22 @@ final class ConnectionHandler: ChannelDuplexHandler {
         job.whenComplete { (outcome: Result<Result<ByteBuffer, WireError>, any Error>) in
             let handler = bound.value.handler, context = bound.value.context
             handler.offloaded -= 1
+            handler.reuseOutbox()
             switch outcome {
-            case .success(.success(let out)):
-                handler.send(out, context: context, receivedAt: receivedAt)
-                context.flush()
+            case .success(.success(var out)):
+                // Whatever is already in the outbox was answered first: keep that order on the wire.
+                handler.writeOutbox(context)
+                handler.finishFrame(at: out.readerIndex, in: &out, receivedAt: receivedAt, allocator: context.channel.allocator)
+                context.writeAndFlush(handler.wrapOutboundOut(out), promise: nil)
             case .success(.failure(var e)):
                 e.requestID = requestID
                 handler.fail(e, context: context)
+                handler.writeOutbox(context)
                 context.flush()
             case .failure:
                 handler.fail(WireError(.shuttingDown, "the server is shutting down", requestID: requestID), context: context)
+                handler.writeOutbox(context)
+                context.flush()
             }
             if handler.closing && handler.offloaded == 0 { handler.closeWhenFlushed(context) }
         }
@@ -287,47 +304,62 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     // MARK: writing
 
-    /// Encodes and writes a response to `request`.
+    /// Encodes a response to `request` into the outbox.
     private func reply(_ request: FrameHeader, _ message: Message, context: ChannelHandlerContext, receivedAt: UInt64) {
-        var out = context.channel.allocator.buffer(capacity: 64)
-        Frame(requestID: request.requestID, message: message).encode(into: &out)
-        send(out, context: context, receivedAt: receivedAt)
+        let at = outbox.writerIndex
+        Frame(requestID: request.requestID, message: message).encode(into: &outbox)
+        finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
     }
 
-    /// Stamps the server time, compresses a large body when zstd was negotiated, and writes.
-    private func send(_ frame: ByteBuffer, context: ChannelHandlerContext, receivedAt: UInt64) {
-        var out = frame
-        if let z = zstd, out.readableBytes - FrameHeader.size >= config.compressionThreshold {
-            let body = out.getSlice(at: out.readerIndex + FrameHeader.size, length: out.readableBytes - FrameHeader.size)!
-            let packed = z.compress(body, allocator: context.channel.allocator)
-            if packed.readableBytes < body.readableBytes {
-                var c = context.channel.allocator.buffer(capacity: FrameHeader.size + packed.readableBytes)
-                c.writeBytes(out.readableBytesView.prefix(FrameHeader.size))
-                c.setInteger(FrameFlags.zstd.rawValue, at: 6)
-                FrameHeader.patchBodyLength(UInt32(packed.readableBytes), in: &c, headerAt: 0)
-                var p = packed
-                c.writeBuffer(&p)
-                out = c
+    /// Finishes the frame that starts at `at` in `buffer`: compresses its body when zstd was negotiated and
+    /// the body is large enough to gain, then stamps the server-held time.
+    private func finishFrame(at: Int, in buffer: inout ByteBuffer, receivedAt: UInt64, allocator: ByteBufferAllocator) {
+        let bodyStart = at + FrameHeader.size
+        let bodyLength = buffer.writerIndex - bodyStart
+        if let z = zstd, bodyLength >= config.compressionThreshold {
+            let packed = z.compress(buffer.getSlice(at: bodyStart, length: bodyLength)!, allocator: allocator)
+            if packed.readableBytes < bodyLength {
+                buffer.moveWriterIndex(to: bodyStart)
+                buffer.writeImmutableBuffer(packed)
+                buffer.setInteger(FrameFlags.zstd.rawValue, at: at + 6)
+                FrameHeader.patchBodyLength(UInt32(packed.readableBytes), in: &buffer, headerAt: at)
             }
         }
         if receivedAt > 0 {
-            FrameHeader.patchTime((NIODeadline.now().uptimeNanoseconds &- receivedAt) / 1000, in: &out, headerAt: out.readerIndex)
+            FrameHeader.patchTime((NIODeadline.now().uptimeNanoseconds &- receivedAt) / 1000, in: &buffer, headerAt: at)
         }
-        context.write(wrapOutboundOut(out), promise: nil)
+    }
+
+    /// Hands the outbox's unwritten answers to the channel (the caller flushes).
+    private func writeOutbox(_ context: ChannelHandlerContext) {
+        guard outbox.readableBytes > 0 else { return }
+        context.write(wrapOutboundOut(outbox), promise: nil)
+        // Mark it written without touching its storage, which the channel holds until the socket takes it.
+        outbox.moveReaderIndex(to: outbox.writerIndex)
+    }
+
+    /// Makes the written outbox ready for the next answers: rewinds it in place once the channel has let
+    /// it go (a copy-on-write clear gives a fresh buffer while the socket has not yet taken it all).
+    private func reuseOutbox() {
+        guard outbox.readableBytes == 0, outbox.writerIndex > 0 else { return }
+        if outbox.capacity > Self.outboxKeepBytes {
+            outbox = ByteBufferAllocator().buffer(capacity: 1024)
+        } else {
+            outbox.clear()
+        }
     }
 
     /// Answers a protocol error; closes the connection when the status says so.
     private func fail(_ error: WireError, context: ChannelHandlerContext) {
         logger.debug("protocol error", metadata: ["status": "\(error.status)", "message": "\(error.message)"])
-        var out = context.channel.allocator.buffer(capacity: 64 + error.message.utf8.count)
-        Frame(requestID: error.requestID, message: .error(ErrorBody(status: error.status, message: error.message))).encode(into: &out)
+        Frame(requestID: error.requestID, message: .error(ErrorBody(status: error.status, message: error.message))).encode(into: &outbox)
         if error.status.closesConnection {
             closing = true
             cumulation = nil
             let channel = context.channel
+            let out = outbox
+            outbox.moveReaderIndex(to: outbox.writerIndex)
             context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            context.write(wrapOutboundOut(out), promise: nil)
         }
     }
 }

@@ -4,11 +4,12 @@ import NIOCore
 
 /// Scores a checked SCORE and encodes its RESULT frame: the hot path, shared by inline and pooled scoring.
 enum ResultEncoder {
-    /// Copies the request into `scratch`, checks every value, scores, selects top-k, and returns the
-    /// RESULT frame (header time not yet stamped). Allocates only the output buffer, and scratch growth.
+    /// Copies the request into `scratch`, checks every value, scores, selects top-k, and appends the
+    /// RESULT frame to `out` (header time not yet stamped). On error nothing is appended. Allocates nothing
+    /// once `scratch` and `out` have grown to the request sizes seen.
     static func scoreAndEncode(_ view: ScoreRequestView, model m: ServingModel, requestID: UInt64, budget: UInt64,
-                               receivedAt: UInt64, scratch: inout ScoringScratch, allocator: ByteBufferAllocator,
-                               clientMaxFrame: UInt32) throws(WireError) -> ByteBuffer {
+                               receivedAt: UInt64, scratch: inout ScoringScratch, clientMaxFrame: UInt32,
+                               into out: inout ByteBuffer) throws(WireError) {
         let n = view.candidateCount
         let start = NIODeadline.now().uptimeNanoseconds
         let queueMicros = (start &- receivedAt) / 1000
@@ -54,7 +55,8 @@ enum ResultEncoder {
             }
         }
 
-        var out = allocator.buffer(capacity: FrameHeader.size + 24 + rows * (12 + 4 * m.floatColumnCount + m.codeColumnCount) + 64 * m.columns.count)
+        let frameStart = out.writerIndex
+        out.reserveCapacity(minimumWritableBytes: FrameHeader.size + 24 + rows * (12 + 4 * m.floatColumnCount + m.codeColumnCount) + 64 * m.columns.count)
         FrameHeader(opcode: Opcode.result.rawValue, requestID: requestID).write(to: &out)
         ScoreCodec.writeResultHead(version: m.version, queueMicros: UInt32(clamping: queueMicros),
                                    computeMicros: UInt32(clamping: computeMicros), sorted: sorted,
@@ -67,11 +69,11 @@ enum ResultEncoder {
                 ScoreCodec.writeFloatColumn(prologue: c.prologue, values: UnsafeBufferPointer(start: outFloats + c.index * rows, count: rows), into: &out)
             }
         }
-        let bodyLength = out.readableBytes - FrameHeader.size
+        let bodyLength = out.writerIndex - frameStart - FrameHeader.size
         if clientMaxFrame > 0 && bodyLength > Int(clientMaxFrame) {
+            out.moveWriterIndex(to: frameStart)
             throw WireError(.tooManyCandidates, "the RESULT would be \(bodyLength) bytes, over this client's max_frame_bytes of \(clientMaxFrame); send fewer candidates or set top_k")
         }
-        FrameHeader.patchBodyLength(UInt32(bodyLength), in: &out, headerAt: 0)
-        return out
+        FrameHeader.patchBodyLength(UInt32(bodyLength), in: &out, headerAt: frameStart)
     }
 }

@@ -192,4 +192,41 @@ import Testing
             #expect(try c.pingWorks())
         }
     }
+
+    /// Answers to one read batch are written together: good and bad frames sent in one write are answered
+    /// in order, and a closing error still comes after the answers to the frames before it.
+    @Test func aBatchWithBadFramesIsAnsweredInOrder() async throws {
+        try await Fixture.withServer { _, port in
+            let c = try RawConnection(port: port)
+            try c.hello()
+            var b = ByteBuffer()
+            Frame(requestID: 50, message: .ping([5])).encode(into: &b)
+            Frame(requestID: 51, message: .score(Fixture.scoreRequest(n: 3))).encode(into: &b)
+            Frame(requestID: 52, message: .score(Fixture.scoreRequest(n: 2, model: "nope"))).encode(into: &b)
+            Frame(requestID: 53, message: .score(Fixture.scoreRequest(n: 101))).encode(into: &b)
+            Frame(requestID: 54, message: .score(Fixture.scoreRequest(n: 1, topK: 1))).encode(into: &b)
+            FrameHeader(opcode: 0x42, requestID: 55).write(to: &b)
+            Frame(requestID: 56, message: .ping([6])).encode(into: &b)
+            var closing = ByteBuffer()
+            FrameHeader(opcode: Opcode.score.rawValue, requestID: 57, bodyLength: 1 << 30).write(to: &closing)
+            c.send(Array(b.readableBytesView) + Array(closing.readableBytesView))
+
+            let pong = try #require(try c.readFrame())
+            #expect(pong.header.requestID == 50)
+            let r = try #require(try c.readFrame())
+            guard case .result(let res) = r.message else { Issue.record("expected RESULT, got \(r.message)"); return }
+            #expect(r.header.requestID == 51 && res.ids == [1000, 1001, 1002])
+            _ = try c.expectError(.unknownModel, requestID: 52)
+            _ = try c.expectError(.tooManyCandidates, requestID: 53)
+            let top = try #require(try c.readFrame())
+            guard case .result(let t) = top.message else { Issue.record("expected RESULT, got \(top.message)"); return }
+            #expect(top.header.requestID == 54 && t.ids == [1000])
+            _ = try c.expectError(.unknownOpcode, requestID: 55)
+            let pong2 = try #require(try c.readFrame())
+            #expect(pong2.header.requestID == 56)
+            _ = try c.expectError(.frameTooLarge, requestID: 57)
+            #expect(try c.isClosedByServer())
+            #expect(try serverStillAnswers(port))
+        }
+    }
 }

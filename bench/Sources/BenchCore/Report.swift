@@ -156,16 +156,23 @@ public enum Report {
         return any ? s : ""
     }
 
-    /// Saturation throughputs (offered far above capacity).
-    public static func saturationTable(_ runs: [RunRecord]) -> String {
+    /// Saturation throughputs (offered far above capacity), each the median of its runs, with its ratio to
+    /// the reference server's (Redis) at the same scenario and connections where that was measured.
+    public static func saturationTable(_ runs: [RunRecord], referenceLabel: String = "redis") -> String {
         let sat = runs.filter { $0.kind == "saturation" }
         guard !sat.isEmpty else { return "" }
-        var s = "| scenario | server | conns × in-flight | max achieved/s | errors | service p50 µs | p99 | runs |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        var s = "| scenario | server | conns × in-flight | max achieved/s | / \(referenceLabel) | errors | service p50 µs | p99 | runs |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        func group(_ scenario: String, _ label: String, _ connections: Int) -> Group? {
+            let mine = sat.filter { $0.scenario == scenario && $0.label == label && $0.connections == connections }
+            return mine.isEmpty ? nil : Group(runs: mine)
+        }
         var seen: [String] = []
         for r in sat where !seen.contains("\(r.scenario) \(r.label) \(r.connections)") {
             seen.append("\(r.scenario) \(r.label) \(r.connections)")
-            let g = Group(runs: sat.filter { $0.scenario == r.scenario && $0.label == r.label && $0.connections == r.connections })
-            s += "| \(r.scenario) | \(r.label) | \(r.connections) × \(r.inFlightPerConnection) | \(Int(g.median { $0.achievedRate })) | \(g.runs.map(\.errorCount).reduce(0, +)) | "
+            guard let g = group(r.scenario, r.label, r.connections) else { continue }
+            let rate = g.median { $0.achievedRate }
+            let ref = group(r.scenario, referenceLabel, r.connections)?.median { $0.achievedRate }
+            s += "| \(r.scenario) | \(r.label) | \(r.connections) × \(r.inFlightPerConnection) | \(Int(rate)) | \(ratio(rate, ref)) | \(g.runs.map(\.errorCount).reduce(0, +)) | "
             s += String(format: "%.1f | %.1f | %d |\n", g.median { $0.service.p50 }, g.median { $0.service.p99 }, g.runs.count)
         }
         return s
