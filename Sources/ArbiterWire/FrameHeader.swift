@@ -45,11 +45,23 @@ public struct FrameHeader: Equatable, Hashable, Sendable {
     }
 
     /// Writes the header; the body length is taken from `bodyLength`.
+    ///
+    /// Stores the 32 bytes through one raw pointer: this runs once per answer, and the per-integer
+    /// `ByteBuffer` writes showed up in the server's profile at capacity.
     @inlinable
     public func write(to buffer: inout ByteBuffer) {
-        buffer.writeMultipleIntegers(
-            FrameHeader.magic, version, opcode, flags.rawValue, status, requestID, bodyLength,
-            UInt32(0), time, endianness: .little)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: FrameHeader.size) { p in
+            p.storeBytes(of: FrameHeader.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
+            p.storeBytes(of: version, toByteOffset: 4, as: UInt8.self)
+            p.storeBytes(of: opcode, toByteOffset: 5, as: UInt8.self)
+            p.storeBytes(of: flags.rawValue, toByteOffset: 6, as: UInt8.self)
+            p.storeBytes(of: status, toByteOffset: 7, as: UInt8.self)
+            p.storeBytes(of: requestID.littleEndian, toByteOffset: 8, as: UInt64.self)
+            p.storeBytes(of: bodyLength.littleEndian, toByteOffset: 16, as: UInt32.self)
+            p.storeBytes(of: UInt32(0), toByteOffset: 20, as: UInt32.self)
+            p.storeBytes(of: time.littleEndian, toByteOffset: 24, as: UInt64.self)
+            return FrameHeader.size
+        }
     }
 
     /// Overwrites the body-length field of a header already written at `headerIndex`.

@@ -132,21 +132,58 @@ final class RunState: @unchecked Sendable {
         answered.deallocate()
     }
 
+    /// Most requests encoded and not yet written, over all connections: past this the sender writes even
+    /// while it is still behind its schedule.
+    static let maxUnwritten = 256
+
+    /// Sends every request at its scheduled time. A request that is due is encoded at once; requests are
+    /// written together, one write per connection, whenever the sender is about to wait (for the next
+    /// scheduled time or for a free slot): so a sender that fell behind catches up with one system call per
+    /// connection instead of one per request, as a pipelining client does. `sent` is stamped at the write.
     func sendLoop() {
         tightenTimerSlack()
         var rng = SplitMix(seed: config.seed)
         let interval = 1e9 / config.rate
         let n = sockets.count
-        var buffer: [UInt8] = []
+        let timeout = DispatchTimeInterval.milliseconds(config.timeoutMillis)
+        var scratch: [UInt8] = []
+        var unwritten = [[UInt8]](repeating: [], count: n)
+        var unwrittenSeqs = [[Int]](repeating: [], count: n)
+        var unwrittenCount = 0
         var sentSoFar = 0
         var t = Double(start)
         let end = start + UInt64((config.warmupSeconds + config.durationSeconds) * 1e9)
+
+        /// Writes what is encoded; false when a connection failed.
+        func write() -> Bool {
+            guard unwrittenCount > 0 else { return true }
+            for c in 0..<n where !unwritten[c].isEmpty {
+                let now = nowNanos()
+                for k in unwrittenSeqs[c] { sent[k] = now }
+                do { try sockets[c].sendAll(unwritten[c]) } catch {
+                    lock.withLock { failure = failure ?? "connection \(c): \(error)" }
+                    return false
+                }
+                sentSoFar += unwrittenSeqs[c].count
+                unwritten[c].removeAll(keepingCapacity: true)
+                unwrittenSeqs[c].removeAll(keepingCapacity: true)
+            }
+            unwrittenCount = 0
+            return true
+        }
+        /// Takes a slot on connection `c`, writing what is encoded before blocking; false on timeout.
+        func takeSlot(_ c: Int) -> Bool {
+            if slots[c].wait(timeout: .now()) == .success { return true }
+            guard write() else { return false }
+            return slots[c].wait(timeout: .now() + timeout) == .success
+        }
+
         if config.saturate { sleep(until: start) }
-        for k in 0..<total {
+        sending: for k in 0..<total {
             let c = k % n
             if config.saturate {
                 // Capacity: the next request goes as soon as its connection has a slot.
-                if slots[c].wait(timeout: .now() + .milliseconds(config.timeoutMillis)) == .timedOut { break }
+                guard takeSlot(c) else { break }
                 let now = nowNanos()
                 if now >= end || lock.withLock({ stopped }) { break }
                 scheduled[k] = now
@@ -154,20 +191,25 @@ final class RunState: @unchecked Sendable {
                 let due = UInt64(t)
                 t += config.poisson ? -interval * log(max(rng.uniform(), 1e-12)) : interval
                 scheduled[k] = due
-                sleep(until: due)
+                if due > nowNanos() {
+                    guard write() else { break }
+                    sleep(until: due)
+                }
                 if lock.withLock({ stopped }) { break }
                 // At the in-flight cap, wait for a slot; a request that cannot get one within the timeout is
                 // not sent and is recorded as a timeout (never dropped from the figures).
-                if slots[c].wait(timeout: .now() + .milliseconds(config.timeoutMillis)) == .timedOut { continue }
+                if !takeSlot(c) {
+                    if lock.withLock({ failure != nil }) { break sending }
+                    continue
+                }
             }
-            target.encode(seq: UInt64(k), into: &buffer)
-            sent[k] = nowNanos()
-            sentSoFar += 1
-            do { try sockets[c].sendAll(buffer) } catch {
-                lock.withLock { failure = failure ?? "connection \(c): \(error)" }
-                break
-            }
+            target.encode(seq: UInt64(k), into: &scratch)
+            unwritten[c].append(contentsOf: scratch)
+            unwrittenSeqs[c].append(k)
+            unwrittenCount += 1
+            if unwrittenCount >= RunState.maxUnwritten { guard write() else { break } }
         }
+        _ = write()
         lock.withLock {
             sendsDone = true
             lastSend = nowNanos()
