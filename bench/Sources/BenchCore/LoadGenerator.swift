@@ -45,11 +45,17 @@ public struct LoadResult: Sendable {
     /// Server-reported queue and compute, µs (Arbiter RESULTs).
     public var serverQueue: Histogram<UInt64>
     public var serverCompute: Histogram<UInt64>
+    /// Requests scheduled in the measured window and answered within the timeout.
     public var completed: Int
+    /// Answers (errors included) that arrived within the measured window, whenever they were scheduled.
+    public var answeredInWindow: Int = 0
     public var errors: [String: Int]
     public var measuredSeconds: Double
 
-    public var achievedRate: Double { Double(completed) / max(measuredSeconds, 1e-9) }
+    /// Throughput: answers per second that arrived in the measured window. (Counting the requests
+    /// scheduled in the window instead would report the offered rate for a server far behind, whose
+    /// answers keep coming after the window.)
+    public var achievedRate: Double { Double(answeredInWindow) / max(measuredSeconds, 1e-9) }
 }
 
 /// An open-loop load generator: requests are sent at their scheduled times whether or not earlier ones
@@ -279,6 +285,10 @@ final class RunState: @unchecked Sendable {
         var out = LoadResult(target: target.name, configuration: config, latency: LoadGenerator.newHistogram(),
                              service: LoadGenerator.newHistogram(), serverQueue: queue, serverCompute: compute,
                              completed: 0, errors: errors, measuredSeconds: config.durationSeconds)
+        let windowEnd = warmupEnd + UInt64(config.durationSeconds * 1e9)
+        for k in 0..<total where answered[k] >= warmupEnd && answered[k] < windowEnd && answered[k] != 0 {
+            out.answeredInWindow += 1
+        }
         for k in 0..<total where scheduled[k] >= warmupEnd && scheduled[k] != 0 {
             let c = k % n, done = answered[k]
             if done == 0 || done - scheduled[k] > timeout {

@@ -200,12 +200,13 @@ public enum Report {
         return keys
     }
 
-    /// Latency–throughput curves of a scenario's sweeps: p50 (dashed) and p99 against achieved rate, log
-    /// latency axis.
+    /// Latency–load curves of a scenario's sweeps: p50 (dashed) and p99 against the offered rate, log
+    /// latency axis (past saturation the achieved rate stays flat while latency climbs, so the offered
+    /// rate is the axis that shows the knee).
     public static func sweepSVG(_ runs: [RunRecord], title: String) -> String {
         let steps = runs.filter { $0.kind == "sweep" }
-        let width = 720.0, height = 420.0, left = 70.0, right = 170.0, top = 40.0, bottom = 50.0
-        let maxX = max(1, steps.map(\.achievedRate).max() ?? 1) * 1.05
+        let width = 720.0, height = 420.0, left = 70.0, right = 200.0, top = 40.0, bottom = 50.0
+        let maxX = max(1, steps.map(\.rate).max() ?? 1) * 1.05
         let ys = steps.flatMap { [$0.latency.p50, $0.latency.p99] }.filter { $0 > 0 }
         let minY = max(1, ys.min() ?? 1), maxY = max(minY * 10, ys.max() ?? 10)
         func px(_ x: Double) -> Double { left + x / maxX * (width - left - right) }
@@ -228,13 +229,13 @@ public enum Report {
             t *= 10
         }
         s += "<text x=\"16\" y=\"\(top + (height - top - bottom) / 2)\" transform=\"rotate(-90 16 \(top + (height - top - bottom) / 2))\" text-anchor=\"middle\">latency µs (log)</text>\n"
-        s += "<text x=\"\(left + (width - left - right) / 2)\" y=\"\(height - 12)\" text-anchor=\"middle\">achieved requests/s</text>\n"
+        s += "<text x=\"\(left + (width - left - right) / 2)\" y=\"\(height - 12)\" text-anchor=\"middle\">offered requests/s</text>\n"
         let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
         for (i, key) in sweepKeys(steps).enumerated() {
             let mine = steps.filter { "\($0.scenario) \($0.label)" == key }.sorted { $0.rate < $1.rate }
             let c = colors[i % colors.count]
             for (dash, f) in [("4,3", { (r: RunRecord) in r.latency.p50 }), ("", { (r: RunRecord) in r.latency.p99 })] {
-                let pts = mine.map { String(format: "%.1f,%.1f", px($0.achievedRate), py(f($0))) }.joined(separator: " ")
+                let pts = mine.map { String(format: "%.1f,%.1f", px($0.rate), py(f($0))) }.joined(separator: " ")
                 s += "<polyline fill=\"none\" stroke=\"\(c)\" stroke-width=\"2\" stroke-dasharray=\"\(dash)\" points=\"\(pts)\"/>\n"
             }
             s += "<text x=\"\(width - right + 10)\" y=\"\(top + 16 + Double(i) * 18)\" fill=\"\(c)\">\(escape(mine[0].label)) p99 (p50 dashed)</text>\n"
