@@ -10,7 +10,7 @@ import Glibc
 public struct LoadConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port: Int
-    /// Connections, each with its own sender and receiver thread.
+    /// Connections, all driven by the generator's one thread.
     public var connections = 1
     /// Most requests outstanding per connection; when reached, the sender waits (and the correction shows
     /// what that waiting hid).
@@ -62,10 +62,10 @@ public struct LoadResult: Sendable {
 /// were answered (up to `inFlightPerConnection`), and each latency is measured from the time the request
 /// should have been sent, so a stalled server cannot hide behind its own back-pressure.
 ///
-/// Two threads drive every connection, so the harness's own footprint does not grow with the connection
-/// count (this machine has two cores, shared with the server): a sender that keeps one global schedule and
-/// deals requests round-robin over the connections, and a receiver that polls every socket. Request `k`
-/// goes to connection `k % connections` and carries id `k`.
+/// One thread drives every connection, so the harness's own footprint does not grow with the connection
+/// count and never competes with itself for this machine's two cores: it keeps one global schedule, deals
+/// requests round-robin over the connections and polls every socket for answers. Request `k` goes to
+/// connection `k % connections` and carries id `k`.
 public enum LoadGenerator {
     public static func run(_ target: any Target, _ config: LoadConfiguration) throws -> LoadResult {
         precondition(config.connections >= 1 && config.rate > 0)
@@ -73,17 +73,7 @@ public enum LoadGenerator {
         let sockets = try (0..<config.connections).map { _ in try SocketIO(host: config.host, port: config.port) }
         for s in sockets { try target.handshake(s) }
         let run = RunState(target: target, sockets: sockets, total: total, config: config, start: nowNanos() + 20_000_000)
-        let group = DispatchGroup()
-        for body in [run.sendLoop, run.receiveLoop] {
-            group.enter()
-            let t = Thread {
-                body()
-                group.leave()
-            }
-            t.stackSize = 1 << 20
-            t.start()
-        }
-        group.wait()
+        run.drive()
         return run.result(warmupEnd: run.start + UInt64(config.warmupSeconds * 1e9))
     }
 
@@ -92,10 +82,9 @@ public enum LoadGenerator {
     }
 }
 
-/// The shared state of one run. Per request `k`: scheduled and actual send times, written by the sender
-/// before the send, and the answer time (0 = none), written by the receiver after the answer arrived (the
-/// socket round trip orders the two).
-final class RunState: @unchecked Sendable {
+/// The state of one run, driven by one thread. Per request `k`: its scheduled time, the time the write
+/// that carried it began, and the time its answer was read (0 = none).
+final class RunState {
     let target: any Target
     let sockets: [SocketIO]
     let total: Int
@@ -104,17 +93,10 @@ final class RunState: @unchecked Sendable {
     let scheduled: UnsafeMutablePointer<UInt64>
     let sent: UnsafeMutablePointer<UInt64>
     let answered: UnsafeMutablePointer<UInt64>
-    /// Free in-flight slots, per connection.
-    let slots: [DispatchSemaphore]
     var queue = Histogram<UInt64>(highestTrackableValue: 60_000_000)
     var compute = Histogram<UInt64>(highestTrackableValue: 60_000_000)
     var errors: [String: Int] = [:]
-    private var failure: String?
-    private var sendsDone = false
-    private var stopped = false
-    private var lastSend: UInt64 = 0
-    private var sentCount = 0
-    private let lock = NSLock()
+    private(set) var failure: String?
 
     init(target: any Target, sockets: [SocketIO], total: Int, config: LoadConfiguration, start: UInt64) {
         self.target = target
@@ -129,7 +111,6 @@ final class RunState: @unchecked Sendable {
         scheduled.initialize(repeating: 0, count: n)
         sent.initialize(repeating: 0, count: n)
         answered.initialize(repeating: 0, count: n)
-        slots = sockets.map { _ in DispatchSemaphore(value: config.inFlightPerConnection) }
     }
 
     deinit {
@@ -138,140 +119,172 @@ final class RunState: @unchecked Sendable {
         answered.deallocate()
     }
 
-    /// Most requests encoded and not yet written, over all connections: past this the sender writes even
+    /// Most requests encoded and not yet written, over all connections: past this the driver writes even
     /// while it is still behind its schedule.
     static let maxUnwritten = 256
 
-    /// Sends every request at its scheduled time. A request that is due is encoded at once; requests are
-    /// written together, one write per connection, whenever the sender is about to wait (for the next
-    /// scheduled time or for a free slot): so a sender that fell behind catches up with one system call per
-    /// connection instead of one per request, as a pipelining client does. `sent` is stamped at the write.
-    func sendLoop() {
+    /// Sends every request at its scheduled time and reads every answer, from one thread.
+    ///
+    /// Each turn: encode every request that is due (request `k` on connection `k % connections`, while that
+    /// connection is under its in-flight cap), write what was encoded — one write per connection, so a
+    /// driver that fell behind catches up as a pipelining client does — then wait in `ppoll` for an answer
+    /// or for the next scheduled time, whichever comes first, and read what arrived. One thread means one
+    /// wake-up per event and nothing of the harness's own competing for the cores with the server (two
+    /// threads, a sender and a receiver, put a third runnable thread on this two-core machine and showed up
+    /// in the floor's own p99). Sockets are non-blocking: a write the kernel cannot take whole waits for
+    /// POLLOUT while answers keep being read, so a large batch cannot deadlock against its own answers.
+    func drive() {
         tightenTimerSlack()
         var rng = SplitMix(seed: config.seed)
         let interval = 1e9 / config.rate
         let n = sockets.count
-        let timeout = DispatchTimeInterval.milliseconds(config.timeoutMillis)
-        var scratch: [UInt8] = []
-        var unwritten = [[UInt8]](repeating: [], count: n)
-        var unwrittenSeqs = [[Int]](repeating: [], count: n)
-        var unwrittenCount = 0
-        var sentSoFar = 0
-        var t = Double(start)
+        let cap = config.inFlightPerConnection
+        let timeout = UInt64(config.timeoutMillis) * 1_000_000
         let end = start + UInt64((config.warmupSeconds + config.durationSeconds) * 1e9)
+        for s in sockets { s.setNonBlocking() }
 
-        /// Writes what is encoded; false when a connection failed.
-        func write() -> Bool {
-            guard unwrittenCount > 0 else { return true }
-            for c in 0..<n where !unwritten[c].isEmpty {
-                let now = nowNanos()
-                for k in unwrittenSeqs[c] { sent[k] = now }
-                do { try sockets[c].sendAll(unwritten[c]) } catch {
-                    lock.withLock { failure = failure ?? "connection \(c): \(error)" }
-                    return false
-                }
-                sentSoFar += unwrittenSeqs[c].count
-                unwritten[c].removeAll(keepingCapacity: true)
-                unwrittenSeqs[c].removeAll(keepingCapacity: true)
-            }
-            unwrittenCount = 0
-            return true
-        }
-        /// Takes a slot on connection `c`, writing what is encoded before blocking; false on timeout.
-        func takeSlot(_ c: Int) -> Bool {
-            if slots[c].wait(timeout: .now()) == .success { return true }
-            guard write() else { return false }
-            return slots[c].wait(timeout: .now() + timeout) == .success
-        }
-
-        if config.saturate { sleep(until: start) }
-        sending: for k in 0..<total {
-            let c = k % n
-            if config.saturate {
-                // Capacity: the next request goes as soon as its connection has a slot.
-                guard takeSlot(c) else { break }
-                let now = nowNanos()
-                if now >= end || lock.withLock({ stopped }) { break }
-                scheduled[k] = now
-            } else {
-                let due = UInt64(t)
-                t += config.poisson ? -interval * log(max(rng.uniform(), 1e-12)) : interval
-                scheduled[k] = due
-                if due > nowNanos() {
-                    guard write() else { break }
-                    sleep(until: due)
-                }
-                if lock.withLock({ stopped }) { break }
-                // At the in-flight cap, wait for a slot; a request that cannot get one within the timeout is
-                // not sent and is recorded as a timeout (never dropped from the figures).
-                if !takeSlot(c) {
-                    if lock.withLock({ failure != nil }) { break sending }
-                    continue
-                }
-            }
-            target.encode(seq: UInt64(k), into: &scratch)
-            unwritten[c].append(contentsOf: scratch)
-            unwrittenSeqs[c].append(k)
-            unwrittenCount += 1
-            if unwrittenCount >= RunState.maxUnwritten { guard write() else { break } }
-        }
-        _ = write()
-        lock.withLock {
-            sendsDone = true
-            lastSend = nowNanos()
-            sentCount = sentSoFar
-        }
-    }
-
-    func receiveLoop() {
-        let n = sockets.count
+        var scratch: [UInt8] = []
+        // Per connection: bytes encoded or partly written, and the requests they carry not yet stamped.
+        var outbox = [[UInt8]](repeating: [], count: n)
+        var outboxOffset = [Int](repeating: 0, count: n)
+        var unstamped = [[Int]](repeating: [], count: n)
+        var unwrittenCount = 0
+        var inFlight = [Int](repeating: 0, count: n)
         var inboxes = [ByteBuffer](repeating: ByteBuffer(), count: n)
         var states = [CutState](repeating: CutState(), count: n)
         // In-order protocols: the next request of each connection that may be answered.
         var nextInOrder = Array(0..<n)
         var polls = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-        var received = 0
-        let timeout = UInt64(config.timeoutMillis) * 1_000_000
-        loop: while received < total {
-            let (done, last, count) = lock.withLock { (sendsDone, lastSend, sentCount) }
+
+        var k = 0                       // next request to send
+        var due = Double(start)         // its scheduled time (rate mode)
+        var sentCount = 0, received = 0
+        var sendsDone = total == 0
+        var lastSend: UInt64 = 0
+
+        func fail(_ c: Int, _ why: String) { failure = failure ?? "connection \(c): \(why)" }
+
+        /// Writes what each connection has pending, as far as its socket takes it; false when one failed.
+        func flush() -> Bool {
+            guard unwrittenCount > 0 || polls.contains(where: { $0.events & Int16(POLLOUT) != 0 }) else { return true }
+            for c in 0..<n where outboxOffset[c] < outbox[c].count {
+                let now = nowNanos()
+                for j in unstamped[c] { sent[j] = now }
+                sentCount += unstamped[c].count
+                unstamped[c].removeAll(keepingCapacity: true)
+                do { outboxOffset[c] += try sockets[c].sendSome(outbox[c], from: outboxOffset[c]) } catch {
+                    fail(c, "\(error)")
+                    return false
+                }
+                if outboxOffset[c] == outbox[c].count {
+                    outbox[c].removeAll(keepingCapacity: true)
+                    outboxOffset[c] = 0
+                    polls[c].events = Int16(POLLIN)
+                } else {
+                    polls[c].events = Int16(POLLIN | POLLOUT)
+                }
+            }
+            unwrittenCount = 0
+            return true
+        }
+
+        func enqueue(_ c: Int) {
+            target.encode(seq: UInt64(k), into: &scratch)
+            outbox[c].append(contentsOf: scratch)
+            unstamped[c].append(k)
+            unwrittenCount += 1
+            inFlight[c] += 1
+            k += 1
+        }
+
+        if config.saturate { sleep(until: start) }
+        running: while true {
+            var now = nowNanos()
+            // Send what is due.
+            var waitUntil: UInt64? = nil
+            if !sendsDone {
+                if config.saturate {
+                    // Capacity: the next request goes as soon as its connection has a slot.
+                    if now >= end {
+                        sendsDone = true
+                    } else {
+                        while k < total && inFlight[k % n] < cap {
+                            scheduled[k] = now
+                            enqueue(k % n)
+                            if unwrittenCount >= RunState.maxUnwritten { guard flush() else { break running } }
+                        }
+                    }
+                } else {
+                    while k < total && UInt64(due) <= now {
+                        let c = k % n
+                        if inFlight[c] >= cap {
+                            // At the cap: wait for an answer to free a slot. A request that cannot get one
+                            // within the timeout is not sent and is recorded as a timeout, never dropped.
+                            if now - UInt64(due) < timeout { waitUntil = UInt64(due) + timeout; break }
+                            scheduled[k] = UInt64(due)
+                            k += 1
+                        } else {
+                            scheduled[k] = UInt64(due)
+                            enqueue(c)
+                            if unwrittenCount >= RunState.maxUnwritten {
+                                guard flush() else { break running }
+                                now = nowNanos()
+                            }
+                        }
+                        due += config.poisson ? -interval * log(max(rng.uniform(), 1e-12)) : interval
+                    }
+                    if k < total && waitUntil == nil { waitUntil = UInt64(due) }
+                }
+                if k >= total { sendsDone = true }
+                guard flush() else { break }
+                if sendsDone { lastSend = nowNanos() }
+            }
             // Done when every request sent has its answer, or the last one has had its full timeout.
-            if done && (received >= count || nowNanos() > last + timeout) { break }
-            let ready = poll(&polls, nfds_t(n), 20)
+            if sendsDone && (received >= sentCount || nowNanos() > lastSend + timeout) { break }
+
+            // Wait for an answer, a writable socket, or the next scheduled time.
+            var wait = timespec(tv_sec: 0, tv_nsec: 20_000_000)
+            if let w = waitUntil {
+                let t = nowNanos()
+                let left = w > t ? w - t : 0
+                wait = timespec(tv_sec: Int(left / 1_000_000_000), tv_nsec: Int(left % 1_000_000_000))
+            }
+            let ready = polls.withUnsafeMutableBufferPointer { linuxPpoll($0.baseAddress!, UInt(n), &wait, nil) }
             if ready <= 0 { continue }
             for c in 0..<n where polls[c].revents != 0 {
+                if polls[c].revents & Int16(POLLOUT) != 0 { guard flush() else { break running } }
+                if polls[c].revents & Int16(POLLIN | POLLERR | POLLHUP) == 0 { continue }
                 do {
                     guard try sockets[c].receive(into: &inboxes[c], dontWait: true) else { continue }
+                    let at = nowNanos()
                     for a in try target.cut(&inboxes[c], &states[c]) {
-                        let k: Int
+                        let j: Int
                         if let id = a.requestID {
-                            k = Int(truncatingIfNeeded: id)
-                            guard k >= 0 && k < total && k % n == c else { continue }
+                            j = Int(truncatingIfNeeded: id)
+                            guard j >= 0 && j < total && j % n == c else { continue }
                         } else {
                             // In-order protocols answer the oldest request sent on the connection (skipping
                             // any the in-flight cap kept from being sent: they are recorded as timeouts).
                             while nextInOrder[c] < total && sent[nextInOrder[c]] == 0 { nextInOrder[c] += n }
-                            k = nextInOrder[c]
+                            j = nextInOrder[c]
                             nextInOrder[c] += n
-                            guard k < total else { continue }
+                            guard j < total else { continue }
                         }
-                        guard answered[k] == 0 else { continue }
-                        answered[k] = nowNanos()
+                        guard answered[j] == 0 && sent[j] != 0 else { continue }
+                        answered[j] = at
                         received += 1
-                        slots[c].signal()
+                        inFlight[c] -= 1
                         if let e = a.error { errors[e, default: 0] += 1 }
                         if let q = a.queueMicros { _ = queue.record(UInt64(q)) }
                         if let m = a.computeMicros { _ = compute.record(UInt64(m)) }
                     }
                     inboxes[c].discardReadBytes()
                 } catch {
-                    lock.withLock { failure = failure ?? "connection \(c): \(error)" }
-                    break loop
+                    fail(c, "\(error)")
+                    break running
                 }
             }
         }
-        // Release a sender that may be waiting for a slot.
-        lock.withLock { stopped = true }
-        for s in slots { for _ in 0..<config.inFlightPerConnection { s.signal() } }
         for s in sockets { s.shutdownBoth() }
     }
 

@@ -4,7 +4,7 @@ import NIOCore
 import Glibc
 #endif
 
-/// A blocking TCP socket for one connection of the load generator: one thread sends, another receives.
+/// A TCP socket for one connection of the load generator (blocking until `setNonBlocking`).
 public final class SocketIO: @unchecked Sendable {
     public let fd: Int32
     private var chunk = [UInt8](repeating: 0, count: 1 << 16)
@@ -31,19 +31,38 @@ public final class SocketIO: @unchecked Sendable {
 
     deinit { close(fd) }
 
-    /// Bounds each receive, so the receiver can notice the end of the run.
-    public func setReceiveTimeout(milliseconds: Int) {
-        var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
+    /// Writes all of `bytes`, waiting while the socket is full.
     public func sendAll(_ bytes: [UInt8]) throws {
         var off = 0
         while off < bytes.count {
             let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { throw BenchError("send failed: \(String(cString: strerror(errno)))") }
-            off += n
+            if n > 0 { off += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                // A non-blocking socket that is full: wait until it drains.
+                var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                if poll(&p, 1, 1000) > 0 { continue }
+            }
+            throw BenchError("send failed: \(String(cString: strerror(errno)))")
         }
+    }
+
+    public func setNonBlocking() {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+
+    /// Writes from `bytes[offset...]` as much as the socket takes now; returns how many bytes it took
+    /// (0 when it would block).
+    public func sendSome(_ bytes: [UInt8], from offset: Int) throws -> Int {
+        var off = offset
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if n > 0 { off += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
+            throw BenchError("send failed: \(String(cString: strerror(errno)))")
+        }
+        return off - offset
     }
 
     /// Appends what arrives to `inbox`. Returns false on a receive timeout (or, with `dontWait`, when
@@ -79,6 +98,9 @@ public func sleep(until t: UInt64) {
 
 @_silgen_name("prctl")
 func linuxPrctl(_ option: Int32, _ a: UInt, _ b: UInt, _ c: UInt, _ d: UInt) -> Int32
+
+@_silgen_name("ppoll")
+func linuxPpoll(_ fds: UnsafeMutablePointer<pollfd>, _ n: UInt, _ timeout: UnsafePointer<timespec>?, _ sigmask: UnsafeRawPointer?) -> Int32
 
 /// 1 ns of timer slack for this thread (Linux PR_SET_TIMERSLACK), so sleeps wake on time.
 public func tightenTimerSlack() { _ = linuxPrctl(29, 1, 0, 0, 0) }
