@@ -18,7 +18,7 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT.")
     var listen: String = "127.0.0.1:7878"
 
-    @Option(help: "Event-loop threads (default: one per core).")
+    @Option(help: "Event-loop threads (default: one per core the process may run on; honours taskset and cgroup limits).")
     var threads: Int?
 
     @Option(help: "Largest request body in bytes.")

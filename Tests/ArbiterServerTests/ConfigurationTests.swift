@@ -1,0 +1,55 @@
+import ArbiterServer
+import Foundation
+import NIOCore
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct ConfigurationTests {
+    /// A server started under `taskset -c N` gets one event loop, not one per core of the machine.
+    @Test func defaultThreadsFollowTheAffinityMask() throws {
+        #if os(Linux)
+        let unrestricted = ServerConfiguration.usableCores()
+        #expect(unrestricted >= 1 && unrestricted <= max(System.coreCount, 1))
+        // On a thread of its own pinned to the first CPU it may use, the default drops to one.
+        let seen = ThreadBox()
+        let done = DispatchSemaphore(value: 0)
+        let t = Thread {
+            var mask = [UInt64](repeating: 0, count: 16)
+            var pinned = mask.withUnsafeMutableBytes { testSchedAffinity(get: true, $0) } == 0
+            if let word = mask.firstIndex(where: { $0 != 0 }) {
+                let lowest = mask[word] & (~mask[word] &+ 1)
+                for i in mask.indices { mask[i] = i == word ? lowest : 0 }
+                pinned = pinned && mask.withUnsafeMutableBytes { testSchedAffinity(get: false, $0) } == 0
+            } else {
+                pinned = false
+            }
+            seen.set(pinned ? ServerConfiguration(storePath: "/unused").threads : -1)
+            done.signal()
+        }
+        t.start()
+        done.wait()
+        #expect(seen.value == 1)
+        #endif
+    }
+}
+
+private final class ThreadBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v = 0
+    func set(_ x: Int) { lock.lock(); v = x; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return v }
+}
+
+#if os(Linux)
+@_silgen_name("sched_setaffinity")
+private func testSchedSetaffinity(_ pid: Int32, _ size: Int, _ mask: UnsafeMutableRawPointer) -> Int32
+@_silgen_name("sched_getaffinity")
+private func testSchedGetaffinity(_ pid: Int32, _ size: Int, _ mask: UnsafeMutableRawPointer) -> Int32
+
+/// The calling thread's CPU mask, read (`get`) or written.
+private func testSchedAffinity(get: Bool, _ mask: UnsafeMutableRawBufferPointer) -> Int32 {
+    get ? testSchedGetaffinity(0, mask.count, mask.baseAddress!) : testSchedSetaffinity(0, mask.count, mask.baseAddress!)
+}
+#endif
