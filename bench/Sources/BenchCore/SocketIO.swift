@@ -65,10 +65,16 @@ public final class SocketIO: @unchecked Sendable {
         return off - offset
     }
 
-    /// Appends what arrives to `inbox`. Returns false on a receive timeout (or, with `dontWait`, when
-    /// nothing is waiting); throws when the peer closed.
+    /// Appends what arrives to `inbox`. With `dontWait`, returns false when nothing is waiting; otherwise
+    /// waits up to `waitMillis` (handshakes) and throws if nothing came. Throws when the peer closed.
     @discardableResult
-    public func receive(into inbox: inout ByteBuffer, dontWait: Bool = false) throws -> Bool {
+    public func receive(into inbox: inout ByteBuffer, dontWait: Bool = false, waitMillis: Int32 = 5000) throws -> Bool {
+        if !dontWait {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, waitMillis) == 0 {
+                throw BenchError("no answer within \(waitMillis) ms: is the server on that port speaking the protocol given with --protocol?")
+            }
+        }
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, dontWait ? Int32(MSG_DONTWAIT) : 0) }
         if n > 0 {
             inbox.writeBytes(chunk[0..<n])
