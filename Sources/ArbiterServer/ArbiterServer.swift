@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOExtras
 import NIOPosix
+import Synchronization
 
 /// The scoring server: opens the store, loads and validates every model's active version, serves the
 /// protocol on a TCP port, and watches the store for newly published versions.
@@ -15,22 +16,36 @@ import NIOPosix
 /// // ...
 /// try await server.shutdown()   // in-flight requests finish first
 /// ```
-public final class ArbiterServer: @unchecked Sendable {
+public final class ArbiterServer: Sendable {
     public let configuration: ServerConfiguration
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     /// A separate thread for loading and validating versions, so that serving loops never block on it.
+    /// Every poll and reload runs there, one at a time.
     let loaderGroup: MultiThreadedEventLoopGroup
     let environment: StoreEnvironment
     let loader: ModelLoader
     let state: ServingState
     /// Scores large requests off the event loops (see `ServerConfiguration.offloadCandidates`).
     let pool: NIOThreadPool?
-    private var channel: (any Channel)?
-    private var quiesce: ServerQuiescingHelper?
-    private var watchTask: RepeatedTask?
-    private var lastGeneration: UInt64 = 0
-    private var shutDown = false
+    /// What `start` and `shutdown` change.
+    private let lifecycle = Mutex(Lifecycle())
+    /// What the store watcher remembers between polls.
+    private let watcher: Mutex<Watcher>
+
+    private struct Lifecycle {
+        var channel: (any Channel)?
+        var quiesce: ServerQuiescingHelper?
+        var watchTask: RepeatedTask?
+        var shutDown = false
+    }
+
+    private struct Watcher {
+        var lastGeneration: UInt64
+        var pollsSinceReaderCheck = 0
+        /// The store outgrew this server's map (logged once, until it is resolved).
+        var outgrown = false
+    }
 
     /// Opens the store and loads every model. Throws if the store cannot be opened.
     public init(configuration: ServerConfiguration, registry: ModelRegistry = BuiltinPlugins.registry(),
@@ -45,7 +60,7 @@ public final class ArbiterServer: @unchecked Sendable {
         loader = ModelLoader(environment: environment, registry: registry, logger: logger)
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         loaderGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        lastGeneration = (try? Catalog(environment: environment).generation()) ?? 0
+        watcher = Mutex(Watcher(lastGeneration: (try? Catalog(environment: environment).generation()) ?? 0))
         let table = loader.loadAll()
         state = ServingState(table, loops: Array(group.makeIterator()))
         if configuration.offloadCandidates > 0 {
@@ -63,7 +78,6 @@ public final class ArbiterServer: @unchecked Sendable {
     /// Binds and starts serving. Returns once the port is open.
     public func start() async throws {
         let quiesce = ServerQuiescingHelper(group: group)
-        self.quiesce = quiesce
         let config = configuration
         let state = self.state
         let logger = self.logger
@@ -87,62 +101,122 @@ public final class ArbiterServer: @unchecked Sendable {
                 }
             }
         let ch = try await bootstrap.bind(host: config.host, port: config.port).get()
-        channel = ch
-        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath)")
+        var task: RepeatedTask?
         if config.pollIntervalMillis > 0 {
-            watchTask = loaderGroup.next().scheduleRepeatedTask(initialDelay: .milliseconds(config.pollIntervalMillis),
-                                                                delay: .milliseconds(config.pollIntervalMillis)) { [weak self] _ in
+            task = loaderGroup.next().scheduleRepeatedTask(initialDelay: .milliseconds(config.pollIntervalMillis),
+                                                           delay: .milliseconds(config.pollIntervalMillis)) { [weak self] _ in
                 self?.poll()
             }
         }
+        lifecycle.withLock {
+            $0.channel = ch
+            $0.quiesce = quiesce
+            $0.watchTask = task
+        }
+        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath)")
     }
 
     /// The port actually bound (useful with port 0).
-    public var port: Int? { channel?.localAddress?.port }
+    public var port: Int? { lifecycle.withLock { $0.channel?.localAddress?.port } }
 
     /// What is served now: name, version, kind.
     public var served: [(name: String, version: UInt64, kind: String)] {
         state.table.models.values.map { ($0.name, $0.version, $0.summary.kind) }.sorted { $0.name < $1.name }
     }
 
-    /// Checks the store now and swaps in any new active versions (after validating them). Runs on the
-    /// loader thread.
+    /// Checks the store now and swaps in any new active versions (after validating them). Returns once
+    /// every event loop serves the result: a request sent after this returns is answered by it. Throws
+    /// when the store cannot be read (for instance ``StoreError/mapOutgrown(path:mapSize:openTransactions:)``);
+    /// the models already loaded keep serving.
     public func reload() async throws {
-        try await loaderGroup.next().submit { self.reloadNow() }.get()
+        try await loaderGroup.next().flatSubmit { self.reloadNow() }.get()
     }
 
-    private var pollsSinceReaderCheck = 0
-
+    /// One tick of the watcher, on the loader thread.
     private func poll() {
-        // Reader slots of dead processes (a killed trainer, an old server) are cleared about every 10 s.
-        pollsSinceReaderCheck += 1
-        if Int64(pollsSinceReaderCheck) * configuration.pollIntervalMillis >= 10_000 {
-            pollsSinceReaderCheck = 0
-            let cleared = environment.clearStaleReaders()
-            if cleared > 0 { logger.warning("cleared \(cleared) stale LMDB reader slots") }
+        let changed = watcher.withLock { w -> Bool in
+            // Reader slots of dead processes (a killed trainer, an old server) are cleared about every 10 s.
+            w.pollsSinceReaderCheck += 1
+            if Int64(w.pollsSinceReaderCheck) * configuration.pollIntervalMillis >= 10_000 {
+                w.pollsSinceReaderCheck = 0
+                let cleared = environment.clearStaleReaders()
+                if cleared > 0 { logger.warning("cleared \(cleared) stale LMDB reader slots") }
+            }
+            guard let g = readGeneration(&w) else { return false }
+            return g != w.lastGeneration
         }
-        guard let g = try? Catalog(environment: environment).generation(), g != lastGeneration else { return }
-        reloadNow()
+        if changed { reloadNow() }
     }
 
-    private func reloadNow() {
-        lastGeneration = (try? Catalog(environment: environment).generation()) ?? lastGeneration
-        let before = state.table
-        let after = loader.loadAll(keeping: before)
-        for (name, m) in after.models where before.models[name]?.version != m.version {
-            logger.info("swapped in \(name) v\(m.version)")
+    /// The store's generation, or nil when it cannot be read. A store grown beyond this server's map is
+    /// reported once (the loaded versions keep serving; a restart maps the larger store).
+    private func readGeneration(_ w: inout Watcher) -> UInt64? {
+        do {
+            let g = try Catalog(environment: environment).generation()
+            if w.outgrown {
+                w.outgrown = false
+                logger.notice("the store is readable again; loading new versions resumes")
+            }
+            return g
+        } catch let e as StoreError {
+            if case .mapOutgrown = e {
+                if !w.outgrown {
+                    w.outgrown = true
+                    logger.error("\(e). Restart arbiterd to load newer versions; until then it serves \(served.map { "\($0.name) v\($0.version)" }.joined(separator: ", "))")
+                }
+            } else {
+                logger.error("cannot read the store's generation: \(e)")
+            }
+            return nil
+        } catch {
+            logger.error("cannot read the store's generation: \(error)")
+            return nil
         }
-        state.replace(after)
-        environment.clearStaleReaders()
+    }
+
+    @discardableResult
+    private func reloadNow() -> EventLoopFuture<Void> {
+        let loop = loaderGroup.next()
+        let outcome = watcher.withLock { w -> Result<ModelTable, any Error> in
+            do {
+                w.lastGeneration = try Catalog(environment: environment).generation()
+            } catch {
+                _ = readGeneration(&w)
+                return .failure(error)
+            }
+            let before = state.table
+            let after = loader.loadAll(keeping: before)
+            for (name, m) in after.models where before.models[name]?.version != m.version {
+                logger.info("swapped in \(name) v\(m.version)")
+            }
+            return .success(after)
+        }
+        switch outcome {
+        case .success(let table):
+            let switched = state.replace(table)
+            environment.clearStaleReaders()
+            return switched.hop(to: loop)
+        case .failure(let error):
+            return loop.makeFailedFuture(error)
+        }
     }
 
     /// Stops accepting, lets every connection finish what it has read, closes them, and stops the loops.
     public func shutdown() async throws {
-        guard !shutDown else { return }
-        shutDown = true
-        if let t = watchTask {
+        let (task, quiesce): (RepeatedTask?, ServerQuiescingHelper?)
+        do {
+            let taken = lifecycle.withLock { l -> (RepeatedTask?, ServerQuiescingHelper?)? in
+                guard !l.shutDown else { return nil }
+                l.shutDown = true
+                defer { l.watchTask = nil }
+                return (l.watchTask, l.quiesce)
+            }
+            guard let taken else { return }
+            (task, quiesce) = taken
+        }
+        if let task {
             let p = loaderGroup.next().makePromise(of: Void.self)
-            t.cancel(promise: p)
+            task.cancel(promise: p)
             try await p.futureResult.get()
         }
         if let quiesce {
@@ -150,8 +224,10 @@ public final class ArbiterServer: @unchecked Sendable {
             quiesce.initiateShutdown(promise: p)
             try await p.futureResult.get()
             // The helper fails an internal promise when it goes away: let it go while the loops still run.
-            self.quiesce = nil
-            channel = nil
+            lifecycle.withLock {
+                $0.quiesce = nil
+                $0.channel = nil
+            }
         }
         try await group.shutdownGracefully()
         try await pool?.shutdownGracefully()

@@ -36,9 +36,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Above this capacity the outbox is let go after a batch rather than kept for the connection's life.
     private static let outboxKeepBytes = 64 << 10
     private let pool: NIOThreadPool?
+    private let clock: ServerClock
 
-    init(config: ServerConfiguration, loopTable: LoopTable, pool: NIOThreadPool?, logger: Logger) {
+    init(config: ServerConfiguration, loopTable: LoopTable, pool: NIOThreadPool?, logger: Logger, clock: ServerClock = .system) {
         self.config = config
+        self.clock = clock
         self.pool = pool
         self.loopTable = loopTable
         self.logger = logger
@@ -48,7 +50,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let receivedAt = NIODeadline.now().uptimeNanoseconds
+        let receivedAt = clock.nanoseconds()
         var incoming = unwrapInboundIn(data)
         if closing { return }
         reuseOutbox()
@@ -170,10 +172,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         case .hello:
             try hello(h, body, context: context)
         case .ping:
-            // Echo without materializing the payload.
             let at = outbox.writerIndex
-            FrameHeader(opcode: Opcode.pong.rawValue, requestID: h.requestID, bodyLength: UInt32(body.readableBytes)).write(to: &outbox)
-            outbox.writeImmutableBuffer(body)
+            ResultEncoder.encodePong(requestID: h.requestID, payload: body, into: &outbox)
             finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
         case .listModels, .modelInfo, .score:
             guard helloDone else { throw WireError(.helloRequired, "send HELLO before \(op)") }
@@ -252,7 +252,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         let at = outbox.writerIndex
         try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt,
-                                         scratch: &scratch, clientMaxFrame: clientMaxFrame, into: &outbox)
+                                         scratch: &scratch, clientMaxFrame: clientMaxFrame, clock: clock, into: &outbox)
         finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
     }
 
@@ -266,12 +266,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         offloaded += 1
         let allocator = context.channel.allocator
         let limit = clientMaxFrame
+        let clock = self.clock
         let job = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<ByteBuffer, WireError> in
             var scratch = ScoringScratch()
             var out = allocator.buffer(capacity: 0)
             do throws(WireError) {
                 try ResultEncoder.scoreAndEncode(view, model: m, requestID: requestID, budget: budget,
-                                                 receivedAt: receivedAt, scratch: &scratch, clientMaxFrame: limit, into: &out)
+                                                 receivedAt: receivedAt, scratch: &scratch, clientMaxFrame: limit,
+                                                 clock: clock, into: &out)
                 return .success(out)
             } catch {
                 return .failure(error)
@@ -326,7 +328,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
         }
         if receivedAt > 0 {
-            FrameHeader.patchTime((NIODeadline.now().uptimeNanoseconds &- receivedAt) / 1000, in: &buffer, headerAt: at)
+            FrameHeader.patchTime((clock.nanoseconds() &- receivedAt) / 1000, in: &buffer, headerAt: at)
         }
     }
 
@@ -352,7 +354,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Answers a protocol error; closes the connection when the status says so.
     private func fail(_ error: WireError, context: ChannelHandlerContext) {
         logger.debug("protocol error", metadata: ["status": "\(error.status)", "message": "\(error.message)"])
-        Frame(requestID: error.requestID, message: .error(ErrorBody(status: error.status, message: error.message))).encode(into: &outbox)
+        ResultEncoder.encodeError(error, into: &outbox)
         if error.status.closesConnection {
             closing = true
             cumulation = nil

@@ -4,14 +4,26 @@ import NIOCore
 
 /// Scores a checked SCORE and encodes its RESULT frame: the hot path, shared by inline and pooled scoring.
 enum ResultEncoder {
+    /// Appends an ERROR frame carrying `error` (its status, message and request id) to `out`.
+    static func encodeError(_ error: WireError, into out: inout ByteBuffer) {
+        Frame(requestID: error.requestID, message: .error(ErrorBody(status: error.status, message: error.message))).encode(into: &out)
+    }
+
+    /// Appends a PONG echoing `payload` for `requestID` to `out` (header time not yet stamped), without
+    /// materializing the payload.
+    static func encodePong(requestID: UInt64, payload: ByteBuffer, into out: inout ByteBuffer) {
+        FrameHeader(opcode: Opcode.pong.rawValue, requestID: requestID, bodyLength: UInt32(payload.readableBytes)).write(to: &out)
+        out.writeImmutableBuffer(payload)
+    }
+
     /// Copies the request into `scratch`, checks every value, scores, selects top-k, and appends the
     /// RESULT frame to `out` (header time not yet stamped). On error nothing is appended. Allocates nothing
     /// once `scratch` and `out` have grown to the request sizes seen.
     static func scoreAndEncode(_ view: ScoreRequestView, model m: ServingModel, requestID: UInt64, budget: UInt64,
                                receivedAt: UInt64, scratch: inout ScoringScratch, clientMaxFrame: UInt32,
-                               into out: inout ByteBuffer) throws(WireError) {
+                               clock: ServerClock, into out: inout ByteBuffer) throws(WireError) {
         let n = view.candidateCount
-        let start = NIODeadline.now().uptimeNanoseconds
+        let start = clock.nanoseconds()
         let queueMicros = (start &- receivedAt) / 1000
         if budget > 0 && queueMicros >= budget {
             throw WireError(.deadlineExceeded, "request waited \(queueMicros) µs, over its budget of \(budget) µs")
@@ -33,7 +45,7 @@ enum ResultEncoder {
         let codes = scratch.codeColumns.reserve(n * m.codeColumnCount)
         m.model.score(ScoreBatch(context: ctxBuf, candidates: matBuf, candidateCount: n),
                       into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
-        let computeMicros = (NIODeadline.now().uptimeNanoseconds &- start) / 1000
+        let computeMicros = (clock.nanoseconds() &- start) / 1000
 
         // Rows to return: all in request order, or the best k gathered into the top-k scratch.
         var rows = n

@@ -22,16 +22,19 @@ final class ServingState: Sendable {
         loops.first { $0.loop === loop } ?? LoopTable(loop: loop, table: table)
     }
 
-    /// Installs a new table and propagates it to every loop.
-    func replace(_ table: ModelTable) {
+    /// Installs a new table and propagates it to every loop. The future completes once every loop serves
+    /// the new table: a request read after that is answered from it.
+    @discardableResult
+    func replace(_ table: ModelTable) -> EventLoopFuture<Void> {
         current.withLockedValue { $0 = table }
-        for l in loops {
-            l.loop.execute { l.table = table }
-        }
+        let switched = loops.map { l in l.loop.submit { l.table = table } }
+        guard let first = loops.first else { preconditionFailure("a server has at least one event loop") }
+        return EventLoopFuture.andAllSucceed(switched, on: first.loop)
     }
 }
 
-/// One event loop's copy of the table. Touched only on that loop.
+/// One event loop's copy of the table.
+// Unchecked: `table` is read and written only on `loop` (connections read it there; `replace` hops there).
 final class LoopTable: @unchecked Sendable {
     let loop: any EventLoop
     var table: ModelTable

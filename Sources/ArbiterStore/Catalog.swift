@@ -38,7 +38,7 @@ public struct Catalog: Sendable {
     public func models() throws -> [String] {
         let s = try environment.snapshot()
         var out: [String] = []
-        for (key, _) in try s.scan(prefix: "m/") where key.hasSuffix("/active") {
+        for key in try s.keys(prefix: "m/") where key.hasSuffix("/active") {
             let parts = key.split(separator: "/")
             if parts.count == 3 { out.append(String(parts[1])) }
         }
@@ -55,7 +55,8 @@ public struct Catalog: Sendable {
         let s = try environment.snapshot()
         let active = try s.getUInt64(StoreKeys.active(model))
         var out: [VersionListing] = []
-        for (key, value) in try s.scan(prefix: StoreKeys.versionPrefix(model)) where key.hasSuffix("/meta") {
+        try s.forEach(prefix: StoreKeys.versionPrefix(model)) { key, value in
+            guard key.hasSuffix("/meta") else { return }
             let meta = try decodeMeta(value, key: key)
             out.append(VersionListing(meta: meta, isActive: meta.version == active))
         }
@@ -66,10 +67,15 @@ public struct Catalog: Sendable {
     /// `latest`, optionally `active`, then the bumped generation. Returns the new version number.
     ///
     /// A process killed at any instant before the commit leaves the store exactly as it was.
+    ///
+    /// `inTransaction` is called with the new version number once the version's tensors and manifest are
+    /// written and before its meta, `latest`, `active` and `generation` are, with the write transaction
+    /// open: the trainer reports progress there, and crash tests use it to know that a kill landed inside
+    /// the transaction. A throw from it aborts the publish.
     @discardableResult
     public func publish(model: String, kind: String, manifest: [UInt8], tensors: [TensorData],
                         metrics: [String: Double], activate: Bool = true,
-                        now: Date = Date()) throws -> UInt64 {
+                        now: Date = Date(), inTransaction: ((UInt64) throws -> Void)? = nil) throws -> UInt64 {
         try StoreKeys.validate(model: model)
         var seen = Set<String>()
         for t in tensors {
@@ -91,6 +97,7 @@ public struct Catalog: Sendable {
                 }
             }
             try txn.put(StoreKeys.manifest(model, version), manifest)
+            try inTransaction?(version)
             let meta = VersionMeta(format: VersionMeta.currentFormat, model: model, version: version, kind: kind,
                                    createdUnixMillis: UInt64(now.timeIntervalSince1970 * 1000), metrics: metrics,
                                    tensors: entries,
@@ -120,8 +127,12 @@ public struct Catalog: Sendable {
 }
 
 func decodeMeta(_ bytes: UnsafeRawBufferPointer, key: String) throws(StoreError) -> VersionMeta {
+    try decodeMeta(Data(bytes), key: key)
+}
+
+func decodeMeta(_ data: Data, key: String) throws(StoreError) -> VersionMeta {
     do {
-        return try JSONDecoder().decode(VersionMeta.self, from: Data(bytes))
+        return try JSONDecoder().decode(VersionMeta.self, from: data)
     } catch {
         throw StoreError.corrupt("\(key) is not a valid version record: \(error)")
     }

@@ -1,23 +1,31 @@
 import CLMDB
 import Foundation
+import Synchronization
 
-/// Settings of an LMDB environment. The trainer and the server must use the same `mapSize` so that
-/// `MDB_MAP_RESIZED` cannot occur while the server pins snapshots.
+/// Settings of an LMDB environment.
+///
+/// The map size is recorded in the store itself: LMDB writes the largest map size any writer has used
+/// into its meta page at every commit, and both the trainer and the server adopt that size when they
+/// open the store. `mapSize` can only raise it (see ``StoreEnvironment`` and docs/STORE.md).
 public struct StoreConfiguration: Sendable {
-    /// Address space reserved for the map, in bytes. It is not memory: pages are only used when written.
-    /// Default 32 GiB.
-    public var mapSize: Int
+    /// The least map size this process wants, in bytes; nil takes the size the store records (or
+    /// ``defaultMapSize`` for a new store). A value above the recorded size raises this process's map, and
+    /// a writer's next commit records the larger size for every process that opens the store afterwards.
+    /// A value below it is ignored: a map is never shrunk under other processes. The map is address space,
+    /// not memory: pages are only used when written. Default nil.
+    public var mapSize: Int?
     /// Reader slots: each loaded version pins one, plus short catalog reads. Default 256.
     public var maxReaders: UInt32
-    /// Create the directory if it is missing (the trainer does; the server does not).
+    /// Create the directory if it is missing (the trainer does; the server does not). Default false.
     public var create: Bool
 
-    public init(mapSize: Int = StoreConfiguration.defaultMapSize, maxReaders: UInt32 = 256, create: Bool = false) {
+    public init(mapSize: Int? = nil, maxReaders: UInt32 = 256, create: Bool = false) {
         self.mapSize = mapSize
         self.maxReaders = maxReaders
         self.create = create
     }
 
+    /// The map size of a new store: 32 GiB.
     public static let defaultMapSize = 32 << 30
 }
 
@@ -26,26 +34,39 @@ public struct StoreConfiguration: Sendable {
 ///
 /// LMDB forbids opening the same environment twice in one process (its locks are per process), so
 /// `open(path:configuration:)` hands out the one instance per directory that is already open.
+///
+/// **The map is never moved while this process holds a transaction.** When another process has grown the
+/// store beyond this process's map (LMDB's `MDB_MAP_RESIZED`), adopting the new size means unmapping the
+/// old map, which would leave every pinned snapshot's pointers dangling. So the new size is adopted only
+/// at a moment when this process has no snapshot and no write transaction open; until then, opening a
+/// transaction fails with ``StoreError/mapOutgrown(path:mapSize:openTransactions:)`` and everything
+/// already pinned stays valid.
+// Unchecked: `env` is an LMDB handle that LMDB lets any thread use with MDB_NOTLS; the one thing that is
+// not thread-safe, changing the map size, happens only under `transactions` with no transaction open.
 public final class StoreEnvironment: @unchecked Sendable {
-    private static let registryLock = NSLock()
-    nonisolated(unsafe) private static var registry: [String: WeakEnvironment] = [:]
+    private static let registry = Mutex<[String: WeakEnvironment]>([:])
 
-    /// The environment at `path`, opening it if this process has not already.
+    /// The environment at `path`, opening it if this process has not already. When it is already open,
+    /// the instance open is returned as it is (its map size included).
     public static func open(path: String, configuration: StoreConfiguration = StoreConfiguration()) throws(StoreError) -> StoreEnvironment {
-        registryLock.lock()
-        defer { registryLock.unlock() }
         let key = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
-        if let env = registry[key]?.value { return env }
-        let env = try StoreEnvironment(path: path, configuration: configuration)
-        registry[key] = WeakEnvironment(value: env)
-        return env
+        return try registry.withLock { registry throws(StoreError) -> StoreEnvironment in
+            if let env = registry[key]?.value { return env }
+            let env = try StoreEnvironment(path: path, configuration: configuration)
+            registry[key] = WeakEnvironment(value: env)
+            return env
+        }
     }
 
     let env: OpaquePointer
     let dbi: MDB_dbi
     public let path: String
     /// Stale reader slots (from processes that died) cleared when the environment was opened.
-    public private(set) var staleReadersCleared: Int32 = 0
+    public let staleReadersCleared: Int32
+    /// The map size the store recorded when this process opened it (before any raise by this process).
+    public let recordedMapSize: Int
+    /// Transactions this process has open (snapshots and writes): the map may move only when none is.
+    private let transactions = Mutex(TransactionCount())
 
     private init(path: String, configuration: StoreConfiguration) throws(StoreError) {
         self.path = path
@@ -60,18 +81,30 @@ public final class StoreEnvironment: @unchecked Sendable {
         } else if !isDir.boolValue {
             throw StoreError.lmdb(operation: "open \(path)", code: ENOTDIR, message: "not a directory")
         }
+        let isNew = !FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb"))
+        if let size = configuration.mapSize, size <= 0 {
+            throw StoreError.lmdb(operation: "open \(path)", code: EINVAL, message: "map size \(size) is not positive")
+        }
         var e: OpaquePointer?
         try check(mdb_env_create(&e), "mdb_env_create")
         guard let e else { throw StoreError.lmdb(operation: "mdb_env_create", code: -1, message: "no environment") }
+        var recorded = 0
         do {
-            try check(mdb_env_set_mapsize(e, configuration.mapSize), "mdb_env_set_mapsize")
+            // Size 0 before open makes LMDB take the size recorded in the store's meta page.
+            try check(mdb_env_set_mapsize(e, isNew ? configuration.mapSize ?? Self.defaultNewSize : 0), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxreaders(e, configuration.maxReaders), "mdb_env_set_maxreaders")
             try check(mdb_env_open(e, path, UInt32(MDB_NOTLS), 0o644), "mdb_env_open \(path)")
+            recorded = Self.mapSize(of: e)
+            // Raising is safe here: this instance is new, so no transaction of this process is open on it.
+            if let wanted = configuration.mapSize, wanted > recorded {
+                try check(mdb_env_set_mapsize(e, wanted), "mdb_env_set_mapsize")
+            }
         } catch {
             mdb_env_close(e)
             throw error
         }
         env = e
+        recordedMapSize = recorded
         var dead: Int32 = 0
         mdb_reader_check(e, &dead)
         staleReadersCleared = dead
@@ -89,6 +122,8 @@ public final class StoreEnvironment: @unchecked Sendable {
         dbi = d
     }
 
+    private static var defaultNewSize: Int { StoreConfiguration.defaultMapSize }
+
     deinit {
         mdb_env_close(env)
     }
@@ -101,31 +136,57 @@ public final class StoreEnvironment: @unchecked Sendable {
         return dead
     }
 
-    /// The map size in force (it may exceed the configured one if another process set it larger).
+    /// The map size in force in this process, in bytes.
     public var mapSize: Int {
+        transactions.withLock { _ in Self.mapSize(of: env) }
+    }
+
+    /// How many snapshots and write transactions this process has open on the store.
+    public var openTransactions: Int {
+        transactions.withLock { $0.open }
+    }
+
+    private static func mapSize(of env: OpaquePointer) -> Int {
         var info = MDB_envinfo()
         mdb_env_info(env, &info)
         return info.me_mapsize
     }
 
+    /// Begins a transaction, adopting a map grown by another process only when this process has no other
+    /// transaction open (LMDB's rule for `mdb_env_set_mapsize`, and what keeps pinned pointers valid).
+    private func begin(readOnly: Bool) throws(StoreError) -> OpaquePointer {
+        try transactions.withLock { count throws(StoreError) -> OpaquePointer in
+            var txn: OpaquePointer?
+            let flags = readOnly ? UInt32(MDB_RDONLY) : 0
+            var rc = mdb_txn_begin(env, nil, flags, &txn)
+            if rc == MDB_MAP_RESIZED {
+                guard count.open == 0 else {
+                    throw StoreError.mapOutgrown(path: path, mapSize: Self.mapSize(of: env), openTransactions: count.open)
+                }
+                rc = mdb_env_set_mapsize(env, 0)
+                if rc == 0 { rc = mdb_txn_begin(env, nil, flags, &txn) }
+            }
+            try check(rc, readOnly ? "mdb_txn_begin (read)" : "mdb_txn_begin (write)")
+            count.open += 1
+            return txn!
+        }
+    }
+
+    /// Called once a transaction from `begin` has ended (committed or aborted).
+    func ended() {
+        transactions.withLock { $0.open -= 1 }
+    }
+
     /// Opens a read snapshot that stays valid (and keeps what it sees mapped) until released.
     public func snapshot() throws(StoreError) -> ReadSnapshot {
-        var txn: OpaquePointer?
-        var rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
-        if rc == MDB_MAP_RESIZED {
-            // Another process grew the map: adopt its size (no snapshot of ours can be open in this call).
-            mdb_env_set_mapsize(env, 0)
-            rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
-        }
-        try check(rc, "mdb_txn_begin (read)")
-        return ReadSnapshot(environment: self, txn: txn!)
+        ReadSnapshot(environment: self, txn: try begin(readOnly: true))
     }
 
     /// Runs `body` in a write transaction and commits it; any throw aborts, leaving the store as it was.
     public func write<T>(_ body: (WriteTransaction) throws -> T) throws -> T {
-        var txn: OpaquePointer?
-        try check(mdb_txn_begin(env, nil, 0, &txn), "mdb_txn_begin (write)")
-        let w = WriteTransaction(txn: txn!, dbi: dbi)
+        let txn = try begin(readOnly: false)
+        defer { ended() }
+        let w = WriteTransaction(txn: txn, dbi: dbi, mapSize: Self.mapSize(of: env))
         let result: T
         do {
             result = try body(w)
@@ -133,9 +194,15 @@ public final class StoreEnvironment: @unchecked Sendable {
             mdb_txn_abort(txn)
             throw error
         }
-        try check(mdb_txn_commit(txn), "mdb_txn_commit")
+        let rc = mdb_txn_commit(txn)
+        if rc == MDB_MAP_FULL { throw StoreError.mapFull(path: path, mapSize: w.mapSize) }
+        try check(rc, "mdb_txn_commit")
         return result
     }
+}
+
+private struct TransactionCount {
+    var open = 0
 }
 
 @inline(__always)

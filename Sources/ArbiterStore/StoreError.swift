@@ -1,3 +1,5 @@
+import Foundation
+
 /// Errors from the store, each with a message that says what to do.
 public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     /// An LMDB call failed; `code` is LMDB's or errno.
@@ -12,6 +14,12 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case corrupt(String)
     case checksumMismatch(model: String, version: UInt64, item: String)
     case invalidTensor(String)
+    /// Another process grew the store beyond this process's map while this process holds transactions
+    /// (snapshots pinned by loaded versions): the map cannot move under them. What is loaded keeps
+    /// working; newer data is readable after the process restarts (or once it holds no transaction).
+    case mapOutgrown(path: String, mapSize: Int, openTransactions: Int)
+    /// A write did not fit in the map; nothing was written.
+    case mapFull(path: String?, mapSize: Int)
 
     public var description: String {
         switch self {
@@ -25,6 +33,20 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
         case .corrupt(let s): "store is inconsistent: \(s)"
         case .checksumMismatch(let m, let v, let item): "checksum mismatch in \(m) v\(v): \(item)"
         case .invalidTensor(let s): "invalid tensor: \(s)"
+        case .mapOutgrown(let p, let size, let open):
+            "the store at \(p) has grown beyond this process's map of \(gib(size)) (another process raised the store's map size); "
+                + "\(open) transaction(s) of this process pin the current map, so it cannot move: what is loaded keeps serving, "
+                + "and newer versions load after a restart"
+        case .mapFull(let p, let size):
+            "the store\(p.map { " at \($0)" } ?? "")'s map of \(gib(size)) is full; nothing was written. Raise it with --map-size-gib "
+                + "(address space, not memory), then restart running servers so they can load what lies beyond their map"
         }
     }
+}
+
+/// A byte count as GiB (or MiB below 1 GiB), for messages.
+func gib(_ bytes: Int) -> String {
+    bytes >= 1 << 30 && bytes % (1 << 30) == 0 ? "\(bytes >> 30) GiB"
+        : bytes >= 1 << 30 ? String(format: "%.1f GiB", Double(bytes) / Double(1 << 30))
+        : "\(bytes >> 20) MiB"
 }

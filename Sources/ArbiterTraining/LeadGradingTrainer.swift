@@ -212,8 +212,10 @@ public enum LeadGradingTrainer {
     }
 
     /// Publishes `m` as a new version of `model` (and makes it active) in one write transaction.
+    /// `inTransaction` is passed to ``Catalog/publish(model:kind:manifest:tensors:metrics:activate:now:inTransaction:)``.
     @discardableResult
-    public static func publish(_ m: TrainedLeadModel, model: String, catalog: Catalog, activate: Bool = true) throws -> UInt64 {
+    public static func publish(_ m: TrainedLeadModel, model: String, catalog: Catalog, activate: Bool = true,
+                               inTransaction: ((UInt64) throws -> Void)? = nil) throws -> UInt64 {
         let manifest = ModelManifest(kind: LeadGradingLayout.kind, schema: m.schema,
                                      parameters: [LeadGradingLayout.factorsParameter: Double(m.stages[0].factorCount)],
                                      golden: m.golden, goldenTolerance: 1e-5, training: m.trainingNotes)
@@ -229,6 +231,7 @@ public enum LeadGradingTrainer {
             tensors.append(TensorData(name: LeadGradingLayout.factors(name), shape: [d, p.factorCount], values: p.factors))
         }
         return try catalog.publish(model: model, kind: LeadGradingLayout.kind, manifest: manifest.encoded(),
-                                   tensors: tensors, metrics: m.metricsDictionary, activate: activate)
+                                   tensors: tensors, metrics: m.metricsDictionary, activate: activate,
+                                   inTransaction: inTransaction)
     }
 }

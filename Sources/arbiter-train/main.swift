@@ -24,15 +24,23 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "The store directory (an LMDB environment).")
     var store: String
 
-    @Option(help: "Map size in GiB; must equal arbiterd's (default 32). Address space only, not memory.")
-    var mapSizeGib: Int = StoreConfiguration.defaultMapSize >> 30
+    @Option(help: ArgumentHelp(
+        "Raise the store's map size to at least this many GiB (default: the size the store records; 32 for a new store).",
+        discussion: "The store records its map size and every process adopts it; this flag can only raise it. Address space, not memory."))
+    var mapSizeGib: Int?
 
     func validate() throws {
-        guard (1...4096).contains(mapSizeGib) else { throw ValidationError("--map-size-gib must be in 1...4096") }
+        if let m = mapSizeGib, !(1...4096).contains(m) { throw ValidationError("--map-size-gib must be in 1...4096") }
     }
 
     func open(create: Bool) throws -> Catalog {
-        let env = try StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib << 30, create: create))
+        let env = try StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }, create: create))
+        if env.mapSize > env.recordedMapSize {
+            // Servers map the size recorded when they started: once data lies beyond it they keep serving what
+            // they loaded, but need a restart to load newer versions.
+            FileHandle.standardError.write(Data(
+                "note: raising the store's map size from \(env.recordedMapSize >> 20) MiB to \(env.mapSize >> 20) MiB (recorded at the next commit); running servers load versions stored beyond their map only after a restart\n".utf8))
+        }
         return Catalog(environment: env)
     }
 }
@@ -113,8 +121,15 @@ struct Train: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: trained.metricsDictionary, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: metricsOut))
         }
+        let pause = try FaultInjection.publishPause()
         let catalog = try storeOptions.open(create: true)
-        let v = try LeadGradingTrainer.publish(trained, model: model, catalog: catalog, activate: !noActivate)
+        let v = try LeadGradingTrainer.publish(trained, model: model, catalog: catalog, activate: !noActivate) { version in
+            // A marker, flushed before anything else happens, so that a test that kills this process knows the
+            // kill landed inside the write transaction.
+            print("publishing \(model) v\(version): write transaction open")
+            fflush(nil)
+            if pause > 0 { usleep(UInt32(pause) * 1000) }
+        }
         print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
     }
 }
@@ -149,6 +164,19 @@ struct Activate: ParsableCommand {
         let catalog = try storeOptions.open(create: false)
         try catalog.activate(model: model, version: version)
         print("\(model) v\(version) is now active")
+    }
+}
+
+/// Fault injection for crash tests, off unless its environment variable is set.
+enum FaultInjection {
+    /// `ARBITER_FAULT_PUBLISH_PAUSE_MS`: stay this long inside the publishing write transaction (after the
+    /// version's tensors are written, before its commit), so that a test can kill the trainer there.
+    static func publishPause() throws -> Int {
+        guard let raw = ProcessInfo.processInfo.environment["ARBITER_FAULT_PUBLISH_PAUSE_MS"] else { return 0 }
+        guard let ms = Int(raw), (0...600_000).contains(ms) else {
+            throw ValidationError("ARBITER_FAULT_PUBLISH_PAUSE_MS must be a whole number of milliseconds in 0...600000, got '\(raw)'")
+        }
+        return ms
     }
 }
 

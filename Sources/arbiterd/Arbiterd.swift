@@ -33,8 +33,10 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "SCOREs with at least this many candidates are scored on a thread pool (0 = always inline).")
     var offloadCandidates: Int = 1_000
 
-    @Option(help: "Map size in GiB; must equal the trainer's.")
-    var mapSizeGib: Int = StoreConfiguration.defaultMapSize >> 30
+    @Option(help: ArgumentHelp(
+        "Map the store with at least this many GiB of address space (default: the size the store records).",
+        discussion: "The store records its map size; this can only raise it for this server. A larger map is address space, not memory."))
+    var mapSizeGib: Int?
 
     @Option(help: "How often to check the store for new versions, in ms (0 = never).")
     var pollMs: Int64 = 100
@@ -51,7 +53,7 @@ struct Arbiterd: AsyncParsableCommand {
         guard maxFrameBytes >= 1024 else { throw ValidationError("--max-frame-bytes must be at least 1024") }
         guard maxCandidates >= 1 else { throw ValidationError("--max-candidates must be at least 1") }
         guard maxInFlight >= 1 else { throw ValidationError("--max-in-flight must be at least 1") }
-        guard (1...4096).contains(mapSizeGib) else { throw ValidationError("--map-size-gib must be in 1...4096") }
+        if let m = mapSizeGib, !(1...4096).contains(m) { throw ValidationError("--map-size-gib must be in 1...4096") }
         guard offloadCandidates >= 0 else { throw ValidationError("--offload-candidates must be >= 0") }
         guard pollMs >= 0 else { throw ValidationError("--poll-ms must be >= 0") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
@@ -79,7 +81,7 @@ struct Arbiterd: AsyncParsableCommand {
         config.port = port
         if let threads { config.threads = threads }
         config.limits = Limits(maxFrameBytes: maxFrameBytes, maxCandidates: maxCandidates, maxInFlight: maxInFlight)
-        config.store = StoreConfiguration(mapSize: mapSizeGib << 30)
+        config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 })
         config.pollIntervalMillis = pollMs
         config.offloadCandidates = offloadCandidates
         config.allowCompression = !noCompression
@@ -95,25 +97,20 @@ struct Arbiterd: AsyncParsableCommand {
         try await server.start()
 
         // SIGTERM / SIGINT: stop accepting, finish what was read, close connections, exit 0.
-        let stop = AsyncStream<Int32> { continuation in
-            for sig in [SIGTERM, SIGINT] {
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler { continuation.yield(sig) }
-                source.resume()
-                Signals.keep(source)
-            }
+        let (stop, continuation) = AsyncStream<Int32>.makeStream()
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { continuation.yield(sig) }
+            source.resume()
+            sources.append(source)
         }
         for await sig in stop {
             logger.info("received signal \(sig), shutting down gracefully")
             break
         }
+        sources.forEach { $0.cancel() }
         try await server.shutdown()
     }
-}
-
-/// Keeps signal sources alive for the life of the process.
-enum Signals {
-    nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
-    static func keep(_ s: any DispatchSourceSignal) { sources.append(s) }
 }
