@@ -8,7 +8,7 @@ let servingPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked
 
 let package = Package(
     name: "Arbiter",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "arbiterd", targets: ["arbiterd"]),
         .executable(name: "arbiter-train", targets: ["arbiter-train"]),
@@ -76,17 +76,20 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Test helpers shared by the test targets: an independent reference computation, other processes.
+        .target(name: "ArbiterTestSupport", dependencies: ["ArbiterModels", "ArbiterStore"], path: "Tests/ArbiterTestSupport"),
         .testTarget(name: "ArbiterWireTests", dependencies: [
             "ArbiterWire", .product(name: "NIOCore", package: "swift-nio"),
         ]),
-        .testTarget(name: "ArbiterStoreTests", dependencies: ["ArbiterStore"]),
-        .testTarget(name: "ArbiterModelsTests", dependencies: ["ArbiterModels"]),
-        .testTarget(name: "LeadGradingTests", dependencies: ["LeadGrading", "ArbiterTraining", "ArbiterModels", "ArbiterStore"]),
+        .testTarget(name: "ArbiterStoreTests", dependencies: ["ArbiterStore", "ArbiterTestSupport"]),
+        .testTarget(name: "ArbiterModelsTests", dependencies: ["ArbiterModels", "ArbiterStore"]),
+        .testTarget(name: "LeadGradingTests", dependencies: ["LeadGrading", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "ArbiterTestSupport"]),
         .testTarget(name: "ArbiterTrainingTests", dependencies: ["ArbiterTraining", "ArbiterStore"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
-            "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore",
+            "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -162,7 +162,7 @@ public final class ArbiterServer: Sendable {
             if case .mapOutgrown = e {
                 if !w.outgrown {
                     w.outgrown = true
-                    logger.error("\(e). Restart arbiterd to load newer versions; until then it serves \(served.map { "\($0.name) v\($0.version)" }.joined(separator: ", "))")
+                    logger.error("\(e). Until arbiterd restarts it serves \(served.map { "\($0.name) v\($0.version)" }.joined(separator: ", "))")
                 }
             } else {
                 logger.error("cannot read the store's generation: \(e)")
