@@ -1,10 +1,12 @@
 import ArbiterClient
 import ArbiterModels
-import ArbiterServer
+@testable import ArbiterServer
 import ArbiterStore
+import ArbiterTestSupport
 import ArbiterTraining
 import ArbiterWire
 import Foundation
+import Synchronization
 import NIOCore
 import Testing
 
@@ -27,20 +29,23 @@ import Testing
             #expect(r.ids == req.candidateIDs)
             #expect(!r.sorted)
 
-            // The same numbers as the model computes directly from the store.
-            let env = try StoreEnvironment.open(path: Fixture.store, configuration: StoreConfiguration(mapSize: 1 << 30))
-            let model = try BuiltinPlugins.registry().load(LoadedVersion(environment: env, model: "leads"))
-            let direct = model.score(context: req.context, candidates: req.candidateFeatures, candidateCount: 20)
-            #expect(r.scores == direct.scores)
-            guard case .float32(let pHire) = r.columns[2].values, case .code(let grades) = r.columns[3].values else {
+            // The numbers an independent computation (the FM's pairwise definition, in Double) gives for the
+            // stored parameters.
+            let env = try StoreEnvironment.open(path: Fixture.store)
+            let reference = try ReferenceLeadGrading(version: LoadedVersion(environment: env, model: "leads"))
+            guard case .float32(let pContact) = r.columns[0].values, case .float32(let pInterview) = r.columns[1].values,
+                  case .float32(let pHire) = r.columns[2].values, case .code(let grades) = r.columns[3].values else {
                 Issue.record("unexpected column kinds"); return
             }
             #expect(pHire == r.scores)
-            #expect(grades == direct.codeColumns)
             #expect(r.columns[3].labels == ["A", "B", "C", "D"])
             for i in 0..<20 {
-                guard case .float32(let pc) = r.columns[0].values, case .float32(let pi) = r.columns[1].values else { return }
-                #expect(pc[i] >= pi[i] && pi[i] >= pHire[i], "chained probabilities must not increase")
+                let row = Array(req.candidateFeatures[(i * 6)..<(i * 6 + 6)])
+                let want = reference.score(context: req.context, candidate: row)
+                #expect(abs(Double(pContact[i]) - want.pContact) < 1e-5)
+                #expect(abs(Double(pInterview[i]) - want.pInterview) < 1e-5)
+                #expect(abs(Double(pHire[i]) - want.pHire) < 1e-5)
+                if !reference.nearThreshold(want.pHire) { #expect(grades[i] == want.grade) }
             }
             try await client.close()
         }
@@ -149,27 +154,50 @@ import Testing
         }
     }
 
+    /// A request being scored when shutdown begins is answered in full before the connection closes. The
+    /// request waits at a gate inside the model until the server has stopped accepting connections, so the
+    /// order of events is fixed.
     @Test func shutdownAnswersWhatWasReadThenCloses() async throws {
-        let server = try ArbiterServer(configuration: Fixture.config())
+        let dir = temporaryPath("shutdown")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try GateModel.publish(store: dir)
+        let gate = Gate()
+        var config = Fixture.config(store: dir)
+        config.offloadCandidates = 2
+        let server = try ArbiterServer(configuration: config, registry: GateModel.registry(gate))
         try await server.start()
         let port = server.port!
         let c = try RawConnection(port: port)
         try c.hello()
         var frames = ByteBuffer()
-        for i in 0..<50 { Frame(requestID: UInt64(i), message: .score(Fixture.scoreRequest(n: 10))).encode(into: &frames) }
-        c.send(Array(frames.readableBytesView))
-        // Once the first answer is here the server is working through what it read; stop it now.
-        let first = try #require(try c.readFrame())
-        guard case .result = first.message else { Issue.record("expected RESULT, got \(first.message)"); return }
-        try await server.shutdown()
-        var answered = 1
-        while let f = try c.readFrame() {
-            guard case .result = f.message else { Issue.record("expected RESULT, got \(f.message)"); return }
-            answered += 1
+        // Request 1 (two candidates, scored on the pool) waits at the gate; 3 and 4 are scored inline.
+        Frame(requestID: 1, message: .score(ScoreRequest(model: "gate", context: [1], candidateIDs: [10, 11],
+                                                         candidateFeatureCount: 1, candidateFeatures: [0.5, 0.75]))).encode(into: &frames)
+        for id: UInt64 in [3, 4] {
+            Frame(requestID: id, message: .score(ScoreRequest(model: "gate", context: [0], candidateIDs: [id],
+                                                               candidateFeatureCount: 1, candidateFeatures: [0.125]))).encode(into: &frames)
         }
-        // Every answer that came was complete, and the connection then closed cleanly.
-        #expect(answered >= 1 && answered <= 50)
-        #expect(throws: (any Error).self) { try RawConnection(port: port) }
+        c.send(Array(frames.readableBytesView))
+        for id: UInt64 in [3, 4] {
+            let f = try #require(try c.readFrame())
+            #expect(f.header.requestID == id)
+        }
+        while gate.waiting == 0 { try await Task.sleep(for: .milliseconds(1)) }
+
+        let stopping = Task { try await server.shutdown() }
+        // Shutdown has begun once the port refuses connections; the connection then learns it should close.
+        while (try? RawConnection(port: port)) != nil { try await Task.sleep(for: .milliseconds(5)) }
+        try await Task.sleep(for: .milliseconds(100))
+        gate.open()
+
+        let f = try #require(try c.readFrame(), "the connection closed before the request in flight was answered")
+        #expect(f.header.requestID == 1)
+        guard case .result(let r) = f.message else { Issue.record("expected RESULT, got \(f.message)"); return }
+        #expect(r.ids == [10, 11])
+        #expect(r.scores == [0.5, 0.75])
+        // Then the connection closes cleanly (end of stream, not a reset), and shutdown completes.
+        #expect(try c.readFrame() == nil)
+        try await stopping.value
     }
 
     @Test func aNewlyPublishedVersionIsSwappedInAndABadOneNeverServes() async throws {
@@ -187,7 +215,6 @@ import Testing
 
             try LeadGradingTrainer.publish(trained, model: "leads", catalog: catalog)
             try await server.reload()
-            try await Task.sleep(for: .milliseconds(20))
             #expect(try await client.score(Fixture.scoreRequest(n: 3)).version == 2)
 
             // Version 3 lies in its golden outputs: it must not serve; v2 keeps serving.
@@ -195,15 +222,51 @@ import Testing
             bad.golden[0].scores[0] += 0.5
             try LeadGradingTrainer.publish(bad, model: "leads", catalog: catalog)
             try await server.reload()
-            try await Task.sleep(for: .milliseconds(20))
             #expect(try await client.score(Fixture.scoreRequest(n: 3)).version == 2)
 
             // Rolling back is one activation.
             try catalog.activate(model: "leads", version: 1)
             try await server.reload()
-            try await Task.sleep(for: .milliseconds(20))
             #expect(try await client.score(Fixture.scoreRequest(n: 3)).version == 1)
             try await client.close()
+        }
+    }
+
+    /// `reload()` returns only once every event loop serves the new table, so a request sent after it
+    /// returns is answered by the new version. The loops are held busy while the loader swaps.
+    @Test func reloadReturnsOnceEveryLoopServesTheNewVersion() async throws {
+        let dir = temporaryPath("reload")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let env = try StoreEnvironment.open(path: dir, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
+        var o = FMTrainingOptions()
+        o.maxEpochs = 1
+        let trained = try LeadGradingTrainer.train(rows: LeadData.generate(rows: 800, seed: 4), options: o)
+        let catalog = Catalog(environment: env)
+        try LeadGradingTrainer.publish(trained, model: "leads", catalog: catalog)
+        try await Fixture.withServer(Fixture.config(store: dir)) { server, port in
+            try LeadGradingTrainer.publish(trained, model: "leads", catalog: catalog)
+            let gate = Gate()
+            let loops = Array(server.group.makeIterator())
+            for loop in loops { loop.execute { gate.pass() } }
+            while gate.waiting < loops.count { try await Task.sleep(for: .milliseconds(1)) }
+
+            let returned = Mutex(false)
+            let reloading = Task {
+                try await server.reload()
+                returned.withLock { $0 = true }
+            }
+            // The loader has built the new table (admin paths see it), but no loop can take it while held.
+            while server.served.first?.version != 2 { try await Task.sleep(for: .milliseconds(1)) }
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(!returned.withLock { $0 }, "reload() returned while the event loops still served v1")
+            gate.open()
+            try await reloading.value
+            // Connections land on every loop; each is answered by v2.
+            for _ in 0..<(2 * loops.count) {
+                let client = try await ArbiterClient.connect(port: port)
+                #expect(try await client.score(Fixture.scoreRequest(n: 2)).version == 2)
+                try await client.close()
+            }
         }
     }
 }
