@@ -1,4 +1,6 @@
 import ArbiterModels
+import ArbiterStore
+import Foundation
 import Testing
 
 @Suite struct KernelTests {
@@ -86,10 +88,46 @@ import Testing
         }
     }
 
-    @Test func registryRefusesUnknownKinds() {
-        let r = ModelRegistry()
+    /// A version whose manifest names a kind nobody registered is refused, naming the kinds that exist;
+    /// the registered kind next to it loads.
+    @Test func registryRefusesUnknownKinds() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("arbiter-registry-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 16 << 20, create: true))
+        let catalog = Catalog(environment: env)
+        let schema = FeatureSchema(context: [], candidate: [.numeric("x")], outputs: [])
+        let golden = [GoldenCase(context: [], candidates: [2], candidateCount: 1, scores: [2], floatColumns: [], codeColumns: [])]
+        for (model, kind) in [("known", "echo"), ("stranger", "mystery")] {
+            let manifest = ModelManifest(kind: kind, schema: schema, parameters: [:], golden: golden)
+            try catalog.publish(model: model, kind: kind, manifest: manifest.encoded(), tensors: [], metrics: [:])
+        }
+        var r = ModelRegistry()
         #expect(r.kinds.isEmpty)
-        #expect(ModelError.unknownKind("x", known: ["lead-grading"]).description.contains("lead-grading"))
+        r.register(kind: "echo") { v, m in EchoModel(version: v, manifest: m) }
+        r.register(kind: "other") { v, m in EchoModel(version: v, manifest: m) }
+        #expect(r.kinds == ["echo", "other"])
+        #expect(throws: ModelError.unknownKind("mystery", known: ["echo", "other"])) {
+            try r.load(LoadedVersion(environment: env, model: "stranger"))
+        }
+        #expect(ModelError.unknownKind("mystery", known: ["echo", "other"]).description.contains("echo, other"))
+        let known = try r.load(LoadedVersion(environment: env, model: "known"))
+        #expect(known is EchoModel)
+    }
+}
+
+/// A model whose score is its first candidate feature.
+final class EchoModel: ScoringModel, Sendable {
+    let version: LoadedVersion
+    let manifest: ModelManifest
+
+    init(version: LoadedVersion, manifest: ModelManifest) {
+        self.version = version
+        self.manifest = manifest
+    }
+
+    func score(_ batch: ScoreBatch, into output: ScoreOutput) {
+        let f = schema.candidate.count
+        for r in 0..<batch.candidateCount { output.scores[r] = batch.candidates[r * f] }
     }
 }
 
