@@ -2,28 +2,71 @@ import ArbiterClient
 import ArbiterModels
 import ArbiterServer
 import ArbiterStore
+import ArbiterTestSupport
 import ArbiterTraining
 import Foundation
+import Synchronization
 import Testing
 
 /// A trainer killed with SIGKILL at any instant leaves the store as it was: it opens, lists the earlier
 /// versions, every listed version validates, the server serves the active one, and Debian's mdb_stat
-/// reads it.
+/// reads it. Where each kill landed is recorded from the trainer's own markers: it prints "write
+/// transaction open" once the new version's tensors and manifest are written inside the publishing
+/// transaction, and "published" after the commit.
 @Suite struct CrashSafetyTests {
-    static var binDir: URL {
-        URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-            .deletingLastPathComponent()
+    static let insideMarker = "write transaction open"
+    static let committedMarker = "published leads v"
+
+    /// A running `arbiter-train` whose standard output is collected as it comes.
+    final class Trainer: Sendable {
+        let process: Process
+        private let output = Output()
+
+        final class Output: Sendable {
+            let text = Mutex("")
+        }
+
+        init(_ args: [String], pauseInTransactionMillis: Int? = nil) throws {
+            process = Process()
+            process.executableURL = URL(fileURLWithPath: OtherProcess.trainer)
+            process.arguments = args
+            if let pause = pauseInTransactionMillis {
+                process.environment = ProcessInfo.processInfo.environment.merging(["ARBITER_FAULT_PUBLISH_PAUSE_MS": String(pause)]) { $1 }
+            }
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            pipe.fileHandleForReading.readabilityHandler = { [output] h in
+                let data = h.availableData
+                if data.isEmpty { h.readabilityHandler = nil; return }
+                output.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            }
+            try process.run()
+        }
+
+        var text: String { output.text.withLock { $0 } }
+
+        /// Waits until the output contains `marker` (true) or the process exits without it (false).
+        func waitFor(_ marker: String) async throws -> Bool {
+            while true {
+                if text.contains(marker) { return true }
+                if !process.isRunning {
+                    try await Task.sleep(for: .milliseconds(50))  // let the last output arrive
+                    return text.contains(marker)
+                }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+
+        func killAndWait() {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+
+        var wasKilled: Bool { process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL }
     }
 
-    static func run(_ args: [String]) throws -> Process {
-        let p = Process()
-        p.executableURL = binDir.appendingPathComponent("arbiter-train")
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        return p
-    }
+    enum Landing: String { case beforeTransaction = "before the write transaction", insideTransaction = "inside the write transaction", afterCommit = "after the commit (it had finished)" }
 
     @Test func killedPublishesLeaveTheStoreIntact() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("arbiter-kill-\(UUID().uuidString)")
@@ -31,63 +74,81 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = dir.appendingPathComponent("store").path
         let csv = dir.appendingPathComponent("leads.csv").path
-        try LeadData.writeCSV(LeadData.generate(rows: 6000, seed: 5), to: URL(fileURLWithPath: csv))
-        let train = ["train", "--kind", "lead-grading", "--data", csv, "--store", store, "--model", "leads",
-                     "--max-epochs", "3", "--map-size-gib", "1"]
+        try LeadData.writeCSV(LeadData.generate(rows: 3000, seed: 5), to: URL(fileURLWithPath: csv))
+        let train = ["train", "--kind", "lead-grading", "--data", csv, "--store", store, "--model", "leads", "--max-epochs", "3"]
 
-        // One complete run: the first version, and how long a run takes.
+        // One complete run: the first version, its markers in order, and how long a run takes.
         let clock = ContinuousClock()
         let start = clock.now
-        let first = try Self.run(train)
-        first.waitUntilExit()
-        #expect(first.terminationStatus == 0)
+        let first = try Trainer(train)
+        first.process.waitUntilExit()
         let full = clock.now - start
+        #expect(first.process.terminationStatus == 0)
+        #expect(try await first.waitFor(Self.committedMarker + "1"))
+        let firstText = first.text
+        let inside = try #require(firstText.range(of: Self.insideMarker)), committed = try #require(firstText.range(of: Self.committedMarker))
+        #expect(inside.lowerBound < committed.lowerBound)
 
-        var rng = SystemRandomNumberGenerator()
-        let kills = 8
-        for i in 0..<kills {
-            // Spread the kill points over the whole run, the last ones near its end (the publish).
-            let fraction = (Double(i) + Double.random(in: 0..<1, using: &rng)) / Double(kills)
-            let p = try Self.run(train)
-            try await Task.sleep(for: full * fraction)
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
-
-            let env = try StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: 1 << 30))
-            let catalog = Catalog(environment: env)
-            let versions = try catalog.versions(model: "leads")
-            #expect(versions.count >= 1, "earlier versions must still be listed")
-            #expect(versions.map(\.meta.version) == Array(1...UInt64(versions.count)), "versions are contiguous, none half-written")
-            #expect(try catalog.generation() == UInt64(versions.count))
-            for v in versions {
-                _ = try BuiltinPlugins.registry().load(LoadedVersion(environment: env, model: "leads", version: v.meta.version))
-            }
-            let active = try #require(try catalog.activeVersion(model: "leads"))
-            var config = Fixture.config(store: store)
-            config.store = StoreConfiguration(mapSize: 1 << 30)
-            try await Fixture.withServer(config) { _, port in
-                let client = try await ArbiterClient.connect(port: port)
-                #expect(try await client.score(Fixture.scoreRequest(n: 2)).version == active)
-                try await client.close()
-            }
+        var expectedVersions: UInt64 = 1
+        var landings: [Landing] = []
+        // Kills inside the write transaction: the trainer stays there for 10 s after saying so, and is killed
+        // within 0-20 ms of the marker.
+        for _ in 0..<5 {
+            let t = try Trainer(train, pauseInTransactionMillis: 10_000)
+            #expect(try await t.waitFor(Self.insideMarker), "the trainer exited before its write transaction: \(t.text)")
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...20)))
+            t.killAndWait()
+            #expect(t.wasKilled)
+            #expect(!t.text.contains(Self.committedMarker))
+            landings.append(.insideTransaction)
+            try await Self.checkStore(store, versions: expectedVersions)
         }
+        // Kills at random points over a whole run; each is classified by the markers seen before it.
+        for i in 0..<4 {
+            let fraction = (Double(i) + Double.random(in: 0..<1)) / 4
+            let t = try Trainer(train)
+            try await Task.sleep(for: full * fraction)
+            t.killAndWait()
+            try await Task.sleep(for: .milliseconds(50))  // the output written before the kill
+            let landing: Landing = t.text.contains(Self.committedMarker) ? .afterCommit
+                : t.text.contains(Self.insideMarker) ? .insideTransaction : .beforeTransaction
+            if landing == .afterCommit { expectedVersions += 1 }
+            landings.append(landing)
+            try await Self.checkStore(store, versions: expectedVersions)
+        }
+        let counts = Dictionary(grouping: landings, by: \.rawValue).mapValues(\.count)
+        print("kill landings: \(counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))")
+        #expect(landings.filter { $0 == .insideTransaction }.count >= 5)
 
         // Still writable after all those deaths.
-        let last = try Self.run(train)
-        last.waitUntilExit()
-        #expect(last.terminationStatus == 0)
+        let last = try Trainer(train)
+        last.process.waitUntilExit()
+        #expect(last.process.terminationStatus == 0)
+        try await Self.checkStore(store, versions: expectedVersions + 1)
 
         // Debian's lmdb-utils reads the environment.
-        let stat = Process()
-        stat.executableURL = URL(fileURLWithPath: "/usr/bin/mdb_stat")
-        stat.arguments = ["-e", store]
-        let out = Pipe()
-        stat.standardOutput = out
-        try stat.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        stat.waitUntilExit()
-        #expect(stat.terminationStatus == 0)
+        let text = try OtherProcess.run("/usr/bin/mdb_stat", ["-e", store])
         #expect(text.contains("Environment Info"))
         #expect(text.contains("Entries:"))
+    }
+
+    /// The store holds exactly `versions` contiguous versions, the generation matches, every version
+    /// validates, and a server serves the active one.
+    static func checkStore(_ store: String, versions: UInt64, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let env = try StoreEnvironment.open(path: store)
+        let catalog = Catalog(environment: env)
+        let listed = try catalog.versions(model: "leads")
+        #expect(listed.map(\.meta.version) == Array(1...versions), "versions are contiguous, none half-written", sourceLocation: sourceLocation)
+        #expect(try catalog.generation() == versions, sourceLocation: sourceLocation)
+        for v in listed {
+            _ = try BuiltinPlugins.registry().load(LoadedVersion(environment: env, model: "leads", version: v.meta.version))
+        }
+        let active = try #require(try catalog.activeVersion(model: "leads"))
+        #expect(active == versions, sourceLocation: sourceLocation)
+        try await Fixture.withServer(Fixture.config(store: store)) { _, port in
+            let client = try await ArbiterClient.connect(port: port)
+            #expect(try await client.score(Fixture.scoreRequest(n: 2)).version == active, sourceLocation: sourceLocation)
+            try await client.close()
+        }
     }
 }
