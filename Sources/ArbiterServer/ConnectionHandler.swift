@@ -296,7 +296,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 handler.writeOutbox(context)
                 context.flush()
             case .failure:
-                handler.fail(WireError(.shuttingDown, "the server is shutting down", requestID: requestID), context: context)
+                handler.fail(WireError(.shuttingDown, "the server is shutting down; retry on a new connection", requestID: requestID), context: context)
                 handler.writeOutbox(context)
                 context.flush()
             }
