@@ -5,13 +5,14 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test demo quality bench bench-full bench-smoke clean
+.PHONY: help deps build release test test-sanitize demo quality bench bench-full bench-smoke clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
 	@echo "make build    debug build"
 	@echo "make release  release build"
 	@echo "make test     install what is missing, build, run every test"
+	@echo "make test-sanitize  every test under AddressSanitizer, then ThreadSanitizer (about 3 min; CI runs it)"
 	@echo "make demo     train a lead-grading model, serve it, score leads with the CLI"
 	@echo "make quality  compare held-out AUC with LightGBM on the same CSV (pip installs lightgbm)"
 	@echo "make bench       benchmark suite: every scenario against the C floor, Redis, grpc-swift, grpcio+LightGBM"
@@ -29,6 +30,9 @@ release: deps
 
 test: deps
 	@./scripts/test.sh
+
+test-sanitize: deps
+	@./scripts/test-sanitize.sh
 
 demo: release
 	@./scripts/demo.sh "$(STORE)" "$(PORT)" "$(MODEL)"
@@ -48,4 +52,4 @@ bench-smoke: deps
 	@./bench/run.sh smoke
 
 clean:
-	rm -rf .build var bench/.build bench/.work
+	rm -rf .build .build-address .build-thread var bench/.build bench/.work

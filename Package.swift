@@ -41,7 +41,10 @@ let package = Package(
             "CZstd",
             .product(name: "NIOCore", package: "swift-nio"),
         ], swiftSettings: servingPath),
-        .target(name: "ArbiterStore", dependencies: ["CLMDB", "CXXHash"], swiftSettings: servingPath),
+        .target(name: "ArbiterStore", dependencies: [
+            "CLMDB", "CXXHash",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ], swiftSettings: servingPath),
         .target(name: "ArbiterModels", dependencies: ["ArbiterStore"], swiftSettings: servingPath),
         .target(name: "LeadGrading", dependencies: ["ArbiterModels", "ArbiterStore"],
                 path: "Plugins/LeadGrading", swiftSettings: servingPath),
@@ -90,6 +93,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ]),
     ],
     swiftLanguageModes: [.v6]

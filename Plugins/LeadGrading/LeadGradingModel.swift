@@ -3,7 +3,7 @@ import ArbiterStore
 
 /// Kind `lead-grading`: three chained factorization machines (contact → interview → hire), each stage
 /// conditional on the last, and a grade A–D from the version's thresholds on p_hire.
-// Unchecked: the pointers are read-only views into a snapshot this object pins; nothing mutates after init.
+// Unchecked: `scorer`'s pointers are read-only, into tensor views that `version` holds; nothing mutates after init.
 public final class LeadGradingModel: ScoringModel, @unchecked Sendable {
     public let version: LoadedVersion
     public let manifest: ModelManifest

@@ -5,7 +5,7 @@ import Logging
 import NIOCore
 import NIOExtras
 import NIOPosix
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The scoring server: opens the store, loads and validates every model's active version, serves the
 /// protocol on a TCP port, and watches the store for newly published versions.
@@ -29,9 +29,9 @@ public final class ArbiterServer: Sendable {
     /// Scores large requests off the event loops (see `ServerConfiguration.offloadCandidates`).
     let pool: NIOThreadPool?
     /// What `start` and `shutdown` change.
-    private let lifecycle = Mutex(Lifecycle())
+    private let lifecycle = NIOLockedValueBox(Lifecycle())
     /// What the store watcher remembers between polls.
-    private let watcher: Mutex<Watcher>
+    private let watcher: NIOLockedValueBox<Watcher>
 
     private struct Lifecycle {
         var channel: (any Channel)?
@@ -60,7 +60,7 @@ public final class ArbiterServer: Sendable {
         loader = ModelLoader(environment: environment, registry: registry, logger: logger)
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         loaderGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        watcher = Mutex(Watcher(lastGeneration: (try? Catalog(environment: environment).generation()) ?? 0))
+        watcher = NIOLockedValueBox(Watcher(lastGeneration: (try? Catalog(environment: environment).generation()) ?? 0))
         let table = loader.loadAll()
         state = ServingState(table, loops: Array(group.makeIterator()))
         if configuration.offloadCandidates > 0 {
@@ -108,7 +108,7 @@ public final class ArbiterServer: Sendable {
                 self?.poll()
             }
         }
-        lifecycle.withLock {
+        lifecycle.withLockedValue {
             $0.channel = ch
             $0.quiesce = quiesce
             $0.watchTask = task
@@ -117,7 +117,7 @@ public final class ArbiterServer: Sendable {
     }
 
     /// The port actually bound (useful with port 0).
-    public var port: Int? { lifecycle.withLock { $0.channel?.localAddress?.port } }
+    public var port: Int? { lifecycle.withLockedValue { $0.channel?.localAddress?.port } }
 
     /// What is served now: name, version, kind.
     public var served: [(name: String, version: UInt64, kind: String)] {
@@ -134,7 +134,7 @@ public final class ArbiterServer: Sendable {
 
     /// One tick of the watcher, on the loader thread.
     private func poll() {
-        let changed = watcher.withLock { w -> Bool in
+        let changed = watcher.withLockedValue { w -> Bool in
             // Reader slots of dead processes (a killed trainer, an old server) are cleared about every 10 s.
             w.pollsSinceReaderCheck += 1
             if Int64(w.pollsSinceReaderCheck) * configuration.pollIntervalMillis >= 10_000 {
@@ -177,7 +177,7 @@ public final class ArbiterServer: Sendable {
     @discardableResult
     private func reloadNow() -> EventLoopFuture<Void> {
         let loop = loaderGroup.next()
-        let outcome = watcher.withLock { w -> Result<ModelTable, any Error> in
+        let outcome = watcher.withLockedValue { w -> Result<ModelTable, any Error> in
             do {
                 w.lastGeneration = try Catalog(environment: environment).generation()
             } catch {
@@ -205,7 +205,7 @@ public final class ArbiterServer: Sendable {
     public func shutdown() async throws {
         let (task, quiesce): (RepeatedTask?, ServerQuiescingHelper?)
         do {
-            let taken = lifecycle.withLock { l -> (RepeatedTask?, ServerQuiescingHelper?)? in
+            let taken = lifecycle.withLockedValue { l -> (RepeatedTask?, ServerQuiescingHelper?)? in
                 guard !l.shutDown else { return nil }
                 l.shutDown = true
                 defer { l.watchTask = nil }
@@ -224,7 +224,7 @@ public final class ArbiterServer: Sendable {
             quiesce.initiateShutdown(promise: p)
             try await p.futureResult.get()
             // The helper fails an internal promise when it goes away: let it go while the loops still run.
-            lifecycle.withLock {
+            lifecycle.withLockedValue {
                 $0.quiesce = nil
                 $0.channel = nil
             }

@@ -1,6 +1,6 @@
 import CLMDB
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Settings of an LMDB environment.
 ///
@@ -41,21 +41,23 @@ public struct StoreConfiguration: Sendable {
 /// at a moment when this process has no snapshot and no write transaction open; until then, opening a
 /// transaction fails with ``StoreError/mapOutgrown(path:mapSize:openTransactions:)`` and everything
 /// already pinned stays valid.
-// Unchecked: `env` is an LMDB handle that LMDB lets any thread use with MDB_NOTLS; the one thing that is
-// not thread-safe, changing the map size, happens only under `transactions` with no transaction open.
+// Unchecked: LMDB lets any thread use `env` (MDB_NOTLS); the map size changes only under `transactions`, with none open.
 public final class StoreEnvironment: @unchecked Sendable {
-    private static let registry = Mutex<[String: WeakEnvironment]>([:])
+    private static let registry = NIOLockedValueBox<[String: WeakEnvironment]>([:])
 
     /// The environment at `path`, opening it if this process has not already. When it is already open,
     /// the instance open is returned as it is (its map size included).
     public static func open(path: String, configuration: StoreConfiguration = StoreConfiguration()) throws(StoreError) -> StoreEnvironment {
         let key = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
-        return try registry.withLock { registry throws(StoreError) -> StoreEnvironment in
-            if let env = registry[key]?.value { return env }
-            let env = try StoreEnvironment(path: path, configuration: configuration)
-            registry[key] = WeakEnvironment(value: env)
-            return env
+        let opened = registry.withLockedValue { registry -> Result<StoreEnvironment, StoreError> in
+            if let env = registry[key]?.value { return .success(env) }
+            return Result { () throws(StoreError) in
+                let env = try StoreEnvironment(path: path, configuration: configuration)
+                registry[key] = WeakEnvironment(value: env)
+                return env
+            }
         }
+        return try opened.get()
     }
 
     let env: OpaquePointer
@@ -66,7 +68,7 @@ public final class StoreEnvironment: @unchecked Sendable {
     /// The map size the store recorded when this process opened it (before any raise by this process).
     public let recordedMapSize: Int
     /// Transactions this process has open (snapshots and writes): the map may move only when none is.
-    private let transactions = Mutex(TransactionCount())
+    private let transactions = NIOLockedValueBox(TransactionCount())
 
     private init(path: String, configuration: StoreConfiguration) throws(StoreError) {
         self.path = path
@@ -138,12 +140,12 @@ public final class StoreEnvironment: @unchecked Sendable {
 
     /// The map size in force in this process, in bytes.
     public var mapSize: Int {
-        transactions.withLock { _ in Self.mapSize(of: env) }
+        transactions.withLockedValue { _ in Self.mapSize(of: env) }
     }
 
     /// How many snapshots and write transactions this process has open on the store.
     public var openTransactions: Int {
-        transactions.withLock { $0.open }
+        transactions.withLockedValue { $0.open }
     }
 
     private static func mapSize(of env: OpaquePointer) -> Int {
@@ -155,26 +157,29 @@ public final class StoreEnvironment: @unchecked Sendable {
     /// Begins a transaction, adopting a map grown by another process only when this process has no other
     /// transaction open (LMDB's rule for `mdb_env_set_mapsize`, and what keeps pinned pointers valid).
     private func begin(readOnly: Bool) throws(StoreError) -> OpaquePointer {
-        try transactions.withLock { count throws(StoreError) -> OpaquePointer in
-            var txn: OpaquePointer?
-            let flags = readOnly ? UInt32(MDB_RDONLY) : 0
-            var rc = mdb_txn_begin(env, nil, flags, &txn)
-            if rc == MDB_MAP_RESIZED {
-                guard count.open == 0 else {
-                    throw StoreError.mapOutgrown(path: path, mapSize: Self.mapSize(of: env), openTransactions: count.open)
+        let begun = transactions.withLockedValue { count -> Result<OpaquePointer, StoreError> in
+            Result { () throws(StoreError) -> OpaquePointer in
+                var txn: OpaquePointer?
+                let flags = readOnly ? UInt32(MDB_RDONLY) : 0
+                var rc = mdb_txn_begin(env, nil, flags, &txn)
+                if rc == MDB_MAP_RESIZED {
+                    guard count.open == 0 else {
+                        throw StoreError.mapOutgrown(path: path, mapSize: Self.mapSize(of: env), openTransactions: count.open)
+                    }
+                    rc = mdb_env_set_mapsize(env, 0)
+                    if rc == 0 { rc = mdb_txn_begin(env, nil, flags, &txn) }
                 }
-                rc = mdb_env_set_mapsize(env, 0)
-                if rc == 0 { rc = mdb_txn_begin(env, nil, flags, &txn) }
+                try check(rc, readOnly ? "mdb_txn_begin (read)" : "mdb_txn_begin (write)")
+                count.open += 1
+                return txn!
             }
-            try check(rc, readOnly ? "mdb_txn_begin (read)" : "mdb_txn_begin (write)")
-            count.open += 1
-            return txn!
         }
+        return try begun.get()
     }
 
     /// Called once a transaction from `begin` has ended (committed or aborted).
     func ended() {
-        transactions.withLock { $0.open -= 1 }
+        transactions.withLockedValue { $0.open -= 1 }
     }
 
     /// Opens a read snapshot that stays valid (and keeps what it sees mapped) until released.

@@ -1,25 +1,25 @@
 import CLMDB
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// A pinned LMDB read transaction. Everything read through it stays valid and unchanged until it is
 /// released (when the last reference goes), whatever writers commit meanwhile.
 ///
 /// Bytes in the map are lent only in ways that keep the snapshot alive while they are read: inside a
 /// closure (``withValue(_:_:)``, ``forEach(prefix:_:)``) or as ``MappedBytes``, which holds the snapshot.
-public final class ReadSnapshot: Sendable {
+// Unchecked: every LMDB call on `txn` happens under `lock` (LMDB lets an MDB_NOTLS read txn span threads so).
+public final class ReadSnapshot: @unchecked Sendable {
     let environment: StoreEnvironment
-    /// The transaction. LMDB lets an `MDB_NOTLS` read transaction span threads when its use is
-    /// synchronized: every LMDB call on it happens under this lock. Reading the mapped pages it pins
-    /// needs no lock (they do not change while it is open).
-    private let txn: Mutex<Transaction>
+    /// The transaction. Reading the mapped pages it pins needs no lock: they do not change while it is open.
+    private let txn: OpaquePointer
+    private let lock = NIOLock()
 
-    init(environment: StoreEnvironment, txn: sending OpaquePointer) {
+    init(environment: StoreEnvironment, txn: OpaquePointer) {
         self.environment = environment
-        self.txn = Mutex(Transaction(pointer: txn))
+        self.txn = txn
     }
 
     deinit {
-        txn.withLock { mdb_txn_abort($0.pointer) }
+        mdb_txn_abort(txn)
         environment.ended()
     }
 
@@ -44,18 +44,14 @@ public final class ReadSnapshot: Sendable {
     /// Calls `body` with each key that starts with `prefix` and its value (no copy), in key order. The
     /// value is valid only inside `body`.
     public func forEach(prefix: String, _ body: (String, UnsafeRawBufferPointer) throws -> Void) throws {
-        let entries = try txn.withLock { t throws(StoreError) in
-            try scanCursor(txn: t.pointer, dbi: environment.dbi, prefix: prefix)
-        }
+        let entries = try locked { () throws(StoreError) in try scanCursor(txn: txn, dbi: environment.dbi, prefix: prefix) }
         // The pages stay mapped and unchanged while this snapshot is open, which it is for this whole call.
         for (k, v) in entries { try body(k, v) }
     }
 
     /// The keys that start with `prefix`, in key order.
     public func keys(prefix: String) throws(StoreError) -> [String] {
-        try txn.withLock { t throws(StoreError) in
-            try scanCursor(txn: t.pointer, dbi: environment.dbi, prefix: prefix).map(\.key)
-        }
+        try locked { () throws(StoreError) in try scanCursor(txn: txn, dbi: environment.dbi, prefix: prefix).map(\.key) }
     }
 
     public func getUInt64(_ key: String) throws(StoreError) -> UInt64? {
@@ -67,19 +63,20 @@ public final class ReadSnapshot: Sendable {
     /// The bytes under `key`, pointing into the map. Valid while this snapshot is alive: callers keep it
     /// alive (a method of `self` running, or a `MappedBytes` holding it).
     private func raw(_ key: String) throws(StoreError) -> UnsafeRawBufferPointer? {
-        try txn.withLock { t throws(StoreError) -> UnsafeRawBufferPointer? in
+        try locked { () throws(StoreError) -> UnsafeRawBufferPointer? in
             var data = MDB_val()
-            let rc = withKey(key) { k in mdb_get(t.pointer, environment.dbi, &k, &data) }
+            let rc = withKey(key) { k in mdb_get(txn, environment.dbi, &k, &data) }
             if rc == MDB_NOTFOUND { return nil }
             try check(rc, "mdb_get \(key)")
             return UnsafeRawBufferPointer(start: data.mv_data, count: data.mv_size)
         }
     }
-}
 
-/// An `MDB_txn` pointer; owned by the `ReadSnapshot` that holds it.
-struct Transaction: ~Copyable {
-    let pointer: OpaquePointer
+    private func locked<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
 }
 
 /// Bytes of one value inside a pinned snapshot. Holding them keeps the snapshot, and so the bytes, alive.

@@ -1,6 +1,7 @@
 import ArbiterServer
 import Foundation
 import NIOCore
+import NIOConcurrencyHelpers
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -35,11 +36,10 @@ import Glibc
     }
 }
 
-private final class ThreadBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var v = 0
-    func set(_ x: Int) { lock.lock(); v = x; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return v }
+private final class ThreadBox: Sendable {
+    private let v = NIOLockedValueBox(0)
+    func set(_ x: Int) { v.withLockedValue { $0 = x } }
+    var value: Int { v.withLockedValue { $0 } }
 }
 
 #if os(Linux)

@@ -5,7 +5,7 @@ import ArbiterStore
 import ArbiterTestSupport
 import ArbiterTraining
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 
 /// A trainer killed with SIGKILL at any instant leaves the store as it was: it opens, lists the earlier
@@ -23,7 +23,7 @@ import Testing
         private let output = Output()
 
         final class Output: Sendable {
-            let text = Mutex("")
+            let text = NIOLockedValueBox("")
         }
 
         init(_ args: [String], pauseInTransactionMillis: Int? = nil) throws {
@@ -39,12 +39,12 @@ import Testing
             pipe.fileHandleForReading.readabilityHandler = { [output] h in
                 let data = h.availableData
                 if data.isEmpty { h.readabilityHandler = nil; return }
-                output.text.withLock { $0 += String(decoding: data, as: UTF8.self) }
+                output.text.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
             }
             try process.run()
         }
 
-        var text: String { output.text.withLock { $0 } }
+        var text: String { output.text.withLockedValue { $0 } }
 
         /// Waits until the output contains `marker` (true) or the process exits without it (false).
         func waitFor(_ marker: String) async throws -> Bool {

@@ -6,7 +6,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOEmbedded
-import Synchronization
+import NIOConcurrencyHelpers
 import Testing
 
 /// Every golden vector of a frame the server sends (proto-spec/vectors, written by an independent Python
@@ -71,9 +71,9 @@ import Testing
         let readings = Readings()
 
         final class Readings: Sendable {
-            let values = Mutex<[UInt64]>([1_000_000])
+            let values = NIOLockedValueBox<[UInt64]>([1_000_000])
             func next() -> UInt64 {
-                values.withLock { v in v.count > 1 ? v.removeFirst() : v[0] }
+                values.withLockedValue { v in v.count > 1 ? v.removeFirst() : v[0] }
             }
         }
 
@@ -90,7 +90,7 @@ import Testing
         /// Sends `request` and returns every byte the server wrote in answer, with the clock reading
         /// `micros` (offsets from an arbitrary start, in µs) in turn.
         func exchange(_ request: [UInt8], clock micros: [UInt64] = [0]) throws -> [UInt8] {
-            readings.values.withLock { $0 = micros.map { 1_000_000 + $0 * 1000 } }
+            readings.values.withLockedValue { $0 = micros.map { 1_000_000 + $0 * 1000 } }
             try channel.writeInbound(ByteBuffer(bytes: request))
             var out: [UInt8] = []
             while let b = try channel.readOutbound(as: ByteBuffer.self) { out += Array(b.readableBytesView) }

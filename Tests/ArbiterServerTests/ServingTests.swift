@@ -6,7 +6,7 @@ import ArbiterTestSupport
 import ArbiterTraining
 import ArbiterWire
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
@@ -250,15 +250,15 @@ import Testing
             for loop in loops { loop.execute { gate.pass() } }
             while gate.waiting < loops.count { try await Task.sleep(for: .milliseconds(1)) }
 
-            let returned = Mutex(false)
+            let returned = NIOLockedValueBox(false)
             let reloading = Task {
                 try await server.reload()
-                returned.withLock { $0 = true }
+                returned.withLockedValue { $0 = true }
             }
             // The loader has built the new table (admin paths see it), but no loop can take it while held.
             while server.served.first?.version != 2 { try await Task.sleep(for: .milliseconds(1)) }
             try await Task.sleep(for: .milliseconds(50))
-            #expect(!returned.withLock { $0 }, "reload() returned while the event loops still served v1")
+            #expect(!returned.withLockedValue { $0 }, "reload() returned while the event loops still served v1")
             gate.open()
             try await reloading.value
             // Connections land on every loop; each is answered by v2.

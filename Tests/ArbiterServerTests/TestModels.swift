@@ -1,7 +1,7 @@
 import ArbiterModels
 import ArbiterStore
 import Foundation
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Models for server tests, each a `ScoringModel` of its own kind served from a real store.
 ///
@@ -40,25 +40,25 @@ final class ScriptedModel: ScoringModel, Sendable {
 
 /// A gate that requests marked "hold" wait at inside `GateModel.score`.
 final class Gate: Sendable {
-    private let state = Mutex((open: false, waiting: 0))
+    private let state = NIOLockedValueBox((open: false, waiting: 0))
     private let condition = NSCondition()
 
     func open() {
         condition.lock()
-        state.withLock { $0.open = true }
+        state.withLockedValue { $0.open = true }
         condition.broadcast()
         condition.unlock()
     }
 
     /// How many scoring calls are waiting at the gate now.
-    var waiting: Int { state.withLock { $0.waiting } }
+    var waiting: Int { state.withLockedValue { $0.waiting } }
 
     func pass() {
         condition.lock()
         defer { condition.unlock() }
-        state.withLock { $0.waiting += 1 }
-        while !state.withLock({ $0.open }) { condition.wait() }
-        state.withLock { $0.waiting -= 1 }
+        state.withLockedValue { $0.waiting += 1 }
+        while !state.withLockedValue({ $0.open }) { condition.wait() }
+        state.withLockedValue { $0.waiting -= 1 }
     }
 }
 

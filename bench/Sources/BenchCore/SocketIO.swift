@@ -5,6 +5,7 @@ import Glibc
 #endif
 
 /// A TCP socket for one connection of the load generator (blocking until `setNonBlocking`).
+// Unchecked: one thread at a time uses a socket (the handshake, then the run's single driver thread).
 public final class SocketIO: @unchecked Sendable {
     public let fd: Int32
     private var chunk = [UInt8](repeating: 0, count: 1 << 16)

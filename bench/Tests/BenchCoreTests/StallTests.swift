@@ -9,6 +9,7 @@ import Glibc
 
 /// A one-connection frame echo server (like bench/c/floor_echo.c) that stalls once, for `stallMillis`,
 /// before answering its `stallAt`-th frame.
+// Unchecked: every stored property is a `let` set in init; the file descriptors are used by one thread.
 final class StallingEchoServer: @unchecked Sendable {
     let listener: Int32
     let port: Int
