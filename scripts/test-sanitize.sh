@@ -10,6 +10,8 @@ sanitizers=("$@")
 [ ${#sanitizers[@]} -gt 0 ] || sanitizers=(address thread)
 # A crashing test must end the run at once, not wait for swift-backtrace (shared/notes: sanitizers).
 export SWIFT_BACKTRACE=enable=no
+# As in scripts/test.sh: NIO misuse crashes instead of printing.
+export SWIFTNIO_STRICT=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}"
 export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
 for s in "${sanitizers[@]}"; do

@@ -203,36 +203,42 @@ public final class ArbiterServer: Sendable {
 
     /// Stops accepting, lets every connection finish what it has read, closes them, and stops the loops.
     public func shutdown() async throws {
-        let (task, quiesce): (RepeatedTask?, ServerQuiescingHelper?)
-        do {
-            let taken = lifecycle.withLockedValue { l -> (RepeatedTask?, ServerQuiescingHelper?)? in
-                guard !l.shutDown else { return nil }
-                l.shutDown = true
-                defer { l.watchTask = nil }
-                return (l.watchTask, l.quiesce)
-            }
-            guard let taken else { return }
-            (task, quiesce) = taken
+        let taken = lifecycle.withLockedValue { l -> (task: RepeatedTask?, quiescing: Bool)? in
+            guard !l.shutDown else { return nil }
+            l.shutDown = true
+            defer { l.watchTask = nil }
+            return (l.watchTask, l.quiesce != nil)
         }
-        if let task {
+        guard let taken else { return }
+        if let task = taken.task {
             let p = loaderGroup.next().makePromise(of: Void.self)
             task.cancel(promise: p)
             try await p.futureResult.get()
         }
-        if let quiesce {
-            let p = group.next().makePromise(of: Void.self)
-            quiesce.initiateShutdown(promise: p)
-            try await p.futureResult.get()
-            // The helper fails an internal promise when it goes away: let it go while the loops still run.
-            lifecycle.withLockedValue {
-                $0.quiesce = nil
-                $0.channel = nil
-            }
+        if taken.quiescing, let quiesced = beginQuiescing() {
+            try await quiesced.get()
+        }
+        // The helper fails an internal promise when it goes away: let go of it while the loops still run.
+        // (No reference to it may live in this async frame, which outlives the loops.)
+        lifecycle.withLockedValue {
+            $0.quiesce = nil
+            $0.channel = nil
         }
         try await group.shutdownGracefully()
         try await pool?.shutdownGracefully()
         try await loaderGroup.shutdownGracefully()
         logger.info("stopped")
+    }
+
+    /// Closes the listening socket and tells every connection to finish what it has read; the future
+    /// completes once all of them have closed.
+    private func beginQuiescing() -> EventLoopFuture<Void>? {
+        lifecycle.withLockedValue { l in
+            guard let helper = l.quiesce else { return nil }
+            let p = group.next().makePromise(of: Void.self)
+            helper.initiateShutdown(promise: p)
+            return p.futureResult
+        }
     }
 }
 
