@@ -128,7 +128,7 @@ struct Train: ParsableCommand {
             // kill landed inside the write transaction.
             print("publishing \(model) v\(version): write transaction open")
             fflush(nil)
-            if pause > 0 { usleep(UInt32(pause) * 1000) }
+            if pause > 0 { Thread.sleep(forTimeInterval: Double(pause) / 1000) }
         }
         print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
     }
