@@ -28,7 +28,8 @@ public struct ModelRegistry: Sendable {
             throw ModelError.unknownKind(manifest.kind, known: kinds)
         }
         try manifest.schema.check()
-        for (name, t) in version.tensors {
+        for (name, stored) in version.tensors where stored.dtype == .f32 {
+            let t = try stored.typed(as: Float.self)
             for x in t.buffer where !x.isFinite {
                 throw ModelError.nonFinite("tensor '\(name)' holds \(x)")
             }

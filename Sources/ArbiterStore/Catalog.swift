@@ -1,16 +1,28 @@
 import Foundation
 
-/// A tensor to publish: float32 values with a shape.
+/// A tensor to publish: typed values with a shape, kept as their little-endian bytes.
 public struct TensorData: Sendable {
     public var name: String
     public var shape: [Int]
-    public var values: [Float]
+    public var dtype: TensorDType
+    /// The elements' bytes, little-endian, `dtype.byteWidth` each.
+    public var bytes: [UInt8]
 
+    /// A float32 tensor.
     public init(name: String, shape: [Int], values: [Float]) {
+        self.init(name: name, shape: shape, elements: values)
+    }
+
+    /// A tensor of `T` (float32, u64, i32, u32 or u8).
+    public init<T: TensorElement>(name: String, shape: [Int], elements: [T]) {
         self.name = name
         self.shape = shape
-        self.values = values
+        self.dtype = T.dtype
+        self.bytes = elements.withUnsafeBytes { Array($0) }
     }
+
+    /// The number of elements the bytes hold.
+    public var count: Int { bytes.count / dtype.byteWidth }
 }
 
 /// One row of `Catalog.versions`.
@@ -82,23 +94,24 @@ public struct Catalog: Sendable {
             guard !t.name.isEmpty, !t.name.contains("/"), seen.insert(t.name).inserted else {
                 throw StoreError.invalidTensor("tensor name '\(t.name)' is empty, has a '/', or repeats")
             }
-            guard t.shape.reduce(1, *) == t.values.count else {
-                throw StoreError.invalidTensor("'\(t.name)' has \(t.values.count) values for shape \(t.shape)")
+            guard t.shape.allSatisfy({ $0 >= 0 }), LoadedVersion.elementCount(t.shape) == t.count,
+                  t.bytes.count == t.count * t.dtype.byteWidth else {
+                throw StoreError.invalidTensor("'\(t.name)' has \(t.count) \(t.dtype) values for shape \(t.shape)")
             }
         }
         return try environment.write { txn in
             let version = (try txn.getUInt64(StoreKeys.latest(model)) ?? 0) + 1
             var entries: [VersionMeta.TensorEntry] = []
             for t in tensors {
-                try t.values.withUnsafeBytes { b in
+                try t.bytes.withUnsafeBytes { b in
                     try txn.put(StoreKeys.tensor(model, version, t.name), b)
-                    entries.append(.init(name: t.name, dtype: "f32", shape: t.shape, byteCount: b.count,
+                    entries.append(.init(name: t.name, dtype: t.dtype.rawValue, shape: t.shape, byteCount: b.count,
                                          checksum: Checksum.hex(b)))
                 }
             }
             try txn.put(StoreKeys.manifest(model, version), manifest)
             try inTransaction?(version)
-            let meta = VersionMeta(format: VersionMeta.currentFormat, model: model, version: version, kind: kind,
+            let meta = VersionMeta(format: VersionMeta.format(for: entries), model: model, version: version, kind: kind,
                                    createdUnixMillis: UInt64(now.timeIntervalSince1970 * 1000), metrics: metrics,
                                    tensors: entries,
                                    manifestChecksum: manifest.withUnsafeBytes { Checksum.hex($0) },

@@ -1,35 +1,61 @@
 import Foundation
 
-/// A read-only view of a float32 tensor that keeps its memory alive: a view into the map holds the
-/// snapshot that pins it, and a copy (a small tensor stored at an unaligned address) is owned by the
-/// view's storage. `pointer` is valid for as long as this view, or any copy of it, exists.
-// Unchecked: the floats behind `pointer` never change after load, and `owner` keeps them alive.
-public struct TensorView: @unchecked Sendable {
+/// A read-only view of a stored tensor of `Element`s that keeps its memory alive: a view into the map
+/// holds the snapshot that pins it, and a copy (a small tensor stored at an address not aligned for
+/// `Element`) is owned by the view's storage. `pointer` is valid for as long as this view, or any copy of
+/// it, exists.
+// Unchecked: the elements behind `pointer` never change after load, and `owner` keeps them alive.
+public struct Tensor<Element: TensorElement>: @unchecked Sendable {
     public let name: String
     public let shape: [Int]
     public let count: Int
     /// Valid while this view (or the `LoadedVersion` holding it) is alive.
-    public let pointer: UnsafePointer<Float>
+    public let pointer: UnsafePointer<Element>
     /// What keeps `pointer` valid: the `ReadSnapshot` (mapped) or a `TensorStorage` (copied).
     let owner: any AnyObject & Sendable
 
     /// Whether `pointer` points into the memory map (zero-copy) rather than into a copy.
     public var isMapped: Bool { owner is ReadSnapshot }
 
-    public var buffer: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: pointer, count: count) }
+    public var buffer: UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: pointer, count: count) }
 
     @inlinable
-    public subscript(i: Int) -> Float { pointer[i] }
+    public subscript(i: Int) -> Element { pointer[i] }
 
     /// Runs `body` with the values; the view is kept alive for the whole call.
-    public func withUnsafeBufferPointer<T>(_ body: (UnsafeBufferPointer<Float>) throws -> T) rethrows -> T {
+    public func withUnsafeBufferPointer<T>(_ body: (UnsafeBufferPointer<Element>) throws -> T) rethrows -> T {
         defer { withExtendedLifetime(owner) {} }
         return try body(buffer)
     }
 }
 
+/// A float32 tensor view (the type most models use).
+public typealias TensorView = Tensor<Float>
+
+/// A loaded tensor of any element type, as `LoadedVersion.tensors` holds it; ``typed(as:)`` views it as
+/// its element type.
+// Unchecked: the bytes behind `pointer` never change after load, and `owner` keeps them alive.
+public struct StoredTensor: @unchecked Sendable {
+    public let name: String
+    public let shape: [Int]
+    public let count: Int
+    public let dtype: TensorDType
+    /// Aligned for `dtype` (mapped when the store's bytes were, else a copy).
+    let pointer: UnsafeRawPointer
+    let owner: any AnyObject & Sendable
+
+    /// This tensor as `T`, which must be its element type.
+    public func typed<T: TensorElement>(as type: T.Type = T.self) throws(StoreError) -> Tensor<T> {
+        guard T.dtype == dtype else {
+            throw StoreError.invalidTensor("tensor '\(name)' holds \(dtype), not \(T.dtype)")
+        }
+        return Tensor(name: name, shape: shape, count: count,
+                      pointer: pointer.bindMemory(to: T.self, capacity: max(count, 1)), owner: owner)
+    }
+}
+
 /// Memory a `LoadedVersion` allocated for a tensor it could not map (unaligned or empty), freed with the
-/// last view of it.
+/// last view of it. 64-byte aligned, so it suits every element type.
 // Unchecked: written once in init, immutable afterwards.
 final class TensorStorage: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
@@ -50,7 +76,8 @@ public final class LoadedVersion: Sendable {
     public let meta: VersionMeta
     /// The model-level manifest (JSON), copied out of the map.
     public let manifest: Data
-    public let tensors: [String: TensorView]
+    /// Every tensor of the version, by name.
+    public let tensors: [String: StoredTensor]
     let snapshot: ReadSnapshot
 
     /// Loads `version` of `model` (0 = the active one) and verifies every checksum, which also faults in
@@ -70,9 +97,6 @@ public final class LoadedVersion: Sendable {
             throw StoreError.unknownVersion(model: model, version: v)
         }
         let meta = try decodeMeta(Data(metaBytes), key: StoreKeys.meta(model, v))
-        guard meta.format == VersionMeta.currentFormat else {
-            throw StoreError.corrupt("\(model) v\(v) has store format \(meta.format); this build reads \(VersionMeta.currentFormat)")
-        }
         guard meta.model == model, meta.version == v else {
             throw StoreError.corrupt("record at \(model) v\(v) describes \(meta.model) v\(meta.version)")
         }
@@ -82,9 +106,14 @@ public final class LoadedVersion: Sendable {
         guard man.count == meta.manifestBytes, man.withUnsafeBytes({ Checksum.hex($0) }) == meta.manifestChecksum else {
             throw StoreError.checksumMismatch(model: model, version: v, item: "manifest")
         }
-        var views: [String: TensorView] = [:]
+        guard VersionMeta.readableFormats.contains(meta.format) else {
+            throw StoreError.corrupt("\(model) v\(v) has store format \(meta.format); this build reads formats \(VersionMeta.readableFormats)")
+        }
+        var views: [String: StoredTensor] = [:]
         for t in meta.tensors {
-            guard t.dtype == "f32" else { throw StoreError.corrupt("\(model) v\(v) tensor \(t.name) has dtype \(t.dtype)") }
+            guard let dtype = TensorDType(rawValue: t.dtype), meta.format >= 2 || dtype == .f32 else {
+                throw StoreError.corrupt("\(model) v\(v) tensor \(t.name) has dtype '\(t.dtype)', which store format \(meta.format) does not define")
+            }
             guard let value = try s.value(StoreKeys.tensor(model, v, t.name)) else {
                 throw StoreError.corrupt("\(model) v\(v) lacks tensor \(t.name)")
             }
@@ -92,20 +121,22 @@ public final class LoadedVersion: Sendable {
             guard t.shape.allSatisfy({ $0 >= 0 }), let count = Self.elementCount(t.shape) else {
                 throw StoreError.corrupt("\(model) v\(v) tensor \(t.name) has an invalid shape \(t.shape)")
             }
-            guard raw.count == t.byteCount, raw.count % 4 == 0, raw.count / 4 == count else {
-                throw StoreError.corrupt("\(model) v\(v) tensor \(t.name) is \(raw.count) bytes; shape \(t.shape) holds \(count) floats")
+            let width = dtype.byteWidth
+            guard raw.count == t.byteCount, raw.count % width == 0, raw.count / width == count else {
+                throw StoreError.corrupt("\(model) v\(v) tensor \(t.name) is \(raw.count) bytes; shape \(t.shape) holds \(count) \(dtype) values")
             }
             guard Checksum.hex(raw) == t.checksum else {
                 throw StoreError.checksumMismatch(model: model, version: v, item: "tensor \(t.name)")
             }
-            if count > 0, Int(bitPattern: raw.baseAddress!) % MemoryLayout<Float>.alignment == 0 {
-                views[t.name] = TensorView(name: t.name, shape: t.shape, count: count,
-                                           pointer: raw.baseAddress!.assumingMemoryBound(to: Float.self), owner: s)
+            // Large values sit on overflow pages (page-aligned plus a 16-byte header); small ones inline in a
+            // leaf page, at any address: those are copied, once, if misaligned for their type.
+            if count > 0, Int(bitPattern: raw.baseAddress!) % width == 0 {
+                views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: dtype,
+                                             pointer: raw.baseAddress!, owner: s)
             } else {
                 let storage = TensorStorage(copying: raw)
-                views[t.name] = TensorView(name: t.name, shape: t.shape, count: count,
-                                           pointer: UnsafePointer(storage.pointer.bindMemory(to: Float.self, capacity: max(count, 1))),
-                                           owner: storage)
+                views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: dtype,
+                                             pointer: UnsafeRawPointer(storage.pointer), owner: storage)
             }
         }
         self.meta = meta
@@ -129,12 +160,20 @@ public final class LoadedVersion: Sendable {
     public var version: UInt64 { meta.version }
     public var kind: String { meta.kind }
 
-    /// The tensor named `name` with exactly `shape`, or an error naming what is wrong.
+    /// The float32 tensor named `name` with exactly `shape`, or an error naming what is wrong.
     public func tensor(_ name: String, shape: [Int]) throws(StoreError) -> TensorView {
+        try tensor(name, shape: shape, as: Float.self)
+    }
+
+    /// The tensor named `name` of element type `T` with exactly `shape`, or an error naming what is wrong.
+    public func tensor<T: TensorElement>(_ name: String, shape: [Int], as type: T.Type) throws(StoreError) -> Tensor<T> {
         guard let t = tensors[name] else { throw StoreError.invalidTensor("\(model) v\(version) has no tensor '\(name)'") }
         guard t.shape == shape else {
             throw StoreError.invalidTensor("\(model) v\(version) tensor '\(name)' has shape \(t.shape), expected \(shape)")
         }
-        return t
+        guard t.dtype == T.dtype else {
+            throw StoreError.invalidTensor("\(model) v\(version) tensor '\(name)' holds \(t.dtype), expected \(T.dtype)")
+        }
+        return try t.typed(as: T.self)
     }
 }

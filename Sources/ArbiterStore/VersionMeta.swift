@@ -3,8 +3,17 @@ import Foundation
 /// What the store records about one published version, at `m/<model>/v/<version>/meta`. Written once, in
 /// the publishing transaction, and never changed.
 public struct VersionMeta: Codable, Equatable, Sendable {
-    /// Bumped when the layout of the store changes.
-    public static let currentFormat = 1
+    /// Bumped when the layout of the store changes. Format 1: float32 tensors only. Format 2: tensors of
+    /// any ``TensorDType``. A version is written in the lowest format that holds it, so a version of
+    /// float32 tensors stays readable by builds that read format 1 only.
+    public static let currentFormat = 2
+    /// The formats this build reads.
+    public static let readableFormats: ClosedRange<Int> = 1...2
+
+    /// The lowest format that holds `tensors`.
+    public static func format(for tensors: [TensorEntry]) -> Int {
+        tensors.allSatisfy { $0.dtype == TensorDType.f32.rawValue } ? 1 : 2
+    }
 
     public var format: Int
     public var model: String
@@ -21,7 +30,7 @@ public struct VersionMeta: Codable, Equatable, Sendable {
 
     public struct TensorEntry: Codable, Equatable, Sendable {
         public var name: String
-        /// Only `f32` today (little-endian IEEE-754).
+        /// A ``TensorDType`` raw value: `f32` (little-endian IEEE-754), `u64`, `i32`, `u32`, `u8`.
         public var dtype: String
         public var shape: [Int]
         public var byteCount: Int

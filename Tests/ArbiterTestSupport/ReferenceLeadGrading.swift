@@ -42,7 +42,7 @@ public struct ReferenceLeadGrading: Sendable {
         let manifest = try ModelManifest.decode(version.manifest)
         func floats(_ name: String) throws -> [Float] {
             guard let t = version.tensors[name] else { throw ReferenceError("no tensor \(name)") }
-            return t.withUnsafeBufferPointer { Array($0) }
+            return try t.typed(as: Float.self).withUnsafeBufferPointer { Array($0) }
         }
         let k = Int(manifest.parameters["factors"] ?? 0)
         var stages: [Stage] = []
