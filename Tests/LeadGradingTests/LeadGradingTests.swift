@@ -139,4 +139,25 @@ import Testing
             try registry.load(LoadedVersion(environment: env, model: "x"))
         }
     }
+
+    /// A store written by the build before typed tensors (store format 1) loads, validates its golden
+    /// cases against today's serving code, and adopts the map size it recorded.
+    @Test func aStoreWrittenByTheEarlierFormatStillLoadsAndValidates() throws {
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/format1-store/data.mdb")
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("arbiter-format1-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.copyItem(atPath: fixture.path, toPath: path + "/data.mdb")
+        let env = try StoreEnvironment.open(path: path)
+        #expect(env.mapSize == 1 << 30)
+        let version = try LoadedVersion(environment: env, model: "leads")
+        #expect(version.meta.format == 1)
+        var registry = ModelRegistry()
+        registry.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
+        let model = try registry.load(version)
+        let reference = try ReferenceLeadGrading(version: version)
+        let g = try #require(model.manifest.golden.first)
+        let r = reference.score(context: g.context, candidate: Array(g.candidates.prefix(6)))
+        #expect(abs(Double(g.scores[0]) - r.pHire) < 1e-5)
+    }
 }
