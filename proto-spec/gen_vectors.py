@@ -30,7 +30,8 @@ def header(opcode, request_id, body_len, time=0, flags=0, status=0, version=1):
 
 
 def f32s(values):
-    return b"".join(struct.pack("<f", v) for v in values)
+    # JSON has no NaN: the vectors write a missing value as the string "nan" (quiet NaN, 0x7fc00000).
+    return b"".join(struct.pack("<f", float("nan") if v == "nan" else v) for v in values)
 
 
 def score_body(m):
@@ -63,7 +64,8 @@ def schema_body(m):
     for key in ("context_features", "candidate_features"):
         b += struct.pack("<H", len(m[key]))
         for f in m[key]:
-            b += struct.pack("<BI", {"numeric": 0, "categorical": 1}[f["kind"]], f["cardinality"]) + s16(f["name"])
+            kind = {"numeric": 0, "categorical": 1}[f["kind"]] | (0x80 if f.get("missing") else 0)
+            b += struct.pack("<BI", kind, f["cardinality"]) + s16(f["name"])
     b += struct.pack("<H", len(m["outputs"]))
     for c in m["outputs"]:
         b += struct.pack("<BB", {"float32": 1, "code": 2}[c["kind"]], len(c["labels"])) + s16(c["name"])
@@ -126,6 +128,15 @@ LEAD_SCHEMA = {
 }
 
 
+GBDT_SCHEMA = {
+    "model": "approvals", "kind": "gbdt", "version": 2, "created_unix_ms": 1795000000000,
+    "context_features": [{"name": "region", "kind": "categorical", "cardinality": 4},
+                         {"name": "income", "kind": "numeric", "cardinality": 0, "missing": True}],
+    "candidate_features": [{"name": "utilization", "kind": "numeric", "cardinality": 0, "missing": True}],
+    "outputs": [],
+}
+
+
 def main():
     os.makedirs("vectors", exist_ok=True)
     write("hello", "HELLO offering protocol 1 and zstd", "HELLO", 1,
@@ -142,6 +153,11 @@ def main():
                        "candidate_feature_count": 6}]})
     write("model_info", "MODEL_INFO for the active version", "MODEL_INFO", 4, {"model": "leads", "version": 0})
     write("schema", "SCHEMA of a small lead-grading model", "SCHEMA", 4, LEAD_SCHEMA)
+    write("schema_missing", "SCHEMA of a gbdt model whose numeric features accept missing values (kind bit 7)",
+          "SCHEMA", 5, GBDT_SCHEMA)
+    write("score_missing", "SCORE with a missing value (NaN) in a feature that accepts it", "SCORE", 11,
+          {"model": "approvals", "version": 0, "routing_key": 0, "top_k": 0, "context": [2.0, "nan"],
+           "candidate_ids": [7, 8], "candidate_feature_count": 1, "candidate_features": ["nan", 0.5]})
     write("score", "SCORE: two leads, two features each, deadline 250 µs", "SCORE", 7,
           {"model": "leads", "version": 0, "routing_key": 42, "top_k": 0, "context": [3.0, 4200.0],
            "candidate_ids": [101, 102], "candidate_feature_count": 2, "candidate_features": [1.0, 3.5, 4.0, 40.0]},

@@ -11,16 +11,42 @@ public struct Feature: Codable, Equatable, Hashable, Sendable {
     public var kind: Kind
     /// Number of codes of a categorical feature; 0 for numeric.
     public var cardinality: Int
+    /// Whether NaN is accepted for this feature, meaning "missing": the model decides what it means (a tree
+    /// follows each split's default direction). For every other feature NaN is refused. Infinities are
+    /// refused everywhere. Default false (and absent from manifests written before it existed).
+    public var allowsMissing: Bool
 
-    public init(name: String, kind: Kind, cardinality: Int = 0) {
+    public init(name: String, kind: Kind, cardinality: Int = 0, allowsMissing: Bool = false) {
         self.name = name
         self.kind = kind
         self.cardinality = cardinality
+        self.allowsMissing = allowsMissing
     }
 
-    public static func numeric(_ name: String) -> Feature { Feature(name: name, kind: .numeric) }
-    public static func categorical(_ name: String, _ cardinality: Int) -> Feature {
-        Feature(name: name, kind: .categorical, cardinality: cardinality)
+    public static func numeric(_ name: String, allowsMissing: Bool = false) -> Feature {
+        Feature(name: name, kind: .numeric, allowsMissing: allowsMissing)
+    }
+    public static func categorical(_ name: String, _ cardinality: Int, allowsMissing: Bool = false) -> Feature {
+        Feature(name: name, kind: .categorical, cardinality: cardinality, allowsMissing: allowsMissing)
+    }
+
+    private enum CodingKeys: String, CodingKey { case name, kind, cardinality, allowsMissing }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        kind = try c.decode(Kind.self, forKey: .kind)
+        cardinality = try c.decode(Int.self, forKey: .cardinality)
+        allowsMissing = try c.decodeIfPresent(Bool.self, forKey: .allowsMissing) ?? false
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(cardinality, forKey: .cardinality)
+        // Written only when set, so that manifests without missing values stay as earlier builds wrote them.
+        if allowsMissing { try c.encode(true, forKey: .allowsMissing) }
     }
 }
 
@@ -78,8 +104,8 @@ public struct FeatureSchema: Codable, Equatable, Sendable {
         }
     }
 
-    /// Finds the first value the schema forbids: a NaN or infinity anywhere, or a categorical code that is
-    /// not an integer in `0..<cardinality`. Returns nil when every value is acceptable. No allocation
+    /// Finds the first value the schema forbids: an infinity anywhere, a NaN in a feature that does not
+    /// allow missing values, or a categorical code that is not an integer in `0..<cardinality`. Returns nil when every value is acceptable. No allocation
     /// unless a problem is found.
     @inlinable
     public func firstInvalidValue(context ctx: UnsafeBufferPointer<Float>, candidates: UnsafeBufferPointer<Float>,
@@ -104,6 +130,7 @@ public struct FeatureSchema: Codable, Equatable, Sendable {
 
     @inlinable
     static func reject(_ x: Float, _ f: Feature) -> String? {
+        if x.isNaN && f.allowsMissing { return nil }
         if !x.isFinite { return "is \(x), not a finite number" }
         if f.kind == .categorical {
             if x < 0 || x >= Float(f.cardinality) || x.rounded(.towardZero) != x {

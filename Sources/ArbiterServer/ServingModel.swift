@@ -47,7 +47,7 @@ final class ServingModel: Sendable {
                                     candidateFeatureCount: UInt16(clamping: s.candidate.count))
         func wire(_ f: Feature) -> FeatureSpec {
             FeatureSpec(name: f.name, kind: f.kind == .categorical ? .categorical : .numeric,
-                        cardinality: UInt32(clamping: f.cardinality))
+                        cardinality: UInt32(clamping: f.cardinality), allowsMissing: f.allowsMissing)
         }
         self.wireSchema = ModelSchema(
             model: name, kind: model.version.kind, version: version,

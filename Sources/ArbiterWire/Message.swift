@@ -116,7 +116,8 @@ extension Message {
             for list in [s.contextFeatures, s.candidateFeatures] {
                 b.writeInteger(UInt16(list.count), endianness: .little)
                 for f in list {
-                    b.writeMultipleIntegers(f.kind.rawValue, f.cardinality, endianness: .little)
+                    b.writeMultipleIntegers(f.kind.rawValue | (f.allowsMissing ? FeatureSpec.missingBit : 0), f.cardinality,
+                                            endianness: .little)
                     b.writeShortString(f.name)
                 }
             }
@@ -194,10 +195,12 @@ extension Message {
                 var list: [FeatureSpec] = []
                 for _ in 0..<n {
                     let k = try b.readLE(UInt8.self, "feature_kind")
-                    guard let kind = FeatureSpec.Kind(rawValue: k) else { throw WireError(.malformed, "feature kind \(k) is not defined") }
+                    guard let kind = FeatureSpec.Kind(rawValue: k & ~FeatureSpec.missingBit) else {
+                        throw WireError(.malformed, "feature kind \(k & ~FeatureSpec.missingBit) is not defined")
+                    }
                     let card = try b.readLE(UInt32.self, "cardinality")
                     let name = try b.readShortString("feature_name", max: 255)
-                    list.append(FeatureSpec(name: name, kind: kind, cardinality: card))
+                    list.append(FeatureSpec(name: name, kind: kind, cardinality: card, allowsMissing: k & FeatureSpec.missingBit != 0))
                 }
                 lists.append(list)
             }

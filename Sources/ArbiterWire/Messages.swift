@@ -86,11 +86,19 @@ public struct FeatureSpec: Equatable, Hashable, Sendable, Codable {
     public var kind: Kind
     /// The number of codes of a categorical feature; 0 for numeric ones.
     public var cardinality: UInt32
+    /// Whether NaN is accepted for this feature, meaning "missing" (the model decides what that means; a
+    /// tree follows each split's default direction). NaN is refused for every other feature. On the wire,
+    /// bit 7 of the kind byte.
+    public var allowsMissing: Bool
 
-    public init(name: String, kind: Kind, cardinality: UInt32 = 0) {
+    /// The kind byte's bit that marks a feature that accepts missing values.
+    public static let missingBit: UInt8 = 0x80
+
+    public init(name: String, kind: Kind, cardinality: UInt32 = 0, allowsMissing: Bool = false) {
         self.name = name
         self.kind = kind
         self.cardinality = cardinality
+        self.allowsMissing = allowsMissing
     }
 
     public static func numeric(_ name: String) -> FeatureSpec { FeatureSpec(name: name, kind: .numeric) }

@@ -74,6 +74,29 @@ import Testing
         #expect(check([1], [3, 1])?.contains("'ch'") == true)
         #expect(check([1], [1.5, 1])?.contains("'ch'") == true)
         #expect(check([1], [-1, 1])?.contains("'ch'") == true)
+
+        // Features that allow missing values take NaN (and only NaN); the others still refuse it.
+        let m = FeatureSchema(context: [.numeric("ctx", allowsMissing: true)],
+                              candidate: [.categorical("ch", 3, allowsMissing: true), .numeric("x")], outputs: [])
+        func checkM(_ ctx: [Float], _ cand: [Float]) -> String? {
+            ctx.withUnsafeBufferPointer { c in cand.withUnsafeBufferPointer { mm in
+                m.firstInvalidValue(context: c, candidates: mm, candidateCount: cand.count / 2) } }
+        }
+        #expect(checkM([.nan], [.nan, 1, 2, 0]) == nil)
+        #expect(checkM([.infinity], [0, 1])?.contains("'ctx' is inf") == true)
+        #expect(checkM([1], [.nan, .nan]) == "candidate row 0 feature 'x' is nan, not a finite number")
+        #expect(checkM([1], [3, 1])?.contains("'ch'") == true)
+    }
+
+    /// `allowsMissing` round-trips through a manifest, and manifests written before it existed decode
+    /// with it off (and are written back without the key).
+    @Test func missingValuesInManifests() throws {
+        let old = #"{"name":"x","kind":"numeric","cardinality":0}"#
+        let f = try JSONDecoder().decode(Feature.self, from: Data(old.utf8))
+        #expect(!f.allowsMissing)
+        #expect(String(decoding: try JSONEncoder().encode(f), as: UTF8.self).contains("allowsMissing") == false)
+        let g = Feature.numeric("y", allowsMissing: true)
+        #expect(try JSONDecoder().decode(Feature.self, from: JSONEncoder().encode(g)) == g)
     }
 
     @Test func schemaCheckRefusesBrokenSchemas() {

@@ -122,6 +122,40 @@ import Testing
         #expect(try six.exchange(try Self.vector("list_models"), clock: [0, 0]) == (try Self.vector("models")))
     }
 
+    /// The SCHEMA of a model whose features accept missing values (kind bit 7), and a SCORE carrying NaN for
+    /// them: accepted, and the model sees the NaN.
+    @Test func missingValues() throws {
+        let store = temporaryPath("vectors-missing")
+        let schema = FeatureSchema(context: [.categorical("region", 4), .numeric("income", allowsMissing: true)],
+                                   candidate: [.numeric("utilization", allowsMissing: true)], outputs: [])
+        let model = try ScriptedModel.publish(store: store, model: "approvals", kind: "gbdt", schema: schema, versions: 2) { batch, out in
+            for r in 0..<batch.candidateCount {
+                out.scores[r] = batch.candidates[r].isNaN ? -1 : batch.candidates[r] + (batch.context[1].isNaN ? 10 : 0)
+            }
+        }
+        let c = try Connection([ServingModel(name: "approvals", model: model)])
+        try c.hello()
+        let info = Self.encode(Frame(requestID: 5, message: .modelInfo(ModelInfoRequest(model: "approvals", version: 0))))
+        #expect(try c.exchange(info, clock: [0, 0]) == (try Self.vector("schema_missing")))
+        var answer = ByteBuffer(bytes: try c.exchange(try Self.vector("score_missing"), clock: [0, 0, 0, 0]))
+        let raw = try #require(try FrameDecoder(maxBodyBytes: 1 << 20).decodeFrame(&answer))
+        guard case .result(let r) = try Frame.decode(header: raw.header, body: raw.body).message else {
+            Issue.record("expected RESULT"); return
+        }
+        #expect(r.ids == [7, 8])
+        #expect(r.scores == [-1, 10.5])
+        // Infinity is still refused, and so is NaN in a feature that does not accept it.
+        var bad = ScoreRequest(model: "approvals", context: [.nan, 1], candidateIDs: [1], candidateFeatureCount: 1, candidateFeatures: [0])
+        var reply = ByteBuffer(bytes: try c.exchange(Self.encode(Frame(requestID: 12, message: .score(bad)))))
+        var f = try #require(try FrameDecoder(maxBodyBytes: 1 << 20).decodeFrame(&reply))
+        #expect(f.header.status == Status.invalidFeature.rawValue)
+        bad.context = [1, 1]
+        bad.candidateFeatures = [.infinity]
+        reply = ByteBuffer(bytes: try c.exchange(Self.encode(Frame(requestID: 13, message: .score(bad)))))
+        f = try #require(try FrameDecoder(maxBodyBytes: 1 << 20).decodeFrame(&reply))
+        #expect(f.header.status == Status.invalidFeature.rawValue)
+    }
+
     @Test func resultsAreTheVectorsOwnBytes() throws {
         let c = try Connection([Self.models.leads, Self.models.x])
         try c.hello()
