@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "LeadGrading", dependencies: ["ArbiterModels", "ArbiterStore"],
                 path: "Plugins/LeadGrading", swiftSettings: servingPath),
         .target(name: "ArbiterServer", dependencies: [
-            "ArbiterWire", "ArbiterStore", "ArbiterModels", "LeadGrading",
+            "ArbiterWire", "ArbiterStore", "ArbiterModels",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -65,8 +65,9 @@ let package = Package(
         .target(name: "ArbiterTraining", dependencies: [
             "ArbiterStore", "ArbiterModels", "LeadGrading",
         ]),
+        // The composition root: links the plugins and hands their factories to the server (ServedKinds.swift).
         .executableTarget(name: "arbiterd", dependencies: [
-            "ArbiterServer",
+            "ArbiterServer", "ArbiterModels", "LeadGrading",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -91,6 +92,7 @@ let package = Package(
         .testTarget(name: "ArbiterTrainingTests", dependencies: ["ArbiterTraining", "ArbiterStore"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
+            "ArbiterModels", "LeadGrading",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

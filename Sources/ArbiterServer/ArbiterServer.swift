@@ -11,7 +11,9 @@ import NIOConcurrencyHelpers
 /// protocol on a TCP port, and watches the store for newly published versions.
 ///
 /// ```swift
-/// let server = try ArbiterServer(configuration: ServerConfiguration(storePath: "var/store"))
+/// var kinds = ModelRegistry()
+/// kinds.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
+/// let server = try ArbiterServer(configuration: ServerConfiguration(storePath: "var/store"), registry: kinds)
 /// try await server.start()
 /// // ...
 /// try await server.shutdown()   // in-flight requests finish first
@@ -47,8 +49,10 @@ public final class ArbiterServer: Sendable {
         var outgrown = false
     }
 
-    /// Opens the store and loads every model. Throws if the store cannot be opened.
-    public init(configuration: ServerConfiguration, registry: ModelRegistry = BuiltinPlugins.registry(),
+    /// Opens the store and loads every model whose kind `registry` knows. Throws if the store cannot be
+    /// opened. The server knows no model kind by itself: the executable that links the plugins builds the
+    /// registry (arbiterd's `ServedKinds`).
+    public init(configuration: ServerConfiguration, registry: ModelRegistry,
                 logger: Logger = Logger(label: "arbiterd")) throws {
         guard configuration.threads >= 1 else { throw ServerError.invalidConfiguration("threads must be at least 1") }
         self.configuration = configuration

@@ -1,16 +1,6 @@
 import ArbiterModels
 import ArbiterStore
-import LeadGrading
 import Logging
-
-/// The model kinds this server can serve. Adding a kind is a plugin folder plus one line here.
-public enum BuiltinPlugins {
-    public static func registry() -> ModelRegistry {
-        var r = ModelRegistry()
-        r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
-        return r
-    }
-}
 
 /// Loads the active version of every model in the store, validating each before it may serve.
 struct ModelLoader: Sendable {

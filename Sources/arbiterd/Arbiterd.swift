@@ -88,7 +88,7 @@ struct Arbiterd: AsyncParsableCommand {
 
         let server: ArbiterServer
         do {
-            server = try ArbiterServer(configuration: config, logger: logger)
+            server = try ArbiterServer(configuration: config, registry: ServedKinds.registry(), logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)

@@ -141,7 +141,7 @@ import Testing
         #expect(listed.map(\.meta.version) == Array(1...versions), "versions are contiguous, none half-written", sourceLocation: sourceLocation)
         #expect(try catalog.generation() == versions, sourceLocation: sourceLocation)
         for v in listed {
-            _ = try BuiltinPlugins.registry().load(LoadedVersion(environment: env, model: "leads", version: v.meta.version))
+            _ = try Fixture.registry.load(LoadedVersion(environment: env, model: "leads", version: v.meta.version))
         }
         let active = try #require(try catalog.activeVersion(model: "leads"))
         #expect(active == versions, sourceLocation: sourceLocation)

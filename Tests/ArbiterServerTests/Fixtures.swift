@@ -1,4 +1,6 @@
 import ArbiterClient
+import ArbiterModels
+import LeadGrading
 import ArbiterServer
 import ArbiterStore
 import ArbiterTraining
@@ -35,9 +37,16 @@ enum Fixture {
         return c
     }
 
+    /// The kinds the tests serve (as arbiterd's `ServedKinds` does).
+    static var registry: ModelRegistry {
+        var r = ModelRegistry()
+        r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
+        return r
+    }
+
     /// Starts a server, runs `body` with its port, and shuts it down.
     static func withServer<T>(_ config: ServerConfiguration = Fixture.config(), _ body: (ArbiterServer, Int) async throws -> T) async throws -> T {
-        let server = try ArbiterServer(configuration: config)
+        let server = try ArbiterServer(configuration: config, registry: registry)
         try await server.start()
         do {
             let r = try await body(server, server.port!)

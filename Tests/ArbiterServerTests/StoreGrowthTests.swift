@@ -35,7 +35,7 @@ import Testing
 
         var before: ScoreResult?
         do {
-            let server = try ArbiterServer(configuration: config)
+            let server = try ArbiterServer(configuration: config, registry: Fixture.registry)
             try await server.start()
             let client = try await ArbiterClient.connect(port: server.port!)
             let first = try await client.score(request)

@@ -2,7 +2,7 @@
 // same LMDB store: the peer that shows what Arbiter's own protocol buys over gRPC. It loads each model's
 // active version once at start (no hot swap: it exists to be measured).
 import ArbiterModels
-import ArbiterServer
+import LeadGrading
 import ArbiterStore
 import ArgumentParser
 import Foundation
@@ -27,7 +27,8 @@ struct GRPCPeer: AsyncParsableCommand {
             throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7879")
         }
         let env = try StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib << 30))
-        let registry = BuiltinPlugins.registry()
+        var registry = ModelRegistry()
+        registry.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         var models: [String: any ScoringModel] = [:]
         for name in try Catalog(environment: env).models() {
             let loaded = try LoadedVersion(environment: env, model: name)

@@ -1,0 +1,12 @@
+import ArbiterModels
+import LeadGrading
+
+/// The model kinds this executable serves: one line per plugin it links. Adding a kind is a folder under
+/// `Plugins/`, its target in Package.swift as a dependency of `arbiterd`, and one line here.
+enum ServedKinds {
+    static func registry() -> ModelRegistry {
+        var r = ModelRegistry()
+        r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
+        return r
+    }
+}
