@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "ArbiterServer", targets: ["ArbiterServer"]),
         .library(name: "ArbiterTraining", targets: ["ArbiterTraining"]),
         .library(name: "LeadGrading", targets: ["LeadGrading"]),
+        .library(name: "Gbdt", targets: ["Gbdt"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -48,6 +49,8 @@ let package = Package(
         .target(name: "ArbiterModels", dependencies: ["ArbiterStore"], swiftSettings: servingPath),
         .target(name: "LeadGrading", dependencies: ["ArbiterModels", "ArbiterStore"],
                 path: "Plugins/LeadGrading", swiftSettings: servingPath),
+        .target(name: "Gbdt", dependencies: ["ArbiterModels", "ArbiterStore"],
+                path: "Plugins/Gbdt", swiftSettings: servingPath),
         .target(name: "ArbiterServer", dependencies: [
             "ArbiterWire", "ArbiterStore", "ArbiterModels",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -63,11 +66,11 @@ let package = Package(
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
         .target(name: "ArbiterTraining", dependencies: [
-            "ArbiterStore", "ArbiterModels", "LeadGrading",
+            "ArbiterStore", "ArbiterModels", "LeadGrading", "Gbdt",
         ]),
         // The composition root: links the plugins and hands their factories to the server (ServedKinds.swift).
         .executableTarget(name: "arbiterd", dependencies: [
-            "ArbiterServer", "ArbiterModels", "LeadGrading",
+            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -89,7 +92,8 @@ let package = Package(
         .testTarget(name: "ArbiterModelsTests", dependencies: ["ArbiterModels", "ArbiterStore"]),
         .testTarget(name: "LeadGradingTests", dependencies: ["LeadGrading", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "ArbiterTestSupport"],
                     exclude: ["Fixtures"]),
-        .testTarget(name: "ArbiterTrainingTests", dependencies: ["ArbiterTraining", "ArbiterStore"]),
+        .testTarget(name: "ArbiterTrainingTests", dependencies: ["ArbiterTraining", "ArbiterStore", "ArbiterModels", "Gbdt", "ArbiterTestSupport"],
+                    exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
             "ArbiterModels", "LeadGrading",

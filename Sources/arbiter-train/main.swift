@@ -12,7 +12,7 @@ struct ArbiterTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter-train",
         abstract: "Generate data, train models and publish them as versions into an Arbiter store.",
-        subcommands: [GenData.self, Train.self, Versions.self, Activate.self])
+        subcommands: [GenData.self, Train.self, Import.self, Versions.self, Activate.self])
 }
 
 /// Model kinds this trainer can produce.
@@ -164,6 +164,74 @@ struct Activate: ParsableCommand {
         let catalog = try storeOptions.open(create: false)
         try catalog.activate(model: model, version: version)
         print("\(model) v\(version) is now active")
+    }
+}
+
+extension ForestFormat: ExpressibleByArgument {}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Import an XGBoost or LightGBM tree model as a new `gbdt` version.",
+        discussion: """
+            The model's features are the request's context features (the first --context-features of them)             followed by each candidate's. Every feature accepts missing values (NaN) unless --refuse-missing             names it. With --check-rows and --check-predictions (the library's own predictions for those rows,             one per line), every row is scored and compared before anything is published, and the first 16             rows become the version's golden cases.
+            """)
+    @Option(help: "Model file format: \(ForestFormat.allCases.map(\.rawValue).joined(separator: ", ")).") var format: ForestFormat
+    @Option(help: "The model file (XGBoost: save_model(\"m.json\"); LightGBM: save_model(\"m.txt\")).") var file: String
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name in the store (a-z, 0-9, '-', '_', '.').") var model: String
+    @Option(help: "How many of the model's first features are the request's context.") var contextFeatures = 0
+    @Option(help: "Comma-separated feature names, in the model's order (default: the file's).") var featureNames: String?
+    @Option(help: "Comma-separated NAME=CARDINALITY: features sent as integer codes.") var categorical: String?
+    @Option(help: "Comma-separated features for which NaN is refused.") var refuseMissing: String?
+    @Option(help: "CSV of rows to check (one row per line; empty or nan = missing; a header line is skipped).") var checkRows: String?
+    @Option(help: "The library's predictions for --check-rows, one per line.") var checkPredictions: String?
+    @Flag(help: "Publish without making the new version active.") var noActivate = false
+
+    func validate() throws {
+        try StoreKeys.validate(model: model)
+        guard contextFeatures >= 0 else { throw ValidationError("--context-features must be >= 0") }
+        guard (checkRows == nil) == (checkPredictions == nil) else {
+            throw ValidationError("--check-rows and --check-predictions go together")
+        }
+    }
+
+    func run() throws {
+        let forest = try ImportedForest.read(format, file: file)
+        var options = GbdtImportOptions()
+        options.contextFeatures = contextFeatures
+        options.featureNames = featureNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        if let categorical {
+            for item in categorical.split(separator: ",") {
+                let parts = item.split(separator: "=")
+                guard parts.count == 2, let card = Int(parts[1]), card >= 1 else {
+                    throw ValidationError("--categorical takes NAME=CARDINALITY items, got '\(item)'")
+                }
+                options.categorical[String(parts[0])] = card
+            }
+        }
+        options.refuseMissing = Set((refuseMissing ?? "").split(separator: ",").map(String.init))
+        let schema = try GbdtImport.schema(for: forest, options: options, file: file)
+        var rows: [[Float]] = []
+        var metrics: [String: Double] = [:]
+        if let checkRows, let checkPredictions {
+            rows = try GbdtImport.readRows(checkRows, featureCount: forest.featureCount)
+            let expected = try GbdtImport.readPredictions(checkPredictions)
+            let worst = try GbdtImport.check(forest, rows: rows, expected: expected, file: checkPredictions)
+            metrics["check.rows"] = Double(rows.count)
+            metrics["check.max_abs_diff"] = worst
+            print(String(format: "checked %d rows against the library's predictions: largest difference %.3g", rows.count, worst))
+        }
+        let golden = GbdtImport.goldenCases(forest, schema: schema, rows: rows)
+        print("\(forest.source): \(forest.trees.count) trees, depth \(forest.maxDepth), \(forest.featureCount) features (\(contextFeatures) context)")
+        let pause = try FaultInjection.publishPause()
+        let catalog = try storeOptions.open(create: true)
+        let v = try GbdtImport.publish(forest, schema: schema, golden: golden, model: model, catalog: catalog,
+                                       activate: !noActivate, metrics: metrics, notes: ["file": file]) { version in
+            print("publishing \(model) v\(version): write transaction open")
+            fflush(nil)
+            if pause > 0 { Thread.sleep(forTimeInterval: Double(pause) / 1000) }
+        }
+        print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
     }
 }
 

@@ -1,4 +1,5 @@
 import ArbiterModels
+import Gbdt
 import LeadGrading
 
 /// The model kinds this executable serves: one line per plugin it links. Adding a kind is a folder under
@@ -7,6 +8,7 @@ enum ServedKinds {
     static func registry() -> ModelRegistry {
         var r = ModelRegistry()
         r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
+        r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
         return r
     }
 }
