@@ -42,6 +42,20 @@ public enum OtherProcess {
         return text
     }
 
+    /// Runs `executable` with `arguments`; returns its exit status and its output (stdout and stderr).
+    public static func capture(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, text)
+    }
+
     /// The folder of this test binary, where SwiftPM also puts `arbiter-train` and `arbiterd`.
     public static var binDir: URL {
         URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
