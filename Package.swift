@@ -96,7 +96,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
-            "ArbiterModels", "LeadGrading",
+            "ArbiterModels", "LeadGrading", "Gbdt",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,5 +1,6 @@
 import ArbiterClient
 import ArbiterModels
+import Gbdt
 import LeadGrading
 import ArbiterServer
 import ArbiterStore
@@ -41,6 +42,7 @@ enum Fixture {
     static var registry: ModelRegistry {
         var r = ModelRegistry()
         r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
+        r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
         return r
     }
 
