@@ -9,6 +9,7 @@ let package = Package(
     products: [
         .executable(name: "arbiter-bench", targets: ["arbiter-bench"]),
         .executable(name: "grpc-peer", targets: ["grpc-peer"]),
+        .executable(name: "gbdt-kernel", targets: ["gbdt-kernel"]),
     ],
     dependencies: [
         .package(name: "Arbiter", path: ".."),
@@ -36,6 +37,13 @@ let package = Package(
             .product(name: "ArbiterWire", package: "Arbiter"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // Arbiter's tree kernel, timed as the server runs it (bench/gbdt/run.sh puts it beside the libraries).
+        .executableTarget(name: "gbdt-kernel", dependencies: [
+            .product(name: "ArbiterModels", package: "Arbiter"),
+            .product(name: "ArbiterStore", package: "Arbiter"),
+            .product(name: "ArbiterTraining", package: "Arbiter"),
+            .product(name: "Gbdt", package: "Arbiter"),
         ]),
         .executableTarget(name: "grpc-peer", dependencies: [
             "ScorerMessages",

@@ -77,15 +77,17 @@ public struct TreeEnsemble {
         }
     }
 
-    /// One step down a split: the child's index given the node's.
+    /// One step down a split: 1 for the left child, 2 for the right, given the node's index. Branch-free:
+    /// which way a row goes is data, not something the branch predictor can learn.
     @inline(__always) @usableFromInline
     func childOffset(_ n: Int, _ row: UnsafePointer<Float>) -> Int {
         let s = split[n]
         let x = row[Int(s & Self.featureMask)]
-        let t = threshold[n]
         // Right when x >= t, or when x is missing and missing values go right. NaN fails every ordered compare.
-        let goRight = (x >= t) || (x.isNaN && (s & Self.missingRightBit) != 0)
-        return goRight ? 2 : 1
+        // Bools as their 0/1 bytes (no select, which the compiler may turn back into a branch).
+        let atLeast = UInt32(unsafeBitCast(x >= threshold[n], to: UInt8.self))
+        let missing = UInt32(unsafeBitCast(x != x, to: UInt8.self))
+        return 1 &+ Int(truncatingIfNeeded: atLeast | (missing & (s >> 31)))
     }
 
     @inlinable
@@ -102,10 +104,10 @@ public struct TreeEnsemble {
                 let row = rows + r * f
                 var i0 = 0, i1 = 0, i2 = 0, i3 = 0
                 for _ in 0..<depth {
-                    i0 = 2 * i0 + childOffset(b0 + i0, row)
-                    i1 = 2 * i1 + childOffset(b1 + i1, row)
-                    i2 = 2 * i2 + childOffset(b2 + i2, row)
-                    i3 = 2 * i3 + childOffset(b3 + i3, row)
+                    i0 = 2 &* i0 &+ childOffset(b0 &+ i0, row)
+                    i1 = 2 &* i1 &+ childOffset(b1 &+ i1, row)
+                    i2 = 2 &* i2 &+ childOffset(b2 &+ i2, row)
+                    i3 = 2 &* i3 &+ childOffset(b3 &+ i3, row)
                 }
                 sums[r] += (Double(l0[i0 - inner]) + Double(l1[i1 - inner])) + (Double(l2[i2 - inner]) + Double(l3[i3 - inner]))
             }
@@ -117,7 +119,7 @@ public struct TreeEnsemble {
             for r in 0..<count {
                 let row = rows + r * f
                 var i = 0
-                for _ in 0..<depth { i = 2 * i + childOffset(b + i, row) }
+                for _ in 0..<depth { i = 2 &* i &+ childOffset(b &+ i, row) }
                 sums[r] += Double(l[i - inner])
             }
             t += 1
