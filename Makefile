@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test test-sanitize demo quality bench bench-full bench-smoke clean
+.PHONY: help deps build release test test-sanitize demo quality bench bench-full bench-smoke bench-gbdt clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench       benchmark suite: every scenario against the C floor, Redis, grpc-swift, grpcio+LightGBM"
 	@echo "make bench-full  the suite plus latency-throughput sweeps"
 	@echo "make bench-smoke 10 s of ping and lead-1 against arbiterd, failing on any error (CI)"
+	@echo "make bench-gbdt  the tree kernel against xgboost and LightGBM, one thread, same models and rows"
 
 deps:
 	@./scripts/install-deps.sh
@@ -50,6 +51,9 @@ bench-full:
 
 bench-smoke: deps
 	@./bench/run.sh smoke
+
+bench-gbdt: deps
+	@./bench/gbdt/run.sh
 
 clean:
 	rm -rf .build .build-address .build-thread var bench/.build bench/.work
