@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test test-sanitize demo quality bench bench-full bench-smoke bench-gbdt clean
+.PHONY: help deps build release test test-sanitize demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -14,6 +14,7 @@ help:
 	@echo "make test     install what is missing, build, run every test"
 	@echo "make test-sanitize  every test under AddressSanitizer, then ThreadSanitizer (about 3 min; CI runs it)"
 	@echo "make demo     train a lead-grading model, serve it, score leads with the CLI"
+	@echo "make demo-gbdt  train a LightGBM model in Python, import it, serve it, score with the CLI, compare with LightGBM"
 	@echo "make quality  compare held-out AUC with LightGBM on the same CSV (pip installs lightgbm)"
 	@echo "make bench       benchmark suite: every scenario against the C floor, Redis, grpc-swift, grpcio+LightGBM"
 	@echo "make bench-full  the suite plus latency-throughput sweeps"
@@ -37,6 +38,9 @@ test-sanitize: deps
 
 demo: release
 	@./scripts/demo.sh "$(STORE)" "$(PORT)" "$(MODEL)"
+
+demo-gbdt: release
+	@./scripts/demo-gbdt.sh
 
 quality: release
 	@./scripts/quality.sh "$(ROWS)"

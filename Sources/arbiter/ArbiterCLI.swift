@@ -109,6 +109,7 @@ struct Info: AsyncParsableCommand {
         func feature(_ f: FeatureSpec) -> [String: Any] {
             var d: [String: Any] = ["name": f.name, "type": f.kind == .categorical ? "categorical" : "numeric"]
             if f.kind == .categorical { d["cardinality"] = f.cardinality }
+            if f.allowsMissing { d["missing_allowed"] = true }
             return d
         }
         try printJSON([
@@ -130,7 +131,8 @@ struct Score: AsyncParsableCommand {
         Input: {"context": {"job_category": 3, "job_salary": 4200},
                 "candidates": [{"id": 1, "features": {"channel": 1, "city": 4, ...}}, ...],
                 "top_k": 0, "version": 0, "routing_key": 0}
-        Features may also be arrays in the schema's order (see `arbiter info`).
+        Features may also be arrays in the schema's order (see `arbiter info`). null is a missing value, for
+        features that accept one (`arbiter info` shows "missing_allowed").
         """)
     @OptionGroup var connection: Connection
     @Option(help: "Model name.") var model: String
@@ -164,7 +166,7 @@ struct Score: AsyncParsableCommand {
 /// JSON ⇄ SCORE / RESULT for people and scripts.
 enum ScoreInput {
     static func parse(_ json: [String: Any], model: String, schema: ModelSchema) throws -> ScoreRequest {
-        let ctx = try vector(json["context"] ?? [String: Any](), names: schema.contextFeatures.map(\.name), what: "context")
+        let ctx = try vector(json["context"] ?? [String: Any](), features: schema.contextFeatures, what: "context")
         guard let cands = json["candidates"] as? [Any] else { throw CLIError("input needs \"candidates\": an array") }
         var ids: [UInt64] = []
         var matrix: [Float] = []
@@ -176,7 +178,7 @@ enum ScoreInput {
             } else {
                 ids.append(UInt64(i))
             }
-            matrix += try vector(obj["features"] ?? [String: Any](), names: schema.candidateFeatures.map(\.name), what: "candidate \(i)")
+            matrix += try vector(obj["features"] ?? [String: Any](), features: schema.candidateFeatures, what: "candidate \(i)")
         }
         func uint(_ key: String) throws -> UInt64 {
             guard let v = json[key] else { return 0 }
@@ -188,22 +190,31 @@ enum ScoreInput {
                             candidateFeatureCount: schema.candidateFeatures.count, candidateFeatures: matrix)
     }
 
-    static func vector(_ value: Any, names: [String], what: String) throws -> [Float] {
+    /// The features' values from a JSON array (in schema order) or object (by name). `null` is a missing
+    /// value, sent as NaN, for the features whose schema accepts missing values.
+    static func vector(_ value: Any, features: [FeatureSpec], what: String) throws -> [Float] {
+        let names = features.map(\.name)
+        func number(_ v: Any, _ f: FeatureSpec, _ label: String) throws -> Float {
+            if v is NSNull {
+                guard f.allowsMissing else { throw CLIError("\(what): \(label) is null, but '\(f.name)' does not accept missing values") }
+                return .nan
+            }
+            guard let n = v as? NSNumber else { throw CLIError("\(what): \(label) is not a number (or null for a missing value)") }
+            return n.floatValue
+        }
         if let arr = value as? [Any] {
             guard arr.count == names.count else { throw CLIError("\(what): \(arr.count) values, the model takes \(names.count): \(names.joined(separator: ", "))") }
-            return try arr.enumerated().map { i, v in
-                guard let n = v as? NSNumber else { throw CLIError("\(what): value \(i) is not a number") }
-                return n.floatValue
-            }
+            return try arr.enumerated().map { i, v in try number(v, features[i], "value \(i)") }
         }
         guard let obj = value as? [String: Any] else { throw CLIError("\(what) must be an object or an array") }
         if let extra = obj.keys.first(where: { !names.contains($0) }) {
             throw CLIError("\(what): unknown feature '\(extra)'; the model takes \(names.joined(separator: ", "))")
         }
-        return try names.map { name in
-            guard let v = obj[name] else { throw CLIError("\(what): missing feature '\(name)'") }
-            guard let n = v as? NSNumber else { throw CLIError("\(what): '\(name)' is not a number") }
-            return n.floatValue
+        return try features.map { f in
+            guard let v = obj[f.name] else {
+                throw CLIError("\(what): missing feature '\(f.name)'\(f.allowsMissing ? " (write null for a missing value)" : "")")
+            }
+            return try number(v, f, "'\(f.name)'")
         }
     }
 
