@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test test-sanitize demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt clean
+.PHONY: help deps build release test test-sanitize alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -14,6 +14,7 @@ help:
 	@echo "make test     install what is missing, build, run every test"
 	@echo "make test-sanitize  every test under AddressSanitizer, then ThreadSanitizer (about 3 min; CI runs it)"
 	@echo "make demo     train a lead-grading model, serve it, score leads with the CLI"
+	@echo "make alloc-check  allocation counts of the hot paths (ordo-one/benchmark): must stay at bench/alloc/Thresholds"
 	@echo "make demo-gbdt  train a LightGBM model in Python, import it, serve it, score with the CLI, compare with LightGBM"
 	@echo "make quality  compare held-out AUC with LightGBM on the same CSV (pip installs lightgbm)"
 	@echo "make bench       benchmark suite: every scenario against the C floor, Redis, grpc-swift, grpcio+LightGBM"
@@ -35,6 +36,9 @@ test: deps
 
 test-sanitize: deps
 	@./scripts/test-sanitize.sh
+
+alloc-check: deps
+	@cd bench/alloc && swift package --allow-writing-to-package-directory benchmark thresholds check --no-progress
 
 demo: release
 	@./scripts/demo.sh "$(STORE)" "$(PORT)" "$(MODEL)"

@@ -99,28 +99,32 @@ public final class GbdtModel: ScoringModel, @unchecked Sendable {
         let c = contextCount
         let m = f - c
         let n = batch.candidateCount
-        // Rows are the context followed by each candidate's features, built in a block on the stack.
-        let block = max(1, min(64, 16_384 / f))
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: block * f) { rowsBuffer in
-            withUnsafeTemporaryAllocation(of: Double.self, capacity: block) { sumsBuffer in
-                let rows = rowsBuffer.baseAddress!, sums = sumsBuffer.baseAddress!
-                var start = 0
-                while start < n {
-                    let count = min(block, n - start)
+        // Rows are the context followed by each candidate's features, built a block at a time in this thread's
+        // scratch (no copy at all when there is no context).
+        let block = max(1, min(64, 65_536 / (4 * f)))
+        ThreadScratch.with(bytes: block * (4 * f + 8)) { raw in
+            let sums = raw.bindMemory(to: Double.self, capacity: block)
+            let rows = (raw + 8 * block).bindMemory(to: Float.self, capacity: block * f)
+            var start = 0
+            while start < n {
+                let count = min(block, n - start)
+                let input: UnsafePointer<Float>
+                if c == 0 {
+                    input = batch.candidates.baseAddress! + start * m
+                } else {
                     for r in 0..<count {
                         let row = rows + r * f
                         for j in 0..<c { row[j] = batch.context[j] }
-                        if m > 0 {
-                            (row + c).update(from: batch.candidates.baseAddress! + (start + r) * m, count: m)
-                        }
-                        sums[r] = baseMargin
+                        if m > 0 { (row + c).update(from: batch.candidates.baseAddress! + (start + r) * m, count: m) }
                     }
-                    forest.accumulate(rows: rows, count: count, into: sums)
-                    for r in 0..<count {
-                        out.scores[start + r] = Float(transform.apply(sums[r], scale: sigmoidScale))
-                    }
-                    start += count
+                    input = UnsafePointer(rows)
                 }
+                for r in 0..<count { sums[r] = baseMargin }
+                forest.accumulate(rows: input, count: count, into: sums)
+                for r in 0..<count {
+                    out.scores[start + r] = Float(transform.apply(sums[r], scale: sigmoidScale))
+                }
+                start += count
             }
         }
     }

@@ -1,0 +1,162 @@
+@_spi(Benchmarks) import ArbiterServer
+import ArbiterModels
+import ArbiterStore
+import ArbiterTraining
+import ArbiterWire
+import Benchmark
+import Foundation
+import Gbdt
+import LeadGrading
+import NIOCore
+
+/// Allocation counts of the hot paths. Each path is measured at 10 and at 1,000 candidates: a count that
+/// grows with the candidates is an allocation per candidate. The thresholds in Thresholds/ are the counts
+/// measured when they were written (zero on every path); `swift package benchmark thresholds check` fails
+/// when one changes.
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(metrics: [.mallocCountTotal], warmupIterations: 3, scalingFactor: .one,
+                                           maxDuration: .seconds(1), maxIterations: 200)
+    let models = Models.shared
+
+    for n in [10, 1_000] {
+        let rows = Models.gbdtRows(n)
+        Benchmark("gbdt-kernel-\(n)-candidates") { benchmark in
+            rows.withUnsafeBufferPointer { input in
+                Scratch.withOutputs(n) { out in
+                    let batch = ScoreBatch(context: UnsafeBufferPointer(start: nil, count: 0), candidates: input, candidateCount: n)
+                    models.gbdt.score(batch, into: out)  // this thread's scratch grows once
+                    benchmark.startMeasurement()
+                    for _ in benchmark.scaledIterations { models.gbdt.score(batch, into: out) }
+                    benchmark.stopMeasurement()
+                }
+            }
+        }
+        // Three of the twelve features are the request's context: rows are assembled per block.
+        let candidates = Models.gbdtCandidates(rows, n)
+        Benchmark("gbdt-kernel-with-context-\(n)-candidates") { benchmark in
+            Models.gbdtContext.withUnsafeBufferPointer { ctx in
+                candidates.withUnsafeBufferPointer { input in
+                    Scratch.withOutputs(n) { out in
+                        let batch = ScoreBatch(context: ctx, candidates: input, candidateCount: n)
+                        models.gbdtWithContext.score(batch, into: out)
+                        benchmark.startMeasurement()
+                        for _ in benchmark.scaledIterations { models.gbdtWithContext.score(batch, into: out) }
+                        benchmark.stopMeasurement()
+                    }
+                }
+            }
+        }
+        let leads = Models.leadRows(n)
+        Benchmark("lead-grading-\(n)-candidates") { benchmark in
+            Models.leadContext.withUnsafeBufferPointer { ctx in
+                leads.withUnsafeBufferPointer { input in
+                    Scratch.withOutputs(n) { out in
+                        benchmark.startMeasurement()
+                        for _ in benchmark.scaledIterations {
+                            models.leads.score(ScoreBatch(context: ctx, candidates: input, candidateCount: n), into: out)
+                        }
+                        benchmark.stopMeasurement()
+                    }
+                }
+            }
+        }
+        // A whole SCORE frame through the server's codec: decode, check, score, top-k, encode the RESULT.
+        var frame = ByteBuffer()
+        Frame(requestID: 1, message: .score(ScoreRequest(model: "leads", topK: 5, context: Models.leadContext,
+                                                          candidateIDs: (0..<n).map { UInt64($0) }, candidateFeatureCount: 6,
+                                                          candidateFeatures: leads))).encode(into: &frame)
+        let request = frame
+        Benchmark("score-frame-through-codec-lead-grading-\(n)-candidates-top-5") { benchmark in
+            var path = ScorePath(name: "leads", model: models.leads)
+            var warm = request
+            blackHole(try path.answer(&warm))  // the scratch buffers grow to this size once
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                var input = request
+                blackHole(try path.answer(&input))
+            }
+            benchmark.stopMeasurement()
+        }
+    }
+}
+
+/// The models, loaded from a store like the server's.
+final class Models: Sendable {
+    let gbdt: any ScoringModel
+    let gbdtWithContext: any ScoringModel
+    let leads: any ScoringModel
+
+    static let gbdtContext: [Float] = [0.5, .nan, -1]
+
+    /// The candidate part (features 3...11) of `rows`.
+    static func gbdtCandidates(_ rows: [Float], _ n: Int) -> [Float] {
+        var out: [Float] = []
+        for i in 0..<n { out += rows[(i * 12 + 3)..<(i * 12 + 12)] }
+        return out
+    }
+
+    static let shared = Models()
+
+    static let leadContext: [Float] = [3, 4200]
+
+    static func leadRows(_ n: Int) -> [Float] {
+        var out: [Float] = []
+        for i in 0..<n {
+            let row: [Float] = [Float(i % 5), Float(i % 12), Float(3 + i % 40), Float(0.05) * Float(i % 3), Float(i % 30), Float(i % 10)]
+            out += row
+        }
+        return out
+    }
+
+    static func gbdtRows(_ n: Int) -> [Float] {
+        var out: [Float] = []
+        for i in 0..<n {
+            for j in 0..<12 {
+                let v: Float = (i + j) % 7 == 0 ? .nan : Float((i * 31 + j * 17) % 100) / 25 - 2
+                out.append(v)
+            }
+        }
+        return out
+    }
+
+    init() {
+        let store = FileManager.default.temporaryDirectory.appendingPathComponent("arbiter-alloc-\(getpid())").path
+        let env = try! StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: 256 << 20, create: true))
+        let catalog = Catalog(environment: env)
+        var registry = ModelRegistry()
+        registry.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
+        registry.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
+
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Tests/ArbiterTrainingTests/Fixtures/gbdt/xgboost-binary.json").path
+        let forest = try! ImportedForest.read(.xgboostJSON, file: fixture)
+        let schema = try! GbdtImport.schema(for: forest, options: GbdtImportOptions(), file: fixture)
+        try! GbdtImport.publish(forest, schema: schema, golden: GbdtImport.goldenCases(forest, schema: schema, rows: []),
+                                model: "gbdt", catalog: catalog)
+        gbdt = try! registry.load(LoadedVersion(environment: env, model: "gbdt"))
+        var withContext = GbdtImportOptions()
+        withContext.contextFeatures = 3
+        let schema3 = try! GbdtImport.schema(for: forest, options: withContext, file: fixture)
+        try! GbdtImport.publish(forest, schema: schema3, golden: GbdtImport.goldenCases(forest, schema: schema3, rows: []),
+                                model: "gbdt3", catalog: catalog)
+        gbdtWithContext = try! registry.load(LoadedVersion(environment: env, model: "gbdt3"))
+
+        var o = FMTrainingOptions()
+        o.maxEpochs = 2
+        let trained = try! LeadGradingTrainer.train(rows: LeadData.generate(rows: 2000, seed: 1), options: o)
+        try! LeadGradingTrainer.publish(trained, model: "leads", catalog: catalog)
+        leads = try! registry.load(LoadedVersion(environment: env, model: "leads"))
+    }
+}
+
+/// Output buffers, allocated before measuring.
+enum Scratch {
+    static func withOutputs(_ n: Int, _ body: (ScoreOutput) -> Void) {
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        let floats = UnsafeMutablePointer<Float>.allocate(capacity: 3 * n)
+        let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: n)
+        defer { scores.deallocate(); floats.deallocate(); codes.deallocate() }
+        body(ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+    }
+}
