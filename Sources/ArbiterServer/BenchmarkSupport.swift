@@ -4,7 +4,8 @@ import NIOCore
 
 /// The server's per-request work for one SCORE — cut the frame, view its body, copy and check the inputs,
 /// score, select top-k, encode the RESULT into a reused buffer — without a socket, for the allocation
-/// benchmarks (bench/alloc). The same functions the connection handler calls, in the same order.
+/// benchmarks (bench/alloc): the functions the connection handler calls for a SCORE, in its order (its
+/// model lookup and feature-count checks aside, which allocate only to word an error).
 @_spi(Benchmarks)
 public struct ScorePath: ~Copyable {
     let model: ServingModel
