@@ -50,6 +50,7 @@ let package = Package(
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "ArbiterModels", package: "Arbiter"),
             .product(name: "LeadGrading", package: "Arbiter"),
+            .product(name: "Gbdt", package: "Arbiter"),
             .product(name: "ArbiterStore", package: "Arbiter"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -59,6 +59,17 @@ if ! "$BIN/arbiter-train" versions --store "$STORE" --model "$MODEL" >/dev/null 
   rm -rf "$STORE"
   "$BIN/arbiter-train" train --kind lead-grading --data "$WORK/leads.csv" --store "$STORE" --model "$MODEL" >/dev/null
 fi
+# The tree model of the gbdt scenarios (300 trees of depth 6 over 40 features, trained with xgboost by
+# bench/gbdt/kernel_peers.py), imported as model `trees`; left out when Python lacks xgboost (the smoke).
+TREES=0
+if [ "$MODE" != smoke ] && python3 -c 'import xgboost, lightgbm, numpy' 2>/dev/null; then
+  if ! "$BIN/arbiter-train" versions --store "$STORE" --model trees >/dev/null 2>&1; then
+    say "importing the 300-tree benchmark model into $STORE"
+    [ -f "$WORK/gbdt/xgboost.json" ] || python3 "$BENCH/gbdt/kernel_peers.py" make "$WORK/gbdt"
+    "$BIN/arbiter-train" import --format xgboost-json --file "$WORK/gbdt/xgboost.json" --store "$STORE" --model trees >/dev/null
+  fi
+  TREES=1
+fi
 
 # --- servers -------------------------------------------------------------------------------------------
 PIDS=()
@@ -195,6 +206,13 @@ say "lead-1, 4 connections, 20,000/s (the Python peer cannot take this rate: see
 run c-floor arbiter "$F_PORT" lead-1 20000 4 $(R)
 run arbiterd arbiter "$A_PORT" lead-1 20000 4 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 20000 4 --timeout-ms 200
+
+if [ "$TREES" = 1 ]; then
+  say "gbdt-200 (200 candidates, 300 trees of depth 6), 4 connections, 500/s"
+  run c-floor arbiter "$F_PORT" gbdt-200 500 4 $(R)
+  run arbiterd arbiter "$A_PORT" gbdt-200 500 4 $(R)
+  [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" gbdt-200 500 4 $(R)
+fi
 
 say "lead-1, 1 connection, 300/s (a rate every server here sustains)"
 run c-floor arbiter "$F_PORT" lead-1 300 1 $(R)

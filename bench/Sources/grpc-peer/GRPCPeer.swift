@@ -2,6 +2,7 @@
 // same LMDB store: the peer that shows what Arbiter's own protocol buys over gRPC. It loads each model's
 // active version once at start (no hot swap: it exists to be measured).
 import ArbiterModels
+import Gbdt
 import LeadGrading
 import ArbiterStore
 import ArgumentParser
@@ -29,6 +30,7 @@ struct GRPCPeer: AsyncParsableCommand {
         let env = try StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib << 30))
         var registry = ModelRegistry()
         registry.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
+        registry.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
         var models: [String: any ScoringModel] = [:]
         for name in try Catalog(environment: env).models() {
             let loaded = try LoadedVersion(environment: env, model: name)

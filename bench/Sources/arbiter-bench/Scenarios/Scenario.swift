@@ -26,7 +26,7 @@ struct Scenario: Sendable {
     /// The same request as a RESP command's arguments; nil if none.
     let resp: [String]?
 
-    static let all: [Scenario] = [.ping, .lead1, .lead100]
+    static let all: [Scenario] = [.ping, .lead1, .lead100, .gbdt200]
 
     static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 
