@@ -1,7 +1,8 @@
 import NIOCore
 
 /// gRPC over HTTP/2 (cleartext, prior knowledge), spoken directly: each request is one HTTP/2 stream — a
-/// HEADERS frame and a DATA frame with END_STREAM, encoded once; only the stream id is patched per send
+/// HEADERS frame and DATA frames of at most 16 KiB, the last with END_STREAM, encoded once; only the stream
+/// id is patched per send
 /// (stream = 2 × seq + 1). The client advertises the largest flow-control windows at the handshake, so it
 /// never has to send WINDOW_UPDATE during a run (2 GiB of answers per connection).
 ///
@@ -10,9 +11,10 @@ import NIOCore
 public struct GRPCTarget: Target {
     public let name: String
     let template: [UInt8]
-    /// Offsets of the two 31-bit stream ids in `template`.
-    let headersStreamOffset: Int
-    let dataStreamOffset: Int
+    /// Offsets of the 31-bit stream ids in `template`: the HEADERS frame's, then each DATA frame's.
+    let streamOffsets: [Int]
+    /// HTTP/2's initial SETTINGS_MAX_FRAME_SIZE: a larger message goes out as several DATA frames.
+    static let maxFramePayload = 16_384
     public var requestBytes: Int { template.count }
 
     /// `path` is the method's, e.g. "/arbiter.bench.v1.Scorer/Score"; `message` the serialized protobuf.
@@ -33,15 +35,21 @@ public struct GRPCTarget: Target {
         block += [0x0F, 0x10]; string("application/grpc")
         block.append(0x00); string("te"); string("trailers")
         var t: [UInt8] = []
-        headersStreamOffset = 5
+        var offsets = [5]
         Self.frameHeader(&t, length: block.count, type: 0x1, flags: 0x4, stream: 1)  // END_HEADERS
         t += block
-        dataStreamOffset = t.count + 5
         var payload: [UInt8] = [0]  // not compressed
         payload += withUnsafeBytes(of: UInt32(message.count).bigEndian, Array.init)
         payload += message
-        Self.frameHeader(&t, length: payload.count, type: 0x0, flags: 0x1, stream: 1)  // END_STREAM
-        t += payload
+        var start = 0
+        repeat {
+            let end = min(start + Self.maxFramePayload, payload.count)
+            offsets.append(t.count + 5)
+            Self.frameHeader(&t, length: end - start, type: 0x0, flags: end == payload.count ? 0x1 : 0, stream: 1)  // END_STREAM on the last
+            t += payload[start..<end]
+            start = end
+        } while start < payload.count
+        streamOffsets = offsets
         template = t
     }
 
@@ -81,9 +89,8 @@ public struct GRPCTarget: Target {
         precondition(seq < 1 << 30, "HTTP/2 stream ids are 31 bits")
         let stream = UInt32(seq * 2 + 1).bigEndian
         withUnsafeBytes(of: stream) { s in
-            for i in 0..<4 {
-                buffer[headersStreamOffset + i] = s[i]
-                buffer[dataStreamOffset + i] = s[i]
+            for offset in streamOffsets {
+                for i in 0..<4 { buffer[offset + i] = s[i] }
             }
         }
     }
