@@ -25,19 +25,10 @@ public enum OtherProcess {
 
     /// Runs `executable` with `arguments`; throws with its output unless it exits 0.
     @discardableResult
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw ReferenceError("\(executable) \(arguments.joined(separator: " ")) exited \(p.terminationStatus): \(text)")
+    public static func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let (status, text) = try capture(executable, arguments)
+        guard status == 0 else {
+            throw ReferenceError("\(executable) \(arguments.joined(separator: " ")) exited \(status): \(text)")
         }
         return text
     }
