@@ -7,7 +7,8 @@
 #   bench/run.sh smoke   CI: builds bench/ (debug), runs its tests, then 10 s of ping and of lead-1
 #                        against arbiterd; fails on any error
 #
-# Environment: REPEATS (3), DURATION (5 s), WARMUP (1 s), NAME (results file name, default MODE-DATE),
+# Environment: REPEATS (3), DURATION (5 s), WARMUP (1 s), TIMEOUT_MS (1000: the same request timeout for every
+# server, Arbiter and peers alike), NAME (results file name, default MODE-DATE),
 # SKIP_PYTHON=1 / SKIP_GRPC=1 to leave out those peers, BUILD=debug for the smoke.
 set -euo pipefail
 MODE=${1:-quick}
@@ -19,6 +20,7 @@ RESULTS="$BENCH/results"
 REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
+TIMEOUT_MS=${TIMEOUT_MS:-1000}
 NAME=${NAME:-$MODE-$(date +%Y-%m-%d)}
 # The CI smoke is a check, not a result: its output stays out of the committed results.
 [ "$MODE" = smoke ] && RESULTS="$WORK/results"
@@ -121,7 +123,7 @@ run() {  # label protocol port scenario rate connections [extra arbiter-bench op
   shift 6
   quiet
   "$HARNESS" run --label "$label" --protocol "$proto" --port "$port" --scenario "$scenario" --model "$MODEL" \
-    --rate "$rate" --connections "$conns" --warmup "$WARMUP" --duration "$DURATION" --out "$OUT" "$@"
+    --rate "$rate" --connections "$conns" --warmup "$WARMUP" --duration "$DURATION" --timeout-ms "$TIMEOUT_MS" --out "$OUT" "$@"
 }
 
 if [ "$MODE" = smoke ]; then
@@ -194,18 +196,18 @@ run c-floor arbiter "$F_PORT" ping 5000 1 $(R)
 run arbiterd arbiter "$A_PORT" ping 5000 1 $(R)
 [ -n "$R_PORT" ] && run redis resp "$R_PORT" ping 5000 1 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" ping 5000 1 $(R)
-[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" ping 5000 1 --timeout-ms 200
+[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" ping 5000 1
 
 say "lead-1, 1 connection, 5,000/s"
 run c-floor arbiter "$F_PORT" lead-1 5000 1 $(R)
 run arbiterd arbiter "$A_PORT" lead-1 5000 1 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 5000 1 $(R)
-[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-1 5000 1 --timeout-ms 200
+[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-1 5000 1
 
 say "lead-1, 4 connections, 20,000/s (the Python peer cannot take this rate: see its saturation below)"
 run c-floor arbiter "$F_PORT" lead-1 20000 4 $(R)
 run arbiterd arbiter "$A_PORT" lead-1 20000 4 $(R)
-[ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 20000 4 --timeout-ms 200
+[ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 20000 4
 
 if [ "$TREES" = 1 ]; then
   say "gbdt-200 (200 candidates, 300 trees of depth 6), 4 connections, 500/s"
@@ -224,7 +226,7 @@ say "lead-100, 1 connection, 1,000/s"
 run c-floor arbiter "$F_PORT" lead-100 1000 1 $(R)
 run arbiterd arbiter "$A_PORT" lead-100 1000 1 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-100 1000 1 $(R)
-[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-100 1000 1 --timeout-ms 200
+[ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-100 1000 1
 
 say "capacity: ping at 64 connections x 16 in flight, lead-1 at 4 x 16"
 sat() { quiet; "$HARNESS" run --label "$1" --protocol "$2" --port "$3" --scenario "$4" --model "$MODEL" --connections "$5" \
