@@ -46,9 +46,12 @@ import Testing
 
         var text: String { output.text.withLockedValue { $0 } }
 
-        /// Waits until the output contains `marker` (true) or the process exits without it (false).
+        /// Waits until the output contains `marker` (true) or the process exits without it (false); throws
+        /// after 120 s.
         func waitFor(_ marker: String) async throws -> Bool {
+            let deadline = ContinuousClock.now + .seconds(120)
             while true {
+                guard ContinuousClock.now < deadline else { throw ClientTestError("no '\(marker)' from the trainer in 120 s: \(text)") }
                 if text.contains(marker) { return true }
                 if !process.isRunning {
                     try await Task.sleep(for: .milliseconds(50))  // let the last output arrive

@@ -114,6 +114,16 @@ struct ClientTestError: Error, CustomStringConvertible {
     init(_ s: String) { description = s }
 }
 
+/// Polls `condition` every millisecond until it holds; fails the test (throws) after `seconds`, so a
+/// broken server cannot hang the suite.
+func waitUntil(_ what: String, seconds: Double = 10, _ condition: () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while try !condition() {
+        guard ContinuousClock.now < deadline else { throw ClientTestError("gave up after \(seconds) s waiting until \(what)") }
+        try await Task.sleep(for: .milliseconds(1))
+    }
+}
+
 /// A fresh connection to `port` answers PING: the server is still serving.
 func serverStillAnswers(_ port: Int) throws -> Bool {
     try RawConnection(port: port).pingWorks()

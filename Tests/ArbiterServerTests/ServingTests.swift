@@ -182,11 +182,11 @@ import Testing
             let f = try #require(try c.readFrame())
             #expect(f.header.requestID == id)
         }
-        while gate.waiting == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        try await waitUntil("the held request reaches the gate") { gate.waiting > 0 }
 
         let stopping = Task { try await server.shutdown() }
         // Shutdown has begun once the port refuses connections; the connection then learns it should close.
-        while (try? RawConnection(port: port)) != nil { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("the port refuses connections") { (try? RawConnection(port: port)) == nil }
         try await Task.sleep(for: .milliseconds(100))
         gate.open()
 
@@ -248,7 +248,7 @@ import Testing
             let gate = Gate()
             let loops = Array(server.group.makeIterator())
             for loop in loops { loop.execute { gate.pass() } }
-            while gate.waiting < loops.count { try await Task.sleep(for: .milliseconds(1)) }
+            try await waitUntil("every loop is held") { gate.waiting == loops.count }
 
             let returned = NIOLockedValueBox(false)
             let reloading = Task {
@@ -256,7 +256,7 @@ import Testing
                 returned.withLockedValue { $0 = true }
             }
             // The loader has built the new table (admin paths see it), but no loop can take it while held.
-            while server.served.first?.version != 2 { try await Task.sleep(for: .milliseconds(1)) }
+            try await waitUntil("the loader builds the new table") { server.served.first?.version == 2 }
             try await Task.sleep(for: .milliseconds(50))
             #expect(!returned.withLockedValue { $0 }, "reload() returned while the event loops still served v1")
             gate.open()

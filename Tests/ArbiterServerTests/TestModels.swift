@@ -53,11 +53,13 @@ final class Gate: Sendable {
     /// How many scoring calls are waiting at the gate now.
     var waiting: Int { state.withLockedValue { $0.waiting } }
 
+    /// Waits until the gate opens, or 30 s (so that a failed test cannot leave a server thread blocked forever).
     func pass() {
         condition.lock()
         defer { condition.unlock() }
         state.withLockedValue { $0.waiting += 1 }
-        while !state.withLockedValue({ $0.open }) { condition.wait() }
+        let deadline = Date(timeIntervalSinceNow: 30)
+        while !state.withLockedValue({ $0.open }), condition.wait(until: deadline) {}
         state.withLockedValue { $0.waiting -= 1 }
     }
 }
