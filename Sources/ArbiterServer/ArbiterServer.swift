@@ -146,22 +146,22 @@ public final class ArbiterServer: Sendable {
                 let cleared = environment.clearStaleReaders()
                 if cleared > 0 { logger.warning("cleared \(cleared) stale LMDB reader slots") }
             }
-            guard let g = readGeneration(&w) else { return false }
+            guard case .success(let g) = readGeneration(&w) else { return false }
             return g != w.lastGeneration
         }
         if changed { reloadNow() }
     }
 
-    /// The store's generation, or nil when it cannot be read. A store grown beyond this server's map is
-    /// reported once (the loaded versions keep serving; a restart maps the larger store).
-    private func readGeneration(_ w: inout Watcher) -> UInt64? {
+    /// The store's generation, or why it cannot be read (logged here). A store grown beyond this server's
+    /// map is reported once (the loaded versions keep serving; a restart maps the larger store).
+    private func readGeneration(_ w: inout Watcher) -> Result<UInt64, any Error> {
         do {
             let g = try Catalog(environment: environment).generation()
             if w.outgrown {
                 w.outgrown = false
                 logger.notice("the store is readable again; loading new versions resumes")
             }
-            return g
+            return .success(g)
         } catch let e as StoreError {
             if case .mapOutgrown = e {
                 if !w.outgrown {
@@ -171,10 +171,10 @@ public final class ArbiterServer: Sendable {
             } else {
                 logger.error("cannot read the store's generation: \(e)")
             }
-            return nil
+            return .failure(e)
         } catch {
             logger.error("cannot read the store's generation: \(error)")
-            return nil
+            return .failure(error)
         }
     }
 
@@ -182,11 +182,9 @@ public final class ArbiterServer: Sendable {
     private func reloadNow() -> EventLoopFuture<Void> {
         let loop = loaderGroup.next()
         let outcome = watcher.withLockedValue { w -> Result<ModelTable, any Error> in
-            do {
-                w.lastGeneration = try Catalog(environment: environment).generation()
-            } catch {
-                _ = readGeneration(&w)
-                return .failure(error)
+            switch readGeneration(&w) {
+            case .success(let g): w.lastGeneration = g
+            case .failure(let error): return .failure(error)
             }
             let before = state.table
             let after = loader.loadAll(keeping: before)
