@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
@@ -45,8 +46,10 @@ let package = Package(
             .product(name: "ArbiterTraining", package: "Arbiter"),
             .product(name: "Gbdt", package: "Arbiter"),
         ]),
+        // The grpc-swift peer's hand-written codec for scorer.proto (tested against ScorerMessages).
+        .target(name: "ScorerCodec"),
         .executableTarget(name: "grpc-peer", dependencies: [
-            "ScorerMessages",
+            "ScorerCodec", "ScorerMessages",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "ArbiterModels", package: "Arbiter"),
             .product(name: "LeadGrading", package: "Arbiter"),
@@ -57,7 +60,14 @@ let package = Package(
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         ]),
-        .testTarget(name: "BenchCoreTests", dependencies: ["BenchCore"]),
+        .testTarget(name: "BenchCoreTests", dependencies: [
+            "BenchCore",
+            .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        ]),
+        .testTarget(name: "ScorerCodecTests", dependencies: [
+            "ScorerCodec", "ScorerMessages",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

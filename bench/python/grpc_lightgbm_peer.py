@@ -114,13 +114,15 @@ def main():
             if not np.isfinite(X).all():
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "NaN or infinite feature")
             c, i, h = chain(boosters, X)
-            grades = [GRADES[int(np.searchsorted(-thresholds, -p, side="right"))] for p in h]
+            # Grade codes (0 = A ... 3 = D) as one byte per candidate, labelled by code_labels, as the
+            # grpc-swift peer and Arbiter's RESULT send them.
+            grades = np.searchsorted(-thresholds, -h, side="right").astype(np.uint8).tobytes()
             return pb2.ScoreReply(
                 version=1, scores=h.tolist(),
                 columns=[pb2.Column(name="p_contact", values=c.tolist()),
                          pb2.Column(name="p_interview", values=i.tolist()),
                          pb2.Column(name="p_hire", values=h.tolist()),
-                         pb2.Column(name="grade", labels=grades)],
+                         pb2.Column(name="grade", codes=grades, code_labels=GRADES)],
                 compute_micros=(time.perf_counter_ns() - started) // 1000)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers))

@@ -12,7 +12,8 @@
 ///   - bench/Sources/grpc-peer: a grpc-swift-2 server scoring through the same ArbiterModels code;
 ///   - bench/python/grpc_lightgbm_peer.py: a grpcio server scoring with LightGBM.
 /// arbiter-bench drives both with the same pre-encoded requests. The Swift code generated from this file is
-/// committed (bench/Sources/ScorerProto); regenerate it with bench/proto/generate.sh after editing.
+/// committed (the messages in bench/Sources/ScorerMessages, the service in bench/Sources/grpc-peer); regenerate
+/// it with bench/proto/generate.sh after editing.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -109,8 +110,11 @@ public nonisolated struct Arbiter_Bench_V1_Column: Sendable {
   /// A float column: one value per candidate.
   public var values: [Float] = []
 
-  /// A categorical column: one label per candidate (lead grading's grade letters).
-  public var labels: [String] = []
+  /// A categorical column (lead grading's grade): one code per candidate, an index into code_labels.
+  public var codes: Data = Data()
+
+  /// The label of each code (lead grading: "A", "B", "C", "D").
+  public var codeLabels: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -278,7 +282,7 @@ nonisolated extension Arbiter_Bench_V1_ScoreReply: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Arbiter_Bench_V1_Column: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Column"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}values\0\u{1}labels\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}values\0\u{2}\u{2}codes\0\u{3}code_labels\0\u{b}labels\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -288,7 +292,8 @@ nonisolated extension Arbiter_Bench_V1_Column: SwiftProtobuf.Message, SwiftProto
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeRepeatedFloatField(value: &self.values) }()
-      case 3: try { try decoder.decodeRepeatedStringField(value: &self.labels) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.codes) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.codeLabels) }()
       default: break
       }
     }
@@ -301,8 +306,11 @@ nonisolated extension Arbiter_Bench_V1_Column: SwiftProtobuf.Message, SwiftProto
     if !self.values.isEmpty {
       try visitor.visitPackedFloatField(value: self.values, fieldNumber: 2)
     }
-    if !self.labels.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.labels, fieldNumber: 3)
+    if !self.codes.isEmpty {
+      try visitor.visitSingularBytesField(value: self.codes, fieldNumber: 4)
+    }
+    if !self.codeLabels.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.codeLabels, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -310,7 +318,8 @@ nonisolated extension Arbiter_Bench_V1_Column: SwiftProtobuf.Message, SwiftProto
   public static func ==(lhs: Arbiter_Bench_V1_Column, rhs: Arbiter_Bench_V1_Column) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.values != rhs.values {return false}
-    if lhs.labels != rhs.labels {return false}
+    if lhs.codes != rhs.codes {return false}
+    if lhs.codeLabels != rhs.codeLabels {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,6 +1,7 @@
 // A grpc-swift-2 server that scores with the same ArbiterModels and plugin code as arbiterd, reading the
-// same LMDB store: the peer that shows what Arbiter's own protocol buys over gRPC. It loads each model's
-// active version once at start (no hot swap: it exists to be measured).
+// same LMDB store, and the same allocation-free path (see Scorer): the peer that shows what Arbiter's own
+// protocol buys over gRPC. It loads each model's active version once at start (no hot swap: it exists to be
+// measured).
 import ArbiterModels
 import Gbdt
 import LeadGrading
@@ -10,6 +11,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
+import ScorerCodec
 import ScorerMessages
 
 @main
@@ -20,14 +22,14 @@ struct GRPCPeer: AsyncParsableCommand {
 
     @Option(help: "The LMDB store directory (written by arbiter-train).") var store: String
     @Option(help: "Address to listen on, HOST:PORT (IPv4).") var listen = "127.0.0.1:7879"
-    @Option(help: "LMDB map size in GiB (as arbiterd's).") var mapSizeGib = 32
+    @Option(help: "LMDB map size in GiB (as arbiterd's; by default the size the store records).") var mapSizeGib: Int?
 
     func run() async throws {
         let parts = listen.split(separator: ":")
         guard parts.count == 2, let port = Int(parts[1]), (1...65535).contains(port) else {
             throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7879")
         }
-        let env = try StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib << 30))
+        let env = try StoreEnvironment.open(path: store, configuration: StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }))
         var registry = ModelRegistry()
         registry.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         registry.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
@@ -52,54 +54,117 @@ struct GRPCPeer: AsyncParsableCommand {
     }
 }
 
-struct Scorer: Arbiter_Bench_V1_Scorer.SimpleServiceProtocol {
-    let models: [String: any ScoringModel]
+/// The message bytes as the transport delivered them (one copy, which grpc-swift's deserializer API makes
+/// every service take), and the reply as written.
+struct RawMessage: Sendable {
+    var bytes: [UInt8]
+}
 
-    func ping(request: Arbiter_Bench_V1_PingRequest, context: ServerContext) async throws -> Arbiter_Bench_V1_PingReply {
-        var reply = Arbiter_Bench_V1_PingReply()
-        reply.payload = request.payload
-        return reply
+struct RawDeserializer: MessageDeserializer {
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> RawMessage {
+        serializedMessageBytes.withUnsafeBytes { RawMessage(bytes: Array($0)) }
+    }
+}
+
+struct RawSerializer: MessageSerializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: RawMessage) throws -> Bytes {
+        Bytes(message.bytes)
+    }
+}
+
+/// Serves scorer.proto with the hand-written codec (ScorerCodec): the same per-request work as arbiterd's
+/// connection handler — view the request, copy and check the inputs, score into per-thread scratch, encode
+/// the answer once — so that what differs from arbiterd is gRPC and HTTP/2, not the peer's own code.
+struct Scorer: RegistrableRPCService {
+    struct Entry: Sendable {
+        let name: [UInt8]
+        let model: any ScoringModel
+        let writer: ScoreReplyWriter
+    }
+    let entries: [Entry]
+    /// Inputs and outputs of the request being scored on this thread (models use ThreadScratch.models).
+    static let scratch = ThreadLocalBuffer()
+
+    init(models: [String: any ScoringModel]) {
+        entries = models.map { name, model in
+            var floatIndex = 0, codeIndex = 0
+            let columns = model.schema.outputs.map { c -> ReplyColumn in
+                switch c.kind {
+                case .float32:
+                    defer { floatIndex += 1 }
+                    return ReplyColumn(name: c.name, kind: .float(index: floatIndex))
+                case .code:
+                    defer { codeIndex += 1 }
+                    return ReplyColumn(name: c.name, kind: .code(index: codeIndex, labels: c.labels.map { Array($0.utf8) }))
+                }
+            }
+            return Entry(name: Array(name.utf8), model: model, writer: ScoreReplyWriter(columns: columns))
+        }
     }
 
-    func score(request: Arbiter_Bench_V1_ScoreRequest, context: ServerContext) async throws -> Arbiter_Bench_V1_ScoreReply {
+    func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        router.registerHandler(forMethod: Arbiter_Bench_V1_Scorer.Method.Ping.descriptor,
+                               deserializer: RawDeserializer(), serializer: RawSerializer()) { request, _ in
+            // PingReply has PingRequest's one field (bytes payload = 1): the request's bytes are the reply.
+            let single = try await ServerRequest(stream: request)
+            return StreamingServerResponse(single: ServerResponse(message: single.message, metadata: [:]))
+        }
+        router.registerHandler(forMethod: Arbiter_Bench_V1_Scorer.Method.Score.descriptor,
+                               deserializer: RawDeserializer(), serializer: RawSerializer()) { request, _ in
+            let single = try await ServerRequest(stream: request)
+            let reply = try score(single.message.bytes)
+            return StreamingServerResponse(single: ServerResponse(message: reply, metadata: [:]))
+        }
+    }
+
+    func entry(named range: Range<Int>, in message: UnsafeRawBufferPointer) -> Entry? {
+        let name = UnsafeRawBufferPointer(rebasing: message[range])
+        return entries.first { e in e.name.withUnsafeBytes { $0.elementsEqual(name) } }
+    }
+
+    func score(_ bytes: [UInt8]) throws -> RawMessage {
         let started = DispatchTime.now().uptimeNanoseconds
-        guard let model = models[request.model] else {
-            throw RPCError(code: .notFound, message: "unknown model '\(request.model)'")
-        }
-        let schema = model.schema
-        let n = request.candidateIds.count
-        guard request.context.count == schema.context.count else {
-            throw RPCError(code: .invalidArgument, message: "\(request.context.count) context features, the schema has \(schema.context.count)")
-        }
-        guard Int(request.candidateFeatureCount) == schema.candidate.count,
-              request.candidateFeatures.count == n * schema.candidate.count else {
-            throw RPCError(code: .invalidArgument, message: "candidate features do not match the schema's \(schema.candidate.count) per candidate")
-        }
-        let invalid = request.context.withUnsafeBufferPointer { ctx in
-            request.candidateFeatures.withUnsafeBufferPointer { cand in
-                schema.firstInvalidValue(context: ctx, candidates: cand, candidateCount: n)
+        return try bytes.withUnsafeBytes { message -> RawMessage in
+            let f: ScoreRequestFields
+            do { f = try ScoreRequestFields.parse(message) } catch {
+                throw RPCError(code: .invalidArgument, message: "malformed ScoreRequest: \(error)")
+            }
+            guard let entry = entry(named: f.model, in: message) else {
+                throw RPCError(code: .notFound, message: "unknown model '\(String(decoding: message[f.model], as: UTF8.self))'")
+            }
+            let schema = entry.model.schema
+            let n = f.candidateCount, nc = schema.context.count, m = schema.candidate.count
+            guard f.contextCount == nc else {
+                throw RPCError(code: .invalidArgument, message: "\(f.contextCount) context features, the schema has \(nc)")
+            }
+            guard f.candidateFeatureCount == m, f.candidateFeatureValues == n * m else {
+                throw RPCError(code: .invalidArgument, message: "candidate features do not match the schema's \(m) per candidate")
+            }
+            // Scratch: context, candidates, scores, float columns, code columns; each 64-byte aligned.
+            func up(_ x: Int) -> Int { (x + 63) & ~63 }
+            let ctxBytes = up(4 * nc), candBytes = up(4 * n * m), scoreBytes = up(4 * n)
+            let floatBytes = up(4 * n * schema.floatColumnCount), codeBytes = up(max(1, n * schema.codeColumnCount))
+            return try Self.scratch.with(bytes: ctxBytes + candBytes + scoreBytes + floatBytes + codeBytes) { p in
+                let ctx = p.bindMemory(to: Float.self, capacity: nc)
+                let cand = (p + ctxBytes).bindMemory(to: Float.self, capacity: n * m)
+                let scores = (p + ctxBytes + candBytes).bindMemory(to: Float.self, capacity: n)
+                let floats = (p + ctxBytes + candBytes + scoreBytes).bindMemory(to: Float.self, capacity: n * schema.floatColumnCount)
+                let codes = (p + ctxBytes + candBytes + scoreBytes + floatBytes).bindMemory(to: UInt8.self, capacity: codeBytes)
+                if nc > 0 { UnsafeMutableRawPointer(ctx).copyMemory(from: message.baseAddress! + f.context.lowerBound, byteCount: 4 * nc) }
+                if n * m > 0 { UnsafeMutableRawPointer(cand).copyMemory(from: message.baseAddress! + f.candidateFeatures.lowerBound, byteCount: 4 * n * m) }
+                let context = UnsafeBufferPointer(start: ctx, count: nc), candidates = UnsafeBufferPointer(start: cand, count: n * m)
+                if let invalid = schema.firstInvalidValue(context: context, candidates: candidates, candidateCount: n) {
+                    throw RPCError(code: .invalidArgument, message: invalid)
+                }
+                entry.model.score(ScoreBatch(context: context, candidates: candidates, candidateCount: n),
+                                  into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+                let micros = UInt32(clamping: (DispatchTime.now().uptimeNanoseconds - started) / 1000)
+                let reply = [UInt8](unsafeUninitializedCapacity: entry.writer.maxSize(candidates: n)) { out, count in
+                    count = entry.writer.write(into: out.baseAddress!, version: entry.model.version.meta.version, candidates: n,
+                                               scores: scores, floatColumns: floats, codeColumns: codes, computeMicros: micros)
+                }
+                return RawMessage(bytes: reply)
             }
         }
-        if let invalid { throw RPCError(code: .invalidArgument, message: invalid) }
-        let r = model.score(context: request.context, candidates: request.candidateFeatures, candidateCount: n)
-        var reply = Arbiter_Bench_V1_ScoreReply()
-        reply.version = model.version.meta.version
-        reply.scores = r.scores
-        var floatIndex = 0, codeIndex = 0
-        for c in schema.outputs {
-            var column = Arbiter_Bench_V1_Column()
-            column.name = c.name
-            switch c.kind {
-            case .float32:
-                column.values = Array(r.floatColumns[floatIndex * n..<(floatIndex + 1) * n])
-                floatIndex += 1
-            case .code:
-                column.labels = r.codeColumns[codeIndex * n..<(codeIndex + 1) * n].map { c.labels[Int($0)] }
-                codeIndex += 1
-            }
-            reply.columns.append(column)
-        }
-        reply.computeMicros = UInt32((DispatchTime.now().uptimeNanoseconds - started) / 1000)
-        return reply
     }
 }
