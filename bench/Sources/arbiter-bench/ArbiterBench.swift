@@ -8,7 +8,7 @@ struct ArbiterBench: ParsableCommand {
         commandName: "arbiter-bench",
         abstract: "Open-loop load generator for Arbiter and its peers; writes JSON, Markdown and SVG results.",
         discussion: "Scenarios: " + Scenario.all.map { "\($0.name) (\($0.about))" }.joined(separator: "; ") + ".",
-        subcommands: [Run.self, Sweep.self, Render.self])
+        subcommands: [Run.self, Sweep.self, Render.self, GRPCMessage.self])
 }
 
 extension WireProtocol: ExpressibleByArgument {}
@@ -148,6 +148,29 @@ struct Sweep: ParsableCommand {
             _ = try target.measure(t, kind: "sweep", repeatIndex: 0,
                                    target.configuration(rate: saturation * p / 100, warmup: warmup, duration: duration, poisson: false))
         }
+    }
+}
+
+/// Writes a scenario's gRPC request, so that another client (bench/python/grpcio_load.py) sends the very
+/// bytes the harness sends.
+struct GRPCMessage: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grpc-message",
+        abstract: "Write a scenario's serialized gRPC request to a file and print its method path.")
+    @Option(help: "Scenario: \(Scenario.all.map(\.name).joined(separator: ", ")).") var scenario: String
+    @Option(help: "Model for SCORE scenarios.") var model = "leads"
+    @Option(help: "File to write the serialized request message to.") var out: String
+
+    func run() throws {
+        guard let s = Scenario.named(scenario) else {
+            throw ValidationError("unknown scenario '\(scenario)'; known: \(Scenario.all.map(\.name).joined(separator: ", "))")
+        }
+        guard let grpc = s.grpc else { throw ValidationError("scenario \(scenario) has no gRPC form") }
+        let (path, message) = grpc(model)
+        guard FileManager.default.createFile(atPath: out, contents: Data(message)) else {
+            throw ValidationError("cannot write \(out)")
+        }
+        print(path)
     }
 }
 

@@ -11,10 +11,29 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
+import NIOCore
+import NIOPosix
 import ScorerCodec
 import ScorerMessages
 
 @main
+enum GRPCPeerMain {
+    /// Swift concurrency's jobs run on NIO's event loops (swift-nio's own advice for servers built on it):
+    /// a call then stays on the loop that read it, instead of hopping to the global pool and back, which
+    /// costs each call two thread wake-ups. Installing the hook must happen on the main thread, before any
+    /// task runs, so this entry point is synchronous.
+    static func main() {
+        let installed = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        if !installed { print("grpc-peer: Swift concurrency keeps its own pool (the NIO executor hook was unavailable)") }
+        Task {
+            await GRPCPeer.main()
+            exit(0)
+        }
+        // The main thread serves the main actor (ArgumentParser runs commands there) until the task exits.
+        dispatchMain()
+    }
+}
+
 struct GRPCPeer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grpc-peer",
