@@ -190,12 +190,27 @@ cat "$MACHINE"
 
 R() { [ "$REPEATS" -gt 1 ] && echo "--repeats $REPEATS" || true; }
 
+# grpcio's own client against the grpc-swift peer, with the harness's request bytes: a stock gRPC client's
+# view of the same server, so the gRPC figures do not rest on the harness's HTTP/2 client alone.
+STOCK=0
+[ -n "$G_PORT" ] && python3 -c 'import grpc' 2>/dev/null && STOCK=1
+stock() {  # scenario rate connections
+  [ "$STOCK" = 1 ] || return 0
+  local msg="$WORK/$1.grpc" method
+  method=$("$HARNESS" grpc-message --scenario "$1" --model "$MODEL" --out "$msg")
+  quiet
+  python3 "$BENCH/python/grpcio_load.py" --port "$G_PORT" --method "$method" --message "$msg" --scenario "$1" \
+    --label "grpc-swift (grpcio client)" --rate "$2" --connections "$3" --warmup "$WARMUP" --duration "$DURATION" \
+    --timeout-ms "$TIMEOUT_MS" --repeats "$REPEATS" --out "$OUT"
+}
+
 # --- the quick suite -----------------------------------------------------------------------------------
 say "ping, 1 connection, 5,000/s"
 run c-floor arbiter "$F_PORT" ping 5000 1 $(R)
 run arbiterd arbiter "$A_PORT" ping 5000 1 $(R)
 [ -n "$R_PORT" ] && run redis resp "$R_PORT" ping 5000 1 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" ping 5000 1 $(R)
+stock ping 5000 1
 [ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" ping 5000 1
 
 say "lead-1, 1 connection, 5,000/s"
@@ -214,18 +229,21 @@ if [ "$TREES" = 1 ]; then
   run c-floor arbiter "$F_PORT" gbdt-200 500 4 $(R)
   run arbiterd arbiter "$A_PORT" gbdt-200 500 4 $(R)
   [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" gbdt-200 500 4 $(R)
+  stock gbdt-200 500 4
 fi
 
 say "lead-1, 1 connection, 300/s (a rate every server here sustains)"
 run c-floor arbiter "$F_PORT" lead-1 300 1 $(R)
 run arbiterd arbiter "$A_PORT" lead-1 300 1 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-1 300 1 $(R)
+stock lead-1 300 1
 [ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-1 300 1 $(R)
 
 say "lead-100, 1 connection, 1,000/s"
 run c-floor arbiter "$F_PORT" lead-100 1000 1 $(R)
 run arbiterd arbiter "$A_PORT" lead-100 1000 1 $(R)
 [ -n "$G_PORT" ] && run grpc-swift grpc "$G_PORT" lead-100 1000 1 $(R)
+stock lead-100 1000 1
 [ -n "$P_PORT" ] && run grpc-python grpc "$P_PORT" lead-100 1000 1
 
 say "capacity: ping at 64 connections x 16 in flight, lead-1 at 4 x 16"
