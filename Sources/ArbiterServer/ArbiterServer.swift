@@ -156,6 +156,8 @@ public final class ArbiterServer: Sendable {
     /// map is reported once (the loaded versions keep serving; a restart maps the larger store).
     private func readGeneration(_ w: inout Watcher) -> Result<UInt64, any Error> {
         do {
+            // A data file cut short under a running server would fault on the first new page read.
+            try environment.checkIntegrity()
             let g = try Catalog(environment: environment).generation()
             if w.outgrown {
                 w.outgrown = false

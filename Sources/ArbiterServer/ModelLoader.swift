@@ -1,5 +1,6 @@
 import ArbiterModels
 import ArbiterStore
+import Foundation
 import Logging
 
 /// Loads the active version of every model in the store, validating each before it may serve.
@@ -38,8 +39,10 @@ struct ModelLoader: Sendable {
             do {
                 table.models[name] = try load(model: name, version: active)
                 logger.info("loaded \(name) v\(active)")
+                record(name, active, ValidationRecord(outcome: .passed, by: Self.identity), catalog: catalog)
             } catch {
                 let why = "v\(active) failed validation: \(error)"
+                record(name, active, ValidationRecord(outcome: .rejected, reason: "\(error)", by: Self.identity), catalog: catalog)
                 table.failures[name] = why
                 logger.error("model \(name) \(why)")
                 if let current = previous?.models[name] {
@@ -52,6 +55,22 @@ struct ModelLoader: Sendable {
             }
         }
         return table
+    }
+
+    /// "arbiterd pid N on HOST", for validation records.
+    static let identity = "arbiterd pid \(ProcessInfo.processInfo.processIdentifier) on \(ProcessInfo.processInfo.hostName)"
+
+    /// Records a verdict in the store for `arbiter-train versions`, unless the same outcome is recorded
+    /// already or the store is read-only. A failure to record is logged; it never changes what is served.
+    private func record(_ model: String, _ version: UInt64, _ verdict: ValidationRecord, catalog: Catalog) {
+        guard !environment.readOnly else { return }
+        do {
+            if let old = try catalog.validation(model: model, version: version),
+               old.outcome == verdict.outcome, old.reason == verdict.reason { return }
+            try catalog.recordValidation(model: model, version: version, verdict)
+        } catch {
+            logger.warning("could not record the validation of \(model) v\(version) in the store: \(error)")
+        }
     }
 
     private func loadFallback(_ name: String, below: UInt64, catalog: Catalog) -> ServingModel? {

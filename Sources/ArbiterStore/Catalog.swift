@@ -29,6 +29,32 @@ public struct TensorData: Sendable {
 public struct VersionListing: Sendable {
     public var meta: VersionMeta
     public var isActive: Bool
+    /// What the last server that loaded this version found, if one has recorded it.
+    public var validation: ValidationRecord?
+}
+
+/// A server's verdict on a version it loaded: whether it passed validation (its checksums, its kind's
+/// checks and its golden cases) and may serve, or was rejected and why. Servers record it in the store (when
+/// they may write it) so that `arbiter-train versions` shows it; a record never changes which version is
+/// active.
+public struct ValidationRecord: Codable, Equatable, Sendable {
+    public enum Outcome: String, Codable, Sendable {
+        case passed
+        case rejected
+    }
+    public var outcome: Outcome
+    /// Why it was rejected (nil when it passed).
+    public var reason: String?
+    public var unixMillis: Int64
+    /// Which server: "arbiterd pid N on HOST".
+    public var by: String
+
+    public init(outcome: Outcome, reason: String? = nil, at date: Date = Date(), by: String) {
+        self.outcome = outcome
+        self.reason = reason
+        self.unixMillis = Int64(date.timeIntervalSince1970 * 1000)
+        self.by = by
+    }
 }
 
 /// The catalog: which models exist, their versions, which version is active, and the global generation
@@ -67,12 +93,40 @@ public struct Catalog: Sendable {
         let s = try environment.snapshot()
         let active = try s.getUInt64(StoreKeys.active(model))
         var out: [VersionListing] = []
+        var verdicts: [String: ValidationRecord] = [:]
         try s.forEach(prefix: StoreKeys.versionPrefix(model)) { key, value in
-            guard key.hasSuffix("/meta") else { return }
-            let meta = try decodeMeta(value, key: key)
-            out.append(VersionListing(meta: meta, isActive: meta.version == active))
+            if key.hasSuffix("/meta") {
+                let meta = try decodeMeta(value, key: key)
+                out.append(VersionListing(meta: meta, isActive: meta.version == active))
+            } else if key.hasSuffix("/validation") {
+                // A record that does not decode is shown as none: it is advice, never what decides serving.
+                verdicts[String(key.dropLast("validation".count))] = try? JSONDecoder().decode(ValidationRecord.self, from: Data(value))
+            }
         }
+        for i in out.indices { out[i].validation = verdicts[StoreKeys.version(model, out[i].meta.version)] }
         return out
+    }
+
+    /// The validation outcome recorded for `model` v`version`, if any.
+    public func validation(model: String, version: UInt64) throws -> ValidationRecord? {
+        try StoreKeys.validate(model: model)
+        guard let bytes = try environment.snapshot().bytes(StoreKeys.validation(model, version)) else { return nil }
+        return try? JSONDecoder().decode(ValidationRecord.self, from: Data(bytes))
+    }
+
+    /// Records a server's verdict on a version (one small write transaction; the generation is left alone,
+    /// so servers do not reload for it).
+    public func recordValidation(model: String, version: UInt64, _ record: ValidationRecord) throws {
+        try StoreKeys.validate(model: model)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = Array(try encoder.encode(record))
+        try environment.write { txn in
+            guard try txn.get(StoreKeys.meta(model, version)) != nil else {
+                throw StoreError.unknownVersion(model: model, version: version)
+            }
+            try txn.put(StoreKeys.validation(model, version), bytes)
+        }
     }
 
     /// Publishes a version in one write transaction: tensors, manifest, meta (with checksums), the model's

@@ -16,13 +16,21 @@ public struct StoreConfiguration: Sendable {
     public var mapSize: Int?
     /// Reader slots: each loaded version pins one, plus short catalog reads. Default 256.
     public var maxReaders: UInt32
-    /// Create the directory if it is missing (the trainer does; the server does not). Default false.
+    /// Create the store (its directory and LMDB files) if there is none. The trainer's publishing commands
+    /// do; everything else refuses a directory without a store, rather than leaving an empty one behind
+    /// (`arbiterd --create` asks for it). Default false.
     public var create: Bool
+    /// Open with `MDB_RDONLY`: nothing can be written, and the store's directory may be read-only. LMDB
+    /// still records this process's readers in `lock.mdb`, which must then exist and be writable — except
+    /// on a read-only file system, where LMDB uses no locks (nothing can write the store there either).
+    /// Default false.
+    public var readOnly: Bool
 
-    public init(mapSize: Int? = nil, maxReaders: UInt32 = 256, create: Bool = false) {
+    public init(mapSize: Int? = nil, maxReaders: UInt32 = 256, create: Bool = false, readOnly: Bool = false) {
         self.mapSize = mapSize
         self.maxReaders = maxReaders
         self.create = create
+        self.readOnly = readOnly
     }
 
     /// The map size of a new store: 32 GiB.
@@ -84,6 +92,12 @@ public final class StoreEnvironment: @unchecked Sendable {
             throw StoreError.lmdb(operation: "open \(path)", code: ENOTDIR, message: "not a directory")
         }
         let isNew = !FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("data.mdb"))
+        if isNew {
+            guard configuration.create else { throw StoreError.missingStore(path: path) }
+            guard !configuration.readOnly else {
+                throw StoreError.lmdb(operation: "open \(path)", code: EINVAL, message: "a store cannot be created read-only")
+            }
+        }
         if let size = configuration.mapSize, size <= 0 {
             throw StoreError.lmdb(operation: "open \(path)", code: EINVAL, message: "map size \(size) is not positive")
         }
@@ -91,14 +105,27 @@ public final class StoreEnvironment: @unchecked Sendable {
         try check(mdb_env_create(&e), "mdb_env_create")
         guard let e else { throw StoreError.lmdb(operation: "mdb_env_create", code: -1, message: "no environment") }
         var recorded = 0
-        do {
+        do throws(StoreError) {
             // Size 0 before open makes LMDB take the size recorded in the store's meta page.
             try check(mdb_env_set_mapsize(e, isNew ? configuration.mapSize ?? Self.defaultNewSize : 0), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxreaders(e, configuration.maxReaders), "mdb_env_set_maxreaders")
-            try check(mdb_env_open(e, path, UInt32(MDB_NOTLS), 0o644), "mdb_env_open \(path)")
+            let flags = UInt32(MDB_NOTLS) | (configuration.readOnly ? UInt32(MDB_RDONLY) : 0)
+            let rc = mdb_env_open(e, path, flags, 0o644)
+            if (rc == EACCES || rc == EROFS) && !configuration.readOnly {
+                throw StoreError.lmdb(operation: "mdb_env_open \(path)", code: rc,
+                                      message: "\(String(cString: mdb_strerror(rc))); a store this process may only read can be opened read-only (arbiterd --read-only)")
+            } else if rc == EACCES {
+                throw StoreError.lmdb(operation: "mdb_env_open \(path)", code: rc,
+                                      message: "\(String(cString: mdb_strerror(rc))); opened read-only, LMDB still records readers in \(path)/lock.mdb: "
+                                        + "create it once with write access (any reader does), make it writable by this process, or mount the store read-only")
+            }
+            try check(rc, "mdb_env_open \(path)")
+            // Before any page is read: a data file shorter than the pages its meta page counts would fault
+            // (SIGBUS) at the first read past its end.
+            try Self.checkFileSize(e, path: path)
             recorded = Self.mapSize(of: e)
             // Raising is safe here: this instance is new, so no transaction of this process is open on it.
-            if let wanted = configuration.mapSize, wanted > recorded {
+            if let wanted = configuration.mapSize, wanted > recorded, !configuration.readOnly {
                 try check(mdb_env_set_mapsize(e, wanted), "mdb_env_set_mapsize")
             }
         } catch {
@@ -113,7 +140,7 @@ public final class StoreEnvironment: @unchecked Sendable {
         var txn: OpaquePointer?
         var d: MDB_dbi = 0
         do {
-            try check(mdb_txn_begin(e, nil, 0, &txn), "mdb_txn_begin")
+            try check(mdb_txn_begin(e, nil, configuration.readOnly ? UInt32(MDB_RDONLY) : 0, &txn), "mdb_txn_begin")
             try check(mdb_dbi_open(txn, nil, 0, &d), "mdb_dbi_open")
             try check(mdb_txn_commit(txn), "mdb_txn_commit")
         } catch {
@@ -122,6 +149,33 @@ public final class StoreEnvironment: @unchecked Sendable {
             throw error
         }
         dbi = d
+        readOnly = configuration.readOnly
+    }
+
+    /// Whether this process opened the store read-only (writes then fail with a message saying so).
+    public let readOnly: Bool
+
+    /// Fails if `data.mdb` is shorter than the pages the store's newest meta page counts: a truncated copy,
+    /// or a file cut short by a full disk. Reading such a store would fault (SIGBUS) on the first page past
+    /// the end, so every open checks first, and the server checks again before each poll of the store.
+    static func checkFileSize(_ e: OpaquePointer, path: String) throws(StoreError) {
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        var fd: Int32 = -1
+        guard mdb_env_info(e, &info) == 0, mdb_env_stat(e, &stat) == 0, mdb_env_get_fd(e, &fd) == 0 else { return }
+        var st = Glibc.stat()
+        guard fstat(fd, &st) == 0 else { return }
+        let needed = (Int(info.me_last_pgno) + 1) * Int(stat.ms_psize)
+        if Int(st.st_size) < needed {
+            throw StoreError.corrupt("\(path)/data.mdb is \(st.st_size) bytes, but the store's pages reach \(needed) bytes: "
+                + "the file was cut short (a partial copy, or a full disk). Restore it from a complete copy; nothing was read from it")
+        }
+    }
+
+    /// Checks, without reading any page, that `data.mdb` still holds every page the store counts (see
+    /// `checkFileSize`); a long-running reader calls it before reading pages it has not read before.
+    public func checkIntegrity() throws(StoreError) {
+        try Self.checkFileSize(env, path: path)
     }
 
     private static var defaultNewSize: Int { StoreConfiguration.defaultMapSize }
@@ -189,6 +243,7 @@ public final class StoreEnvironment: @unchecked Sendable {
 
     /// Runs `body` in a write transaction and commits it; any throw aborts, leaving the store as it was.
     public func write<T>(_ body: (WriteTransaction) throws -> T) throws -> T {
+        guard !readOnly else { throw StoreError.readOnly(path: path) }
         let txn = try begin(readOnly: false)
         defer { ended() }
         let w = WriteTransaction(txn: txn, dbi: dbi, mapSize: Self.mapSize(of: env))

@@ -20,11 +20,15 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case mapOutgrown(path: String, mapSize: Int, openTransactions: Int)
     /// A write did not fit in the map; nothing was written.
     case mapFull(path: String?, mapSize: Int)
+    /// A write was asked of a store this process opened read-only.
+    case readOnly(path: String)
 
     public var description: String {
         switch self {
         case .lmdb(let op, let code, let msg): "LMDB \(op) failed (\(code)): \(msg)"
-        case .missingStore(let p): "no store at \(p): create one with `arbiter-train train --store \(p) ...`"
+        case .missingStore(let p):
+            "no store at \(p) (no data.mdb there): `arbiter-train train` or `arbiter-train import` with --store \(p) creates one "
+                + "(arbiterd --create starts on a new, empty store and waits for a publish)"
         case .invalidModelName(let n):
             "invalid model name '\(n)': use 1 to 64 characters from a-z, 0-9, '-', '_' and '.'"
         case .unknownModel(let m): "no model named '\(m)' in the store"
@@ -37,6 +41,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
             "the store at \(p) has grown beyond this process's map of \(gib(size)) (another process raised the store's map size); "
                 + "\(open) transaction(s) of this process pin the current map, so it cannot move: what is loaded keeps serving, "
                 + "and newer versions load after a restart"
+        case .readOnly(let p): "the store at \(p) was opened read-only; nothing was written"
         case .mapFull(let p, let size):
             "the store\(p.map { " at \($0)" } ?? "")'s map of \(gib(size)) is full; nothing was written. Raise it with --map-size-gib "
                 + "(address space, not memory), then restart running servers so they can load what lies beyond their map"

@@ -59,6 +59,8 @@ public enum StoreKeys {
     }
     public static func meta(_ m: String, _ v: UInt64) -> String { version(m, v) + "meta" }
     public static func manifest(_ m: String, _ v: UInt64) -> String { version(m, v) + "manifest" }
+    /// A server's `ValidationRecord` for the version (JSON).
+    public static func validation(_ m: String, _ v: UInt64) -> String { version(m, v) + "validation" }
     public static func tensor(_ m: String, _ v: UInt64, _ name: String) -> String { version(m, v) + "t/" + name }
 
     /// Model names: 1 to 64 characters from a-z, 0-9, '-', '_', '.'.

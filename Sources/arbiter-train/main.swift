@@ -144,12 +144,20 @@ struct Versions: ParsableCommand {
         let list = try catalog.versions(model: model)
         guard !list.isEmpty else { throw StoreError.unknownModel(model) }
         let f = ISO8601DateFormatter()
-        print("VERSION  ACTIVE  CREATED               KIND          METRICS")
+        print("VERSION  ACTIVE  CREATED               KIND          VALIDATION  METRICS")
+        var rejected: [VersionListing] = []
         for v in list {
             let created = f.string(from: Date(timeIntervalSince1970: Double(v.meta.createdUnixMillis) / 1000))
             let auc = v.meta.metrics.keys.sorted().filter { $0.hasSuffix(".auc") }
                 .map { String(format: "%@=%.4f", $0, v.meta.metrics[$0]!) }.joined(separator: " ")
-            print(String(format: "%7llu  %-6@  %@  %-12@  %@", v.meta.version, v.isActive ? "*" : "", created, v.meta.kind, auc))
+            let verdict = v.validation?.outcome.rawValue ?? "-"
+            if v.validation?.outcome == .rejected { rejected.append(v) }
+            print(String(format: "%7llu  %-6@  %@  %-12@  %-10@  %@", v.meta.version, v.isActive ? "*" : "", created, v.meta.kind, verdict, auc))
+        }
+        // "-": no server has recorded loading it (not loaded yet, or only by read-only servers).
+        for v in rejected {
+            let when = f.string(from: Date(timeIntervalSince1970: Double(v.validation!.unixMillis) / 1000))
+            print("v\(v.meta.version) was rejected by \(v.validation!.by) at \(when)\(v.isActive ? " (active: servers keep serving an earlier version)" : ""): \(v.validation!.reason ?? "no reason given")")
         }
     }
 }

@@ -41,6 +41,15 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "How often to check the store for new versions, in ms (0 = never).")
     var pollMs: Int64 = 100
 
+    @Flag(help: "Create an empty store when --store holds none, and wait for a publish (otherwise that is an error).")
+    var create = false
+
+    @Flag(help: ArgumentHelp(
+        "Open the store read-only (MDB_RDONLY): for a store this server may not write.",
+        discussion: "LMDB still records readers in the store's lock.mdb, which must then exist and be writable by this server, "
+            + "unless the store is on a read-only file system. New versions are still picked up; validation outcomes are only logged."))
+    var readOnly = false
+
     @Flag(help: "Refuse zstd even when a client offers it.")
     var noCompression = false
 
@@ -56,6 +65,7 @@ struct Arbiterd: AsyncParsableCommand {
         if let m = mapSizeGib, !(1...4096).contains(m) { throw ValidationError("--map-size-gib must be in 1...4096") }
         guard offloadCandidates >= 0 else { throw ValidationError("--offload-candidates must be >= 0") }
         guard pollMs >= 0 else { throw ValidationError("--poll-ms must be >= 0") }
+        guard !(create && readOnly) else { throw ValidationError("--create and --read-only exclude each other: a new store must be written") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
     }
 
@@ -81,7 +91,7 @@ struct Arbiterd: AsyncParsableCommand {
         config.port = port
         if let threads { config.threads = threads }
         config.limits = Limits(maxFrameBytes: maxFrameBytes, maxCandidates: maxCandidates, maxInFlight: maxInFlight)
-        config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 })
+        config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }, create: create, readOnly: readOnly)
         config.pollIntervalMillis = pollMs
         config.offloadCandidates = offloadCandidates
         config.allowCompression = !noCompression

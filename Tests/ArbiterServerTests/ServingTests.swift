@@ -223,6 +223,13 @@ import Testing
             try LeadGradingTrainer.publish(bad, model: "leads", catalog: catalog)
             try await server.reload()
             #expect(try await client.score(Fixture.scoreRequest(n: 3)).version == 2)
+            // The server recorded its verdicts in the store, for `arbiter-train versions`.
+            let verdicts = try catalog.versions(model: "leads").map { $0.validation?.outcome }
+            #expect(verdicts == [.passed, .passed, .rejected])
+            let rejection = try #require(try catalog.validation(model: "leads", version: 3))
+            #expect(rejection.reason?.contains("golden") == true, "\(rejection.reason ?? "")")
+            #expect(rejection.by.hasPrefix("arbiterd pid "))
+            #expect(try catalog.versions(model: "leads")[2].isActive, "a verdict never changes which version is active")
 
             // Rolling back is one activation.
             try catalog.activate(model: "leads", version: 1)
