@@ -13,7 +13,7 @@ OPCODES = {"HELLO": 0x01, "PING": 0x02, "LIST_MODELS": 0x03, "MODEL_INFO": 0x04,
 STATUSES = ["OK", "BAD_MAGIC", "UNSUPPORTED_VERSION", "FRAME_TOO_LARGE", "UNKNOWN_OPCODE", "MALFORMED",
             "HELLO_REQUIRED", "UNKNOWN_MODEL", "UNKNOWN_VERSION", "SCHEMA_MISMATCH", "TOO_MANY_CANDIDATES",
             "INVALID_FEATURE", "COMPRESSION_NOT_NEGOTIATED", "BAD_COMPRESSION", "OVERLOADED", "DEADLINE_EXCEEDED",
-            "SHUTTING_DOWN", "INTERNAL", "PROTOCOL_VIOLATION"]
+            "SHUTTING_DOWN", "INTERNAL", "PROTOCOL_VIOLATION", "TIMEOUT", "TOO_MANY_CONNECTIONS"]
 
 
 def s16(text):
@@ -195,9 +195,13 @@ def main():
         "SHUTTING_DOWN": "the server is shutting down; retry on a new connection",
         "INTERNAL": "internal error; retry",
         "PROTOCOL_VIOLATION": "HELLO was already completed on this connection",
+        "TIMEOUT": "no complete frame within 10000 ms of its first byte; closing",
+        "TOO_MANY_CONNECTIONS": "the server holds 4096 connections, its limit; retry later or elsewhere",
     }
+    # Connection-level errors carry request id 0: they answer no request.
+    connection_level = {"BAD_MAGIC", "TIMEOUT", "TOO_MANY_CONNECTIONS"}
     for status, msg in messages.items():
-        rid = 0 if status == "BAD_MAGIC" else 7
+        rid = 0 if status in connection_level else 7
         write("error_" + status.lower(), "ERROR " + status, "ERROR", rid, {"message": msg}, status=status)
 
 

@@ -37,10 +37,15 @@ public final class ArbiterServer: Sendable {
 
     private struct Lifecycle {
         var channel: (any Channel)?
-        var quiesce: ServerQuiescingHelper?
         var watchTask: RepeatedTask?
+        var sweepTasks: [RepeatedTask] = []
         var shutDown = false
     }
+    /// Connections open now (accepted and not yet closed), against `maxConnections`.
+    let connectionCount = NIOLockedValueBox(0)
+    /// Warnings that could come once per connection attempt are logged at most once per 10 s each.
+    private let refusalLog = RateLimitedLog(intervalNanos: 10_000_000_000)
+    private let acceptLog = RateLimitedLog(intervalNanos: 10_000_000_000)
 
     private struct Watcher {
         var lastGeneration: UInt64
@@ -81,24 +86,44 @@ public final class ArbiterServer: Sendable {
 
     /// Binds and starts serving. Returns once the port is open.
     public func start() async throws {
-        let quiesce = ServerQuiescingHelper(group: group)
         let config = configuration
         let state = self.state
         let logger = self.logger
         let pool = self.pool
+        let count = connectionCount
+        let refusalLog = self.refusalLog, acceptLog = self.acceptLog
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                    // Out of file descriptors (or kernel memory), accepting again at once would spin: wait a
+                    // little, and say so (once per 10 s).
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler(backoffProvider: { error in
+                        acceptLog.log { suppressed in
+                            logger.error("cannot accept connections: \(error)\(suppressed > 0 ? " (\(suppressed) more since the last report)" : ""); retrying in 100 ms")
+                        }
+                        return .milliseconds(100)
+                    }))
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                let open = count.withLockedValue { n -> Int in
+                    n += 1
+                    return n
+                }
+                channel.closeFuture.whenComplete { _ in count.withLockedValue { $0 -= 1 } }
+                return channel.eventLoop.makeCompletedFuture {
+                    if open > config.maxConnections {
+                        refusalLog.log { suppressed in
+                            logger.warning("refused a connection from \(channel.remoteAddress?.description ?? "?"): \(config.maxConnections) are open, the limit (--max-connections)\(suppressed > 0 ? "; \(suppressed) more refused since the last report" : "")")
+                        }
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler(limit: config.maxConnections))
+                        return
+                    }
                     let handler = ConnectionHandler(config: config, loopTable: state.local(for: channel.eventLoop),
                                                     pool: pool, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(handler)
@@ -112,12 +137,20 @@ public final class ArbiterServer: Sendable {
                 self?.poll()
             }
         }
+        // One deadline sweep per event loop (no timer per connection).
+        let period = TimeAmount.milliseconds(max(1, config.sweepIntervalMillis))
+        let sweeps = state.loopTables.map { lt in
+            lt.loop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+                let now = ServerClock.system.nanoseconds()
+                for h in lt.connections.values { h.tick(now: now) }
+            }
+        }
         lifecycle.withLockedValue {
             $0.channel = ch
-            $0.quiesce = quiesce
             $0.watchTask = task
+            $0.sweepTasks = sweeps
         }
-        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath)")
+        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath), at most \(config.maxConnections) connections")
     }
 
     /// The port actually bound (useful with port 0).
@@ -205,13 +238,20 @@ public final class ArbiterServer: Sendable {
         }
     }
 
-    /// Stops accepting, lets every connection finish what it has read, closes them, and stops the loops.
+    /// Stops accepting; lets every connection answer what it has read, tell its client it is closing
+    /// (ERROR `SHUTTING_DOWN`) and close once the client has read it (see `ConnectionStateMachine`); then
+    /// stops the loops. Returns within about `shutdownGraceMillis` whatever clients do: a connection still
+    /// open at the end of the grace period is closed.
     public func shutdown() async throws {
-        let taken = lifecycle.withLockedValue { l -> (task: RepeatedTask?, quiescing: Bool)? in
+        let taken = lifecycle.withLockedValue { l -> (task: RepeatedTask?, channel: (any Channel)?, sweeps: [RepeatedTask])? in
             guard !l.shutDown else { return nil }
             l.shutDown = true
-            defer { l.watchTask = nil }
-            return (l.watchTask, l.quiesce != nil)
+            defer {
+                l.watchTask = nil
+                l.channel = nil
+                l.sweepTasks = []
+            }
+            return (l.watchTask, l.channel, l.sweepTasks)
         }
         guard let taken else { return }
         if let task = taken.task {
@@ -219,30 +259,78 @@ public final class ArbiterServer: Sendable {
             task.cancel(promise: p)
             try await p.futureResult.get()
         }
-        if taken.quiescing, let quiesced = beginQuiescing() {
-            try await quiesced.get()
+        if let channel = taken.channel {
+            try? await channel.close()
+            let now = ServerClock.system.nanoseconds()
+            for lt in state.loopTables {
+                lt.loop.execute {
+                    for h in lt.connections.values { h.shutdown(now: now) }
+                }
+            }
+            // The sweeps close every connection by the end of the grace period; wait for that (and a little
+            // more), then close whatever is left.
+            let deadline = now + UInt64(max(0, configuration.shutdownGraceMillis) + 500) * 1_000_000
+            while connectionCount.withLockedValue({ $0 }) > 0 && ServerClock.system.nanoseconds() < deadline {
+                try? await Task.sleep(nanoseconds: 10_000_000)
+            }
+            let left = connectionCount.withLockedValue { $0 }
+            if left > 0 {
+                logger.warning("closing \(left) connection(s) still open after the grace period")
+                for lt in state.loopTables {
+                    try? await lt.loop.submit { for h in lt.connections.values { h.forceClose() } }.get()
+                }
+            }
         }
-        // The helper fails an internal promise when it goes away: let go of it while the loops still run.
-        // (No reference to it may live in this async frame, which outlives the loops.)
-        lifecycle.withLockedValue {
-            $0.quiesce = nil
-            $0.channel = nil
+        for sweep in taken.sweeps {
+            let p = group.next().makePromise(of: Void.self)
+            sweep.cancel(promise: p)
+            try? await p.futureResult.get()
         }
         try await group.shutdownGracefully()
         try await pool?.shutdownGracefully()
         try await loaderGroup.shutdownGracefully()
         logger.info("stopped")
     }
+}
 
-    /// Closes the listening socket and tells every connection to finish what it has read; the future
-    /// completes once all of them have closed.
-    private func beginQuiescing() -> EventLoopFuture<Void>? {
-        lifecycle.withLockedValue { l in
-            guard let helper = l.quiesce else { return nil }
-            let p = group.next().makePromise(of: Void.self)
-            helper.initiateShutdown(promise: p)
-            return p.futureResult
+/// Answers a connection over the limit with ERROR `TOO_MANY_CONNECTIONS` (request id 0) and closes it.
+final class RefusingHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var out = context.channel.allocator.buffer(capacity: 128)
+        ResultEncoder.encodeError(WireError(.tooManyConnections, "the server holds \(limit) connections, its limit; retry later or elsewhere"),
+                                  into: &out)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // dropped: the connection is closing
+}
+
+/// Logs at most once per interval; the next log says how many were suppressed in between.
+final class RateLimitedLog: Sendable {
+    private let intervalNanos: UInt64
+    private let state = NIOLockedValueBox((last: UInt64(0), suppressed: 0))
+
+    init(intervalNanos: UInt64) { self.intervalNanos = intervalNanos }
+
+    func log(_ body: (_ suppressed: Int) -> Void) {
+        let now = ServerClock.system.nanoseconds()
+        let suppressed = state.withLockedValue { s -> Int? in
+            if s.last != 0 && now &- s.last < intervalNanos {
+                s.suppressed += 1
+                return nil
+            }
+            defer { s = (now, 0) }
+            return s.suppressed
         }
+        if let suppressed { body(suppressed) }
     }
 }
 

@@ -6,7 +6,8 @@ import NIOExtras
 import NIOPosix
 
 /// Serves one connection: cuts frames, enforces HELLO and the limits, scores inline on the event loop,
-/// and answers every bad frame with an ERROR frame (closing where the spec says so).
+/// and answers every bad frame with an ERROR frame (closing where the spec says so). Its life — HELLO,
+/// the deadlines, shutting down — is kept by a `ConnectionStateMachine`; this handler does the I/O.
 ///
 /// Inline scoring is deliberate (DESIGN.md, decision 8): no thread hop per request. Small requests are
 /// answered in the order they are read; a SCORE with `offloadCandidates` or more candidates is scored on the
@@ -21,14 +22,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let logger: Logger
     private let decoder: FrameDecoder
     private var cumulation: ByteBuffer?
-    private var helloDone = false
+    private var life: ConnectionStateMachine
     private var zstd: ZstdCodec?
     private var clientMaxFrame: UInt32 = 0
     private var scratch = ScoringScratch()
-    private var closing = false
     private var readPending = false
-    /// Large requests being scored on the thread pool for this connection.
-    private var offloaded = 0
+    /// Set while the handler is in a pipeline (the deadline sweep and shutdown act through it).
+    private var context: ChannelHandlerContext?
     /// Answers not yet handed to the channel. Every answer to one read batch is encoded straight into this
     /// buffer, which is written once, at `channelReadComplete`. Once the socket has taken it, the buffer is
     /// ours alone again and is reused: no allocation per answer, one write and one syscall per batch.
@@ -45,6 +45,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
         self.loopTable = loopTable
         self.logger = logger
         self.decoder = FrameDecoder(maxBodyBytes: config.limits.maxFrameBytes)
+        self.life = ConnectionStateMachine(timeouts: config.connectionTimeouts, now: clock.nanoseconds())
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        loopTable.add(self)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        loopTable.remove(self)
+        self.context = nil
     }
 
     // MARK: inbound
@@ -52,14 +63,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let receivedAt = clock.nanoseconds()
         var incoming = unwrapInboundIn(data)
-        if closing { return }
+        // Closed or closing for writing: what the client still sends is read (so that closing does not
+        // reset the connection under answers it has not read) and dropped.
+        if life.dropsInput { return }
         reuseOutbox()
         if var c = cumulation {
             cumulation = nil
             c.writeBuffer(&incoming)
             incoming = c
         }
-        while !closing {
+        var completed = 0
+        while !life.dropsInput {
             let frame: RawFrame?
             do {
                 frame = try decoder.decodeFrame(&incoming)
@@ -68,8 +82,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 return
             }
             guard let frame else { break }
+            completed += 1
             handle(frame, context: context, receivedAt: receivedAt)
         }
+        if life.dropsInput { return }
+        life.read(now: receivedAt, completedFrames: completed, partialFrame: incoming.readableBytes > 0)
         if incoming.readableBytes > 0 {
             // Keep only the partial frame; copy it out so the large read buffer can be freed.
             if incoming.readerIndex > 0 && incoming.readableBytes < 4096 {
@@ -91,8 +108,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
         if let c = cumulation, c.readableBytes > 0 {
             logger.debug("connection closed inside a frame", metadata: ["bytes": "\(c.readableBytes)"])
         }
+        life.closed()
         cumulation = nil
         outbox.clear()
+        loopTable.remove(self)
         context.fireChannelInactive()
     }
 
@@ -101,28 +120,64 @@ final class ConnectionHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent {
-            // Everything read so far has been answered, or is being scored on the pool: close once it is.
-            closing = true
-            if offloaded == 0 { closeWhenFlushed(context) }
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
+    // MARK: deadlines and shutdown (called on this connection's event loop)
+
+    /// Acts on any deadline that has passed (the loop's sweep calls this a few times a second).
+    func tick(now: UInt64) {
+        perform(life.tick(now: now))
     }
 
-    private func closeWhenFlushed(_ context: ChannelHandlerContext) {
-        writeOutbox(context)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-            channel.close(promise: nil)
+    /// The server is shutting down: answer what was read, then say so and close (see the state machine).
+    func shutdown(now: UInt64) {
+        perform(life.shutdownRequested(now: now))
+    }
+
+    /// Closes now, whatever is queued (the server's grace period is over).
+    func forceClose() {
+        guard let context, life.phase != .closed else { return }
+        life.closed()
+        context.close(promise: nil)
+    }
+
+    private func perform(_ action: ConnectionStateMachine.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            break
+        case .fail(let status, let message):
+            logger.debug("closing connection", metadata: ["status": "\(status)", "message": "\(message)"])
+            cumulation = nil
+            reuseOutbox()
+            ResultEncoder.encodeError(WireError(status, message), into: &outbox)
+            closeWhenWritten(context)
+        case .sendShutdownNoticeAndHalfClose:
+            reuseOutbox()
+            ResultEncoder.encodeError(WireError(.shuttingDown, "the server is shutting down; resend unanswered requests on a new connection"),
+                                      into: &outbox)
+            writeOutbox(context)
+            context.flush()
+            // Once every answer and the notice are written, close our side; keep reading until the client
+            // closes (the sweep closes at the grace period's end if it does not).
+            context.close(mode: .output, promise: nil)
+            context.read()
+        case .close:
+            context.close(promise: nil)
         }
+    }
+
+    /// Writes what is queued, then closes.
+    private func closeWhenWritten(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        let out = outbox
+        outbox.moveReaderIndex(to: outbox.writerIndex)
+        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     // MARK: back-pressure: stop reading while the socket does not drain our answers
 
     func read(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
+        // Half-closed, nothing more is written: keep reading (and dropping) until the client closes.
+        if context.channel.isWritable || life.phase == .halfClosed {
             context.read()
         } else {
             readPending = true
@@ -152,6 +207,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private func dispatch(_ frame: RawFrame, context: ChannelHandlerContext, receivedAt: UInt64) throws(WireError) {
         let h = frame.header
+        guard life.servesRequests else {
+            // Shutting down, with answers still being scored: say so, and close once they are sent.
+            ResultEncoder.encodeError(WireError(.shuttingDown, "the server is shutting down; resend this request on a new connection",
+                                                requestID: h.requestID), into: &outbox)
+            return
+        }
         guard let op = Opcode(rawValue: h.opcode) else {
             throw WireError(.unknownOpcode, "opcode 0x\(String(h.opcode, radix: 16)) is not defined in protocol v1")
         }
@@ -176,7 +237,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             ResultEncoder.encodePong(requestID: h.requestID, payload: body, into: &outbox)
             finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
         case .listModels, .modelInfo, .score:
-            guard helloDone else { throw WireError(.helloRequired, "send HELLO before \(op)") }
+            guard life.helloDone else { throw WireError(.helloRequired, "send HELLO before \(op)") }
             switch op {
             case .listModels:
                 guard body.readableBytes == 0 else { throw WireError(.malformed, "LIST_MODELS has an empty body") }
@@ -195,7 +256,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func hello(_ h: FrameHeader, _ body: ByteBuffer, context: ChannelHandlerContext) throws(WireError) {
-        guard !helloDone else { throw WireError(.protocolViolation, "HELLO was already completed on this connection") }
+        guard !life.helloDone else { throw WireError(.protocolViolation, "HELLO was already completed on this connection") }
         guard case .hello(let hello) = try Message.decodeBody(opcode: .hello, status: 0, body: body) else { return }
         let ours = UInt16(FrameHeader.currentVersion)
         guard hello.minVersion <= ours, ours <= hello.maxVersion else {
@@ -208,7 +269,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             zstd = ZstdCodec()
         }
         clientMaxFrame = hello.maxFrameBytes
-        helloDone = true
+        life.helloCompleted()
         logger.debug("HELLO", metadata: ["client": "\(hello.clientName)", "zstd": "\(compression.contains(.zstd))"])
         reply(h, .helloOK(HelloOK(version: ours, limits: config.limits, compression: compression, serverName: config.serverName)),
               context: context, receivedAt: 0)
@@ -260,10 +321,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// meanwhile (its answer then comes out of order).
     private func offload(_ view: ScoreRequestView, model m: ServingModel, requestID: UInt64, budget: UInt64, receivedAt: UInt64,
                          pool: NIOThreadPool, context: ChannelHandlerContext) throws(WireError) {
-        guard offloaded < Int(config.limits.maxInFlight) else {
-            throw WireError(.overloaded, "\(offloaded) large requests are already being scored on this connection; retry later")
+        guard life.pending < Int(config.limits.maxInFlight) else {
+            throw WireError(.overloaded, "\(life.pending) large requests are already being scored on this connection; retry later")
         }
-        offloaded += 1
+        life.workStarted()
         let allocator = context.channel.allocator
         let limit = clientMaxFrame
         let clock = self.clock
@@ -282,7 +343,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let bound = NIOLoopBound(OffloadTarget(handler: self, context: context), eventLoop: context.eventLoop)
         job.whenComplete { (outcome: Result<Result<ByteBuffer, WireError>, any Error>) in
             let handler = bound.value.handler, context = bound.value.context
-            handler.offloaded -= 1
+            let next = handler.life.workFinished(now: handler.clock.nanoseconds())
+            // Closed meanwhile (a timeout, the grace period, the client): the answer has no one to go to.
+            guard !handler.life.dropsInput || next != .none else { return }
             handler.reuseOutbox()
             switch outcome {
             case .success(.success(var out)):
@@ -300,7 +363,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 handler.writeOutbox(context)
                 context.flush()
             }
-            if handler.closing && handler.offloaded == 0 { handler.closeWhenFlushed(context) }
+            handler.perform(next)
         }
     }
 
@@ -356,12 +419,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         logger.debug("protocol error", metadata: ["status": "\(error.status)", "message": "\(error.message)"])
         ResultEncoder.encodeError(error, into: &outbox)
         if error.status.closesConnection {
-            closing = true
+            life.closingErrorQueued(now: clock.nanoseconds())
             cumulation = nil
-            let channel = context.channel
-            let out = outbox
-            outbox.moveReaderIndex(to: outbox.writerIndex)
-            context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in channel.close(promise: nil) }
+            closeWhenWritten(context)
         }
     }
 }

@@ -35,12 +35,60 @@ public struct ServerConfiguration: Sendable {
     /// The name sent in HELLO_OK.
     public var serverName = "arbiterd/0.1"
 
+    // Connections: every wait has an end and their number a bound (docs/OPERATIONS.md lists what a client
+    // sees). A timeout of 0 disables it.
+
+    /// A connection must complete HELLO within this, in milliseconds. Default 10,000.
+    public var helloTimeoutMillis: Int64 = 10_000
+    /// A connection with nothing read and nothing being scored for this long is closed (ERROR `TIMEOUT`),
+    /// in milliseconds. Default 120,000.
+    public var idleTimeoutMillis: Int64 = 120_000
+    /// A frame whose first byte has arrived must be complete within this, in milliseconds. Default 10,000.
+    public var frameTimeoutMillis: Int64 = 10_000
+    /// On shutdown, and after a closing ERROR, a connection is closed within this whatever the client
+    /// does; `shutdown()` returns within about this. In milliseconds. Default 10,000.
+    public var shutdownGraceMillis: Int64 = 10_000
+    /// Most connections served at once; one more is answered ERROR `TOO_MANY_CONNECTIONS` and closed.
+    /// Default: 10,000, lowered to leave 64 of the process's file descriptors (RLIMIT_NOFILE) free.
+    public var maxConnections: Int = ServerConfiguration.defaultMaxConnections()
+    /// How often each event loop checks its connections' deadlines, in milliseconds. Default 100.
+    public var sweepIntervalMillis: Int64 = 100
+
     public init(storePath: String) {
         self.storePath = storePath
     }
 }
 
 extension ServerConfiguration {
+    var connectionTimeouts: ConnectionStateMachine.Timeouts {
+        func ns(_ ms: Int64) -> UInt64 { UInt64(max(0, ms)) * 1_000_000 }
+        return .init(hello: ns(helloTimeoutMillis), idle: ns(idleTimeoutMillis), frame: ns(frameTimeoutMillis),
+                     grace: ns(shutdownGraceMillis))
+    }
+
+    /// 10,000 connections, or fewer if the process may open fewer files: its soft RLIMIT_NOFILE less 64
+    /// (for the store, the listening socket, logs), at least 1. arbiterd raises the soft limit to the hard
+    /// one at start, before this is read.
+    public static func defaultMaxConnections() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return 10_000 }
+        return max(1, min(10_000, Int(clamping: limit.rlim_cur) - 64))
+    }
+
+    /// Raises this process's soft limit on open files to its hard limit (what servers usually do first);
+    /// returns the soft limit in force afterwards.
+    @discardableResult
+    public static func raiseFileLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+            _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        return limit.rlim_cur == rlim_t.max ? Int.max : Int(limit.rlim_cur)
+    }
+
     /// The cores the calling thread may run on: NIO's `System.coreCount` (which honours cgroup CPU quotas
     /// and cpusets), lowered to the CPUs in the thread's affinity mask, so that a server started under
     /// `taskset`, `numactl` or systemd's `CPUAffinity=` runs one event loop per core it was given rather

@@ -14,6 +14,9 @@ final class ServingState: Sendable {
         self.loops = loops.map { LoopTable(loop: $0, table: table) }
     }
 
+    /// Every loop's part (the deadline sweep and shutdown visit each on its loop).
+    var loopTables: [LoopTable] { loops }
+
     /// The newest table (admin paths, not the hot path).
     var table: ModelTable { current.withLockedValue { $0 } }
 
@@ -33,14 +36,27 @@ final class ServingState: Sendable {
     }
 }
 
-/// One event loop's copy of the table.
-// Unchecked: `table` is read and written only on `loop` (connections read it there; `replace` hops there).
+/// One event loop's copy of the table, and the connections it serves.
+// Unchecked: `table` and `connections` are read and written only on `loop` (connections read the table
+// there; `replace`, the sweeper and shutdown hop there).
 final class LoopTable: @unchecked Sendable {
     let loop: any EventLoop
     var table: ModelTable
+    /// The connections served on this loop, for the deadline sweep and for shutdown.
+    private(set) var connections: [ObjectIdentifier: ConnectionHandler] = [:]
 
     init(loop: any EventLoop, table: ModelTable) {
         self.loop = loop
         self.table = table
+    }
+
+    func add(_ handler: ConnectionHandler) {
+        loop.preconditionInEventLoop()
+        connections[ObjectIdentifier(handler)] = handler
+    }
+
+    func remove(_ handler: ConnectionHandler) {
+        loop.preconditionInEventLoop()
+        connections[ObjectIdentifier(handler)] = nil
     }
 }

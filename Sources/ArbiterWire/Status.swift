@@ -21,12 +21,14 @@ public enum Status: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case shuttingDown = 16
     case internalError = 17
     case protocolViolation = 18
+    case timeout = 19
+    case tooManyConnections = 20
 
     /// After sending an ERROR with this status the server closes the connection: the byte stream can no
     /// longer be trusted to be in step, or the server is going away.
     public var closesConnection: Bool {
         switch self {
-        case .badMagic, .unsupportedVersion, .frameTooLarge, .shuttingDown: true
+        case .badMagic, .unsupportedVersion, .frameTooLarge, .shuttingDown, .timeout, .tooManyConnections: true
         default: false
         }
     }
@@ -34,7 +36,7 @@ public enum Status: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     /// The same request may succeed if sent again unchanged (later, or on another connection).
     public var isRetryable: Bool {
         switch self {
-        case .overloaded, .deadlineExceeded, .shuttingDown, .internalError: true
+        case .overloaded, .deadlineExceeded, .shuttingDown, .internalError, .timeout, .tooManyConnections: true
         default: false
         }
     }
@@ -60,6 +62,8 @@ public enum Status: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .shuttingDown: "SHUTTING_DOWN"
         case .internalError: "INTERNAL"
         case .protocolViolation: "PROTOCOL_VIOLATION"
+        case .timeout: "TIMEOUT"
+        case .tooManyConnections: "TOO_MANY_CONNECTIONS"
         }
     }
 

@@ -195,8 +195,14 @@ import Testing
         guard case .result(let r) = f.message else { Issue.record("expected RESULT, got \(f.message)"); return }
         #expect(r.ids == [10, 11])
         #expect(r.scores == [0.5, 0.75])
-        // Then the connection closes cleanly (end of stream, not a reset), and shutdown completes.
+        // Then the server says it is closing (ERROR SHUTTING_DOWN, request id 0), ends its side cleanly (end
+        // of stream, not a reset), and shutdown completes once the client closes too.
+        let notice = try #require(try c.readFrame())
+        #expect(notice.header.requestID == 0)
+        guard case .error(let e) = notice.message else { Issue.record("expected ERROR, got \(notice.message)"); return }
+        #expect(e.status == .shuttingDown)
         #expect(try c.readFrame() == nil)
+        c.shutdownWrite()
         try await stopping.value
     }
 
