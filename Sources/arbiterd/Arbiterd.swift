@@ -41,6 +41,21 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "How often to check the store for new versions, in ms (0 = never).")
     var pollMs: Int64 = 100
 
+    @Option(help: "Most connections served at once; more are answered TOO_MANY_CONNECTIONS and closed (default: 10,000, or fewer if the file limit is lower).")
+    var maxConnections: Int?
+
+    @Option(help: "A connection must complete HELLO within this many ms (0 = no limit).")
+    var helloTimeoutMs: Int64 = 10_000
+
+    @Option(help: "A connection idle this many ms (nothing read, nothing being scored) is closed (0 = never).")
+    var idleTimeoutMs: Int64 = 120_000
+
+    @Option(help: "A frame must be complete this many ms after its first byte arrives (0 = no limit).")
+    var frameTimeoutMs: Int64 = 10_000
+
+    @Option(help: "On SIGTERM, connections are closed and the server exits within about this many ms, whatever clients do.")
+    var shutdownGraceMs: Int64 = 10_000
+
     @Flag(help: "Create an empty store when --store holds none, and wait for a publish (otherwise that is an error).")
     var create = false
 
@@ -65,6 +80,11 @@ struct Arbiterd: AsyncParsableCommand {
         if let m = mapSizeGib, !(1...4096).contains(m) { throw ValidationError("--map-size-gib must be in 1...4096") }
         guard offloadCandidates >= 0 else { throw ValidationError("--offload-candidates must be >= 0") }
         guard pollMs >= 0 else { throw ValidationError("--poll-ms must be >= 0") }
+        if let m = maxConnections, m < 1 { throw ValidationError("--max-connections must be at least 1") }
+        for (name, v) in [("--hello-timeout-ms", helloTimeoutMs), ("--idle-timeout-ms", idleTimeoutMs), ("--frame-timeout-ms", frameTimeoutMs)] {
+            guard (0...86_400_000).contains(v) else { throw ValidationError("\(name) must be in 0...86400000 (a day), got \(v)") }
+        }
+        guard (0...600_000).contains(shutdownGraceMs) else { throw ValidationError("--shutdown-grace-ms must be in 0...600000, got \(shutdownGraceMs)") }
         guard !(create && readOnly) else { throw ValidationError("--create and --read-only exclude each other: a new store must be written") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
     }
@@ -85,7 +105,16 @@ struct Arbiterd: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "arbiterd")
+        let files = ServerConfiguration.raiseFileLimit()
         var config = ServerConfiguration(storePath: store)
+        config.maxConnections = maxConnections ?? ServerConfiguration.defaultMaxConnections()
+        if config.maxConnections > files - 64 {
+            logger.warning("--max-connections \(config.maxConnections) is close to this process's limit of \(files) open files: connections past it wait in the backlog (raise the limit with ulimit -n)")
+        }
+        config.helloTimeoutMillis = helloTimeoutMs
+        config.idleTimeoutMillis = idleTimeoutMs
+        config.frameTimeoutMillis = frameTimeoutMs
+        config.shutdownGraceMillis = shutdownGraceMs
         let (host, port) = parseListen()!
         config.host = host
         config.port = port
