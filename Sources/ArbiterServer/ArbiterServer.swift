@@ -41,6 +41,8 @@ public final class ArbiterServer: Sendable {
         var sweepTasks: [RepeatedTask] = []
         var shutDown = false
     }
+    /// What all connections hold, against `memoryBudgetBytes`.
+    let budget: MemoryBudget
     /// Connections open now (accepted and not yet closed), against `maxConnections`.
     let connectionCount = NIOLockedValueBox(0)
     /// Warnings that could come once per connection attempt are logged at most once per 10 s each.
@@ -60,8 +62,10 @@ public final class ArbiterServer: Sendable {
     public init(configuration: ServerConfiguration, registry: ModelRegistry,
                 logger: Logger = Logger(label: "arbiterd")) throws {
         guard configuration.threads >= 1 else { throw ServerError.invalidConfiguration("threads must be at least 1") }
+        guard configuration.memoryBudgetBytes >= 1 << 20 else { throw ServerError.invalidConfiguration("the memory budget must be at least 1 MiB") }
         self.configuration = configuration
         self.logger = logger
+        budget = MemoryBudget(limit: configuration.memoryBudgetBytes)
         environment = try StoreEnvironment.open(path: configuration.storePath, configuration: configuration.store)
         if environment.staleReadersCleared > 0 {
             logger.warning("cleared \(environment.staleReadersCleared) stale reader slots left by dead processes")
@@ -91,6 +95,7 @@ public final class ArbiterServer: Sendable {
         let logger = self.logger
         let pool = self.pool
         let count = connectionCount
+        let budget = self.budget
         let refusalLog = self.refusalLog, acceptLog = self.acceptLog
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -125,7 +130,7 @@ public final class ArbiterServer: Sendable {
                         return
                     }
                     let handler = ConnectionHandler(config: config, loopTable: state.local(for: channel.eventLoop),
-                                                    pool: pool, logger: logger)
+                                                    pool: pool, logger: logger, budget: budget)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -150,7 +155,7 @@ public final class ArbiterServer: Sendable {
             $0.watchTask = task
             $0.sweepTasks = sweeps
         }
-        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath), at most \(config.maxConnections) connections")
+        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath), at most \(config.maxConnections) connections, memory budget \(config.memoryBudgetBytes >> 20) MiB")
     }
 
     /// The port actually bound (useful with port 0).

@@ -37,8 +37,22 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private static let outboxKeepBytes = 64 << 10
     private let pool: NIOThreadPool?
     private let clock: ServerClock
+    private let budget: MemoryBudget
+    /// What this connection last counted against `budget`.
+    private var charged = 0
+    /// Requests being scored off the loop: their bodies and estimated answers, in bytes.
+    private var offloadedBytes = 0
+    /// Frames are left unread in `cumulation` until the client reads its answers, offloaded work finishes
+    /// or the server's budget frees; `pausedAt` is when they were read.
+    private var paused = false
+    private var pausedAt: UInt64 = 0
+    /// Answers are handed to the channel every this many bytes within a batch (so that a batch of many
+    /// small requests with large answers meets back-pressure part-way instead of after the whole batch).
+    private static let writeEveryBytes = 64 << 10
 
-    init(config: ServerConfiguration, loopTable: LoopTable, pool: NIOThreadPool?, logger: Logger, clock: ServerClock = .system) {
+    init(config: ServerConfiguration, loopTable: LoopTable, pool: NIOThreadPool?, logger: Logger, clock: ServerClock = .system,
+         budget: MemoryBudget? = nil) {
+        self.budget = budget ?? MemoryBudget(limit: config.memoryBudgetBytes)
         self.config = config
         self.clock = clock
         self.pool = pool
@@ -66,14 +80,38 @@ final class ConnectionHandler: ChannelDuplexHandler {
         // Closed or closing for writing: what the client still sends is read (so that closing does not
         // reset the connection under answers it has not read) and dropped.
         if life.dropsInput { return }
-        reuseOutbox()
         if var c = cumulation {
             cumulation = nil
             c.writeBuffer(&incoming)
             incoming = c
         }
+        if paused {
+            // Bytes NIO had already read before the pause: keep them with the rest.
+            cumulation = incoming
+            life.read(now: receivedAt, completedFrames: 0, partialFrame: true)
+            return
+        }
+        process(&incoming, context: context, readAt: receivedAt, now: receivedAt)
+    }
+
+    /// Handles the complete frames at the front of `incoming` (read at `readAt`) and keeps the rest. Stops
+    /// early — pauses — when the channel holds more answers than its watermark or this connection has its
+    /// most bytes being scored off the loop; `resumeIfPossible` carries on.
+    private func process(_ incoming: inout ByteBuffer, context: ChannelHandlerContext, readAt: UInt64, now: UInt64) {
+        reuseOutbox()
         var completed = 0
         while !life.dropsInput {
+            if outbox.readableBytes >= Self.writeEveryBytes {
+                writeOutbox(context)
+                context.flush()
+            }
+            if !context.channel.isWritable || offloadedBytes >= config.maxOffloadedBytesPerConnection {
+                if incoming.readableBytes > 0 {
+                    paused = true
+                    pausedAt = readAt
+                }
+                break
+            }
             let frame: RawFrame?
             do {
                 frame = try decoder.decodeFrame(&incoming)
@@ -83,10 +121,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             guard let frame else { break }
             completed += 1
-            handle(frame, context: context, receivedAt: receivedAt)
+            handle(frame, context: context, receivedAt: readAt)
         }
         if life.dropsInput { return }
-        life.read(now: receivedAt, completedFrames: completed, partialFrame: incoming.readableBytes > 0)
+        life.read(now: now, completedFrames: completed, partialFrame: incoming.readableBytes > 0)
         if incoming.readableBytes > 0 {
             // Keep only the partial frame; copy it out so the large read buffer can be freed.
             if incoming.readerIndex > 0 && incoming.readableBytes < 4096 {
@@ -99,9 +137,43 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Carries on with frames left unread by a pause once the reason is gone, then reads again.
+    private func resumeIfPossible(_ context: ChannelHandlerContext) {
+        guard !life.dropsInput else { return }
+        if paused && context.channel.isWritable && offloadedBytes < config.maxOffloadedBytesPerConnection {
+            paused = false
+            if var c = cumulation {
+                cumulation = nil
+                process(&c, context: context, readAt: pausedAt, now: clock.nanoseconds())
+                writeOutbox(context)
+                context.flush()
+            }
+        }
+        if readPending && mayRead(context) {
+            readPending = false
+            context.read()
+        }
+        recount(context)
+    }
+
+    private func mayRead(_ context: ChannelHandlerContext) -> Bool {
+        // Half-closed, nothing more is written: keep reading (and dropping) until the client closes.
+        if life.phase == .halfClosed { return true }
+        return !paused && context.channel.isWritable && !budget.holdsBack(charged)
+    }
+
+    /// Counts what this connection holds now against the server's budget.
+    private func recount(_ context: ChannelHandlerContext) {
+        let queued = (try? context.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
+        let holding = life.phase == .closed ? 0 : queued + outbox.capacity + (cumulation?.capacity ?? 0) + offloadedBytes
+        budget.add(holding - charged)
+        charged = holding
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         writeOutbox(context)
         context.flush()
+        recount(context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -112,6 +184,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         cumulation = nil
         outbox.clear()
         loopTable.remove(self)
+        budget.add(-charged)
+        charged = 0
         context.fireChannelInactive()
     }
 
@@ -125,6 +199,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Acts on any deadline that has passed (the loop's sweep calls this a few times a second).
     func tick(now: UInt64) {
         perform(life.tick(now: now))
+        // The channel's queue drains without telling us (between watermarks), and the budget may have freed.
+        if let context, life.phase != .closed { resumeIfPossible(context) }
     }
 
     /// The server is shutting down: answer what was read, then say so and close (see the state machine).
@@ -176,8 +252,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     // MARK: back-pressure: stop reading while the socket does not drain our answers
 
     func read(context: ChannelHandlerContext) {
-        // Half-closed, nothing more is written: keep reading (and dropping) until the client closes.
-        if context.channel.isWritable || life.phase == .halfClosed {
+        if mayRead(context) {
             context.read()
         } else {
             readPending = true
@@ -185,10 +260,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable && readPending {
-            readPending = false
-            context.read()
-        }
+        if context.channel.isWritable { resumeIfPossible(context) }
         context.fireChannelWritabilityChanged()
     }
 
@@ -221,6 +293,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         guard FrameFlags.known.isSuperset(of: h.flags) else {
             throw WireError(.malformed, "flags 0x\(String(h.flags.rawValue, radix: 16)) include bits protocol v1 does not define")
+        }
+        if op == .score && budget.holdsBack(charged) {
+            // Shed before decompressing or scoring anything: the answer costs a few bytes.
+            throw WireError(.overloaded, "the server's memory budget (\(budget.limit >> 20) MiB) is in use; retry later")
         }
         var body = frame.body
         if h.flags.contains(.zstd) {
@@ -325,6 +401,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             throw WireError(.overloaded, "\(life.pending) large requests are already being scored on this connection; retry later")
         }
         life.workStarted()
+        // Held until answered: the request's inputs and its answer (ids, score and columns per candidate).
+        let n = view.candidateCount
+        let held = 4 * (view.contextCount + n * view.candidateFeatureCount) + n * (12 + 4 * m.floatColumnCount + m.codeColumnCount)
+        offloadedBytes += held
         let allocator = context.channel.allocator
         let limit = clientMaxFrame
         let clock = self.clock
@@ -343,7 +423,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let bound = NIOLoopBound(OffloadTarget(handler: self, context: context), eventLoop: context.eventLoop)
         job.whenComplete { (outcome: Result<Result<ByteBuffer, WireError>, any Error>) in
             let handler = bound.value.handler, context = bound.value.context
+            handler.offloadedBytes -= held
             let next = handler.life.workFinished(now: handler.clock.nanoseconds())
+            defer { if handler.life.phase != .closed { handler.resumeIfPossible(context) } }
             // Closed meanwhile (a timeout, the grace period, the client): the answer has no one to go to.
             guard !handler.life.dropsInput || next != .none else { return }
             handler.reuseOutbox()

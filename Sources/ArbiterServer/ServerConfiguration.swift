@@ -51,6 +51,13 @@ public struct ServerConfiguration: Sendable {
     /// Most connections served at once; one more is answered ERROR `TOO_MANY_CONNECTIONS` and closed.
     /// Default: 10,000, lowered to leave 64 of the process's file descriptors (RLIMIT_NOFILE) free.
     public var maxConnections: Int = ServerConfiguration.defaultMaxConnections()
+    /// The bytes all connections together may hold: partial frames, queued answers, requests being scored
+    /// off the event loop. Over it, new SCOREs are answered `OVERLOADED` and connections stop reading until
+    /// it frees. Default: a quarter of the machine's memory (or of the cgroup's limit), at least 64 MiB.
+    public var memoryBudgetBytes: Int = MemoryBudget.defaultLimit()
+    /// Bytes one connection may have in requests being scored off the event loop (their bodies and
+    /// answers); past it the connection stops reading until some finish. Default 32 MiB.
+    public var maxOffloadedBytesPerConnection: Int = 32 << 20
     /// How often each event loop checks its connections' deadlines, in milliseconds. Default 100.
     public var sweepIntervalMillis: Int64 = 100
 

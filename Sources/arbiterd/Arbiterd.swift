@@ -44,6 +44,9 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "Most connections served at once; more are answered TOO_MANY_CONNECTIONS and closed (default: 10,000, or fewer if the file limit is lower).")
     var maxConnections: Int?
 
+    @Option(help: "MiB all connections together may hold (partial frames, queued answers, work being scored); over it, SCOREs are shed with OVERLOADED (default: a quarter of the machine's or cgroup's memory).")
+    var memoryBudgetMib: Int?
+
     @Option(help: "A connection must complete HELLO within this many ms (0 = no limit).")
     var helloTimeoutMs: Int64 = 10_000
 
@@ -80,6 +83,7 @@ struct Arbiterd: AsyncParsableCommand {
         if let m = mapSizeGib, !(1...4096).contains(m) { throw ValidationError("--map-size-gib must be in 1...4096") }
         guard offloadCandidates >= 0 else { throw ValidationError("--offload-candidates must be >= 0") }
         guard pollMs >= 0 else { throw ValidationError("--poll-ms must be >= 0") }
+        if let m = memoryBudgetMib, !(16...1_048_576).contains(m) { throw ValidationError("--memory-budget-mib must be in 16...1048576") }
         if let m = maxConnections, m < 1 { throw ValidationError("--max-connections must be at least 1") }
         for (name, v) in [("--hello-timeout-ms", helloTimeoutMs), ("--idle-timeout-ms", idleTimeoutMs), ("--frame-timeout-ms", frameTimeoutMs)] {
             guard (0...86_400_000).contains(v) else { throw ValidationError("\(name) must be in 0...86400000 (a day), got \(v)") }
@@ -111,6 +115,7 @@ struct Arbiterd: AsyncParsableCommand {
         if config.maxConnections > files - 64 {
             logger.warning("--max-connections \(config.maxConnections) is close to this process's limit of \(files) open files: connections past it wait in the backlog (raise the limit with ulimit -n)")
         }
+        if let m = memoryBudgetMib { config.memoryBudgetBytes = m << 20 }
         config.helloTimeoutMillis = helloTimeoutMs
         config.idleTimeoutMillis = idleTimeoutMs
         config.frameTimeoutMillis = frameTimeoutMs
