@@ -29,6 +29,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var readPending = false
     /// Set while the handler is in a pipeline (the deadline sweep and shutdown act through it).
     private var context: ChannelHandlerContext?
+    /// Frames handled so far, and the connection's phase (for tests and diagnostics; read on the loop).
+    private(set) var framesHandled = 0
+    var phase: ConnectionStateMachine.Phase { life.phase }
     /// Answers not yet handed to the channel. Every answer to one read batch is encoded straight into this
     /// buffer, which is written once, at `channelReadComplete`. Once the socket has taken it, the buffer is
     /// ours alone again and is reused: no allocation per answer, one write and one syscall per batch.
@@ -121,6 +124,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             guard let frame else { break }
             completed += 1
+            framesHandled += 1
             handle(frame, context: context, receivedAt: readAt)
         }
         if life.dropsInput { return }
@@ -228,6 +232,16 @@ final class ConnectionHandler: ChannelDuplexHandler {
             closeWhenWritten(context)
         case .sendShutdownNoticeAndHalfClose:
             reuseOutbox()
+            // Complete frames read but left unhandled by a pause are answered too: not served.
+            if var c = cumulation {
+                cumulation = nil
+                while let frame = try? decoder.decodeFrame(&c) {
+                    framesHandled += 1
+                    ResultEncoder.encodeError(WireError(.shuttingDown, "the server is shutting down; resend this request on a new connection",
+                                                        requestID: frame.header.requestID), into: &outbox)
+                }
+            }
+            paused = false
             ResultEncoder.encodeError(WireError(.shuttingDown, "the server is shutting down; resend unanswered requests on a new connection"),
                                       into: &outbox)
             writeOutbox(context)
@@ -405,6 +419,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let n = view.candidateCount
         let held = 4 * (view.contextCount + n * view.candidateFeatureCount) + n * (12 + 4 * m.floatColumnCount + m.codeColumnCount)
         offloadedBytes += held
+        recount(context)  // at once: a batch of large requests must meet the server's budget part-way
         let allocator = context.channel.allocator
         let limit = clientMaxFrame
         let clock = self.clock

@@ -1,0 +1,127 @@
+import ArbiterClient
+@testable import ArbiterServer
+import ArbiterTestSupport
+import ArbiterWire
+import Foundation
+import NIOCore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The two memory faults from the resilience review, against a real server: clients that make the server
+/// hold memory on their behalf (compressed requests with large answers they never read; frames stopped one
+/// byte short) stay within the server's budget, and a well-behaved client is still served meanwhile.
+// Serialized: each test measures the process's resident memory.
+@Suite(.serialized) struct MemoryBudgetTests {
+    static let budget = 64 << 20
+
+    static func config() -> ServerConfiguration {
+        var c = Fixture.config()
+        c.limits = Limits(maxFrameBytes: 4 << 20, maxCandidates: 10_000, maxInFlight: 1_024)
+        c.memoryBudgetBytes = budget
+        c.sweepIntervalMillis = 20
+        c.frameTimeoutMillis = 60_000
+        return c
+    }
+
+    /// This process's resident memory, in bytes.
+    static func rss() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+              let pages = Int(text.split(separator: " ")[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// A well-behaved client gets an answer to a small SCORE: a RESULT, or OVERLOADED while the server
+    /// sheds (never silence).
+    static func wellBehavedClientIsAnswered(_ port: Int) throws -> Bool {
+        let c = try RawConnection(port: port)
+        try c.hello()
+        guard try c.pingWorks() else { return false }
+        c.send(Frame(requestID: 5, message: .score(Fixture.scoreRequest(n: 3))))
+        guard let f = try c.readFrame() else { return false }
+        if case .result = f.message { return true }
+        if case .error(let e) = f.message { return e.status == .overloaded }
+        return false
+    }
+
+    @Test func compressedRequestsWithAnswersNobodyReadsStayWithinTheBudget() async throws {
+        try await Fixture.withServer(Self.config()) { server, port in
+            // 10,000 identical candidates: 1.2 MB of SCORE that zstd makes a few hundred bytes, whose RESULT
+            // (about 250 KB) the client never reads.
+            var body = ByteBuffer()
+            let n = 10_000
+            let request = ScoreRequest(model: "leads", context: Fixture.context, candidateIDs: (0..<n).map { _ in 7 },
+                                       candidateFeatureCount: 6, candidateFeatures: (0..<n).flatMap { _ in Fixture.lead(0) })
+            Message.score(request).encodeBody(into: &body)
+            let packed = ZstdCodec().compress(body, allocator: ByteBufferAllocator())
+            var frames = ByteBuffer()
+            for id in 1...300 {
+                FrameHeader(opcode: Opcode.score.rawValue, flags: .zstd, requestID: UInt64(id), bodyLength: UInt32(packed.readableBytes)).write(to: &frames)
+                frames.writeImmutableBuffer(packed)
+            }
+            let before = Self.rss()
+            var clients: [RawConnection] = []
+            for _ in 0..<8 {
+                let c = try RawConnection(port: port)
+                try c.hello(compression: .zstd)
+                c.send(Array(frames.readableBytesView))  // ~100 KB each: the kernel takes it all
+                clients.append(c)
+            }
+            // Let the server do all it will do for them.
+            try await Task.sleep(for: .seconds(2))
+            let grown = Self.rss() - before
+            let held = server.budget.bytesInUse
+            #expect(held <= Self.budget + Self.budget / 4 + 8 * (4 << 20),
+                    "the server holds \(held >> 20) MiB for them; the budget is \(Self.budget >> 20) MiB")
+            // Before the budget, each such connection grew the server by ~340 MiB (2.7 GB for eight).
+            #expect(grown < 512 << 20, "resident memory grew by \(grown >> 20) MiB")
+            #expect(try Self.wellBehavedClientIsAnswered(port))
+            withExtendedLifetime(clients) {}
+        }
+    }
+
+    @Test func framesStoppedShortOfTheirEndStayWithinTheBudget() async throws {
+        try await Fixture.withServer(Self.config()) { server, port in
+            // 40 connections each announce a 4 MiB SCORE and send all of it but the last byte: 160 MB that the
+            // server would hold until the frame timeout.
+            let bodyLength = (4 << 20) - 64
+            var header = ByteBuffer()
+            FrameHeader(opcode: Opcode.score.rawValue, requestID: 1, bodyLength: UInt32(bodyLength)).write(to: &header)
+            let partial = Array(header.readableBytesView) + [UInt8](repeating: 0, count: bodyLength - 1)
+            let before = Self.rss()
+            var senders: [Thread] = []
+            var clients: [RawConnection] = []
+            for _ in 0..<40 {
+                let c = try RawConnection(port: port)
+                try c.hello()
+                let fd = c.fd
+                // Sent from a thread: once the server stops reading, the kernel's buffers fill and send blocks.
+                let t = Thread {
+                    var off = 0
+                    while off < partial.count {
+                        let k = partial[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                        if k <= 0 { return }
+                        off += k
+                    }
+                }
+                t.start()
+                senders.append(t)
+                clients.append(c)
+            }
+            try await Task.sleep(for: .seconds(2))
+            let grown = Self.rss() - before
+            let held = server.budget.bytesInUse
+            // Over the budget, connections that hold much stop reading: each may have one read more.
+            #expect(held <= Self.budget + Self.budget / 4 + 40 * (1 << 20),
+                    "the server holds \(held >> 20) MiB for them; the budget is \(Self.budget >> 20) MiB")
+            #expect(grown < 256 << 20, "resident memory grew by \(grown >> 20) MiB")
+            #expect(try Self.wellBehavedClientIsAnswered(port))
+            // Closing them frees what they held.
+            for c in clients { c.shutdownWrite() }
+            clients.removeAll()
+            try await waitUntil("the budget is free again", seconds: 10) { server.budget.bytesInUse < 1 << 20 }
+        }
+    }
+}
