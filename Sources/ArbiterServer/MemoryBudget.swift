@@ -35,8 +35,23 @@ final class MemoryBudget: Sendable {
 
     static let smallHolding = 256 << 10
 
+    /// Whether more than 16 MiB was held since the last trim.
+    private let hadBurst = ManagedAtomic<Bool>(false)
+
+    /// Returns freed heap memory to the OS (`malloc_trim`) once usage has fallen from over 16 MiB to under
+    /// 1 MiB. Called about once a second, off the event loops (trimming walks the allocator's arenas).
+    func trimIfDrained() {
+        guard used.load(ordering: .relaxed) < 1 << 20, hadBurst.load(ordering: .relaxed) else { return }
+        hadBurst.store(false, ordering: .relaxed)
+        #if os(Linux)
+        _ = glibcMallocTrim(0)
+        #endif
+    }
+
     func add(_ delta: Int) {
-        if delta != 0 { used.wrappingIncrement(by: delta, ordering: .relaxed) }
+        guard delta != 0 else { return }
+        let now = used.wrappingIncrementThenLoad(by: delta, ordering: .relaxed)
+        if now > 16 << 20 && !hadBurst.load(ordering: .relaxed) { hadBurst.store(true, ordering: .relaxed) }
     }
 
     /// A quarter of the memory this process may use: the machine's, or its cgroup's limit if lower; at
@@ -53,3 +68,8 @@ final class MemoryBudget: Sendable {
         return max(64 << 20, machine / 4)
     }
 }
+
+#if os(Linux)
+@_silgen_name("malloc_trim")
+private func glibcMallocTrim(_ pad: Int) -> Int32
+#endif

@@ -83,7 +83,9 @@ import Glibc
     }
 
     @Test func framesStoppedShortOfTheirEndStayWithinTheBudget() async throws {
-        try await Fixture.withServer(Self.config()) { server, port in
+        var config = Self.config()
+        config.frameTimeoutMillis = 4_000
+        try await Fixture.withServer(config) { server, port in
             // 40 connections each announce a 4 MiB SCORE and send all of it but the last byte: 160 MB that the
             // server would hold until the frame timeout.
             let bodyLength = (4 << 20) - 64
@@ -118,10 +120,11 @@ import Glibc
                     "the server holds \(held >> 20) MiB for them; the budget is \(Self.budget >> 20) MiB")
             #expect(grown < 256 << 20, "resident memory grew by \(grown >> 20) MiB")
             #expect(try Self.wellBehavedClientIsAnswered(port))
-            // Closing them frees what they held.
-            for c in clients { c.shutdownWrite() }
-            clients.removeAll()
-            try await waitUntil("the budget is free again", seconds: 10) { server.budget.bytesInUse < 1 << 20 }
+            // Their frame timeout closes them, which frees what they held.
+            try await waitUntil("the budget is free again", seconds: 20) { server.budget.bytesInUse < 1 << 20 }
+            // Measured once (debug build): resident 38 MiB before, 113 at the peak, 55 once freed, 43 after
+            // the next malloc_trim (MemoryBudget.trimIfDrained).
+            withExtendedLifetime(clients) {}
         }
     }
 }
