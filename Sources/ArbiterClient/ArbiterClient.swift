@@ -103,6 +103,8 @@ public final class ArbiterClient: Sendable {
                           compress: Int?) async throws -> Frame {
         var buffer = channel.allocator.buffer(capacity: 64)
         Frame(requestID: id, time: time, message: message).encode(into: &buffer)
+        // Stamped, so that the server can tell how long the request waited before it was read.
+        FrameHeader.patchSendStamp(FrameHeader.sendStampNow(), in: &buffer, headerAt: 0)
         let promise = channel.eventLoop.makePromise(of: Frame.self)
         // A write that fails (the connection closed meanwhile) must fail the request, or it would wait forever.
         let written = channel.eventLoop.makePromise(of: Void.self)

@@ -50,10 +50,12 @@ public final class BlockingConnection {
         }
     }
 
-    /// Encodes and sends a frame, with `flags` forced into its header.
+    /// Encodes and sends a frame, with `flags` forced into its header, stamped with the send time unless it
+    /// carries a stamp of its own.
     public func send(_ frame: Frame, flags: FrameFlags = []) {
         var b = ByteBuffer()
         frame.encode(into: &b)
+        if frame.header.sendStamp == 0 { FrameHeader.patchSendStamp(FrameHeader.sendStampNow(), in: &b, headerAt: 0) }
         var bytes = Array(b.readableBytesView)
         bytes[6] = flags.rawValue
         send(bytes)

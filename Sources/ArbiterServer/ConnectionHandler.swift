@@ -23,6 +23,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let decoder: FrameDecoder
     private var cumulation: ByteBuffer?
     private var life: ConnectionStateMachine
+    private var queueDelay = QueueDelayEstimator()
     private var zstd: ZstdCodec?
     private var clientMaxFrame: UInt32 = 0
     private var scratch = ScoringScratch()
@@ -308,6 +309,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard FrameFlags.known.isSuperset(of: h.flags) else {
             throw WireError(.malformed, "flags 0x\(String(h.flags.rawValue, radix: 16)) include bits protocol v1 does not define")
         }
+        // A stamped request's wait before it was read counts against its budget, and sheds it when long.
+        var sentAt = receivedAt
+        if let waited = queueDelay.observe(stamp: h.sendStamp, now: receivedAt), op == .score {
+            if config.maxQueueMillis > 0 && waited > UInt64(config.maxQueueMillis) * 1_000 {
+                throw WireError(.overloaded, "the request waited about \(waited / 1_000) ms before the server read it, over its limit of \(config.maxQueueMillis) ms; retry")
+            }
+            if h.time > 0 && waited >= h.time {
+                throw WireError(.deadlineExceeded, "the request waited about \(waited) µs before the server read it, over its budget of \(h.time) µs")
+            }
+            sentAt -= waited * 1_000
+        }
         if op == .score && budget.holdsBack(charged) {
             // Shed before decompressing or scoring anything: the answer costs a few bytes.
             throw WireError(.overloaded, "the server's memory budget (\(budget.limit >> 20) MiB) is in use; retry later")
@@ -338,7 +350,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 let m = try servingModel(r.model, version: r.version)
                 reply(h, .schema(m.wireSchema), context: context, receivedAt: receivedAt)
             default:
-                try score(h, body, context: context, receivedAt: receivedAt)
+                try score(h, body, context: context, receivedAt: receivedAt, sentAt: sentAt)
             }
         default:
             throw WireError(.protocolViolation, "\(op) is not a request")
@@ -381,7 +393,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     // MARK: SCORE, the hot path
 
-    private func score(_ h: FrameHeader, _ body: ByteBuffer, context: ChannelHandlerContext, receivedAt: UInt64) throws(WireError) {
+    /// `sentAt` is when the client sent it, as far as the server can tell (its send stamp), else `receivedAt`:
+    /// the budget and RESULT's `queue_us` count from there; the header's time counts from the read.
+    private func score(_ h: FrameHeader, _ body: ByteBuffer, context: ChannelHandlerContext, receivedAt: UInt64, sentAt: UInt64) throws(WireError) {
         let view = try ScoreRequestView(body: body)
         guard view.trailingBytes == 0 else {
             throw WireError(.malformed, "SCORE body has \(view.trailingBytes) bytes after the candidate matrix")
@@ -398,11 +412,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
             throw WireError(.schemaMismatch, "SCORE carries \(view.candidateFeatureCount) features per candidate; \(m.name) v\(m.version) takes \(m.candidateFeatureCount): \(m.wireSchema.candidateFeatures.map(\.name).joined(separator: ", "))")
         }
         if let pool, config.offloadCandidates > 0, n >= config.offloadCandidates {
-            try offload(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt, pool: pool, context: context)
+            try offload(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt, sentAt: sentAt, pool: pool, context: context)
             return
         }
         let at = outbox.writerIndex
-        try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt,
+        try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: sentAt,
                                          scratch: &scratch, clientMaxFrame: clientMaxFrame, clock: clock, into: &outbox)
         finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
     }
@@ -410,7 +424,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Scores a large request on the thread pool, so the requests behind it on this connection are answered
     /// meanwhile (its answer then comes out of order).
     private func offload(_ view: ScoreRequestView, model m: ServingModel, requestID: UInt64, budget: UInt64, receivedAt: UInt64,
-                         pool: NIOThreadPool, context: ChannelHandlerContext) throws(WireError) {
+                         sentAt: UInt64, pool: NIOThreadPool, context: ChannelHandlerContext) throws(WireError) {
         guard life.pending < Int(config.limits.maxInFlight) else {
             throw WireError(.overloaded, "\(life.pending) large requests are already being scored on this connection; retry later")
         }
@@ -428,7 +442,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             var out = allocator.buffer(capacity: 0)
             do throws(WireError) {
                 try ResultEncoder.scoreAndEncode(view, model: m, requestID: requestID, budget: budget,
-                                                 receivedAt: receivedAt, scratch: &scratch, clientMaxFrame: limit,
+                                                 receivedAt: sentAt, scratch: &scratch, clientMaxFrame: limit,
                                                  clock: clock, into: &out)
                 return .success(out)
             } catch {

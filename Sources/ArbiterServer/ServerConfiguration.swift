@@ -58,6 +58,10 @@ public struct ServerConfiguration: Sendable {
     /// Bytes one connection may have in requests being scored off the event loop (their bodies and
     /// answers); past it the connection stops reading until some finish. Default 32 MiB.
     public var maxOffloadedBytesPerConnection: Int = 32 << 20
+    /// A stamped SCORE (FrameHeader.sendStamp) that waited longer than this before the server read it is
+    /// answered `OVERLOADED` unscored, so that the server catches up instead of answering everything late.
+    /// In milliseconds; 0 = never. Default 100.
+    public var maxQueueMillis: Int64 = 100
     /// How often each event loop checks its connections' deadlines, in milliseconds. Default 100.
     public var sweepIntervalMillis: Int64 = 100
 

@@ -69,6 +69,10 @@ public struct ArbiterTarget: Target {
         withUnsafeBytes(of: seq.littleEndian) { id in
             for i in 0..<8 { buffer[8 + i] = id[i] }
         }
+        // Stamped as Arbiter's own clients stamp (the C floor echoes it back unread).
+        withUnsafeBytes(of: FrameHeader.sendStampNow().littleEndian) { stamp in
+            for i in 0..<4 { buffer[20 + i] = stamp[i] }
+        }
     }
 
     public func cut(_ inbox: inout ByteBuffer, _ state: inout CutState) throws -> [Answer] {
