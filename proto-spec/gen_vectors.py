@@ -25,8 +25,8 @@ def pad(buf, align):
     return buf + b"\0" * ((align - len(buf) % align) % align)
 
 
-def header(opcode, request_id, body_len, time=0, flags=0, status=0, version=1):
-    return MAGIC + struct.pack("<BBBBQIIQ", version, OPCODES[opcode], flags, status, request_id, body_len, 0, time)
+def header(opcode, request_id, body_len, time=0, flags=0, status=0, version=1, send_stamp=0):
+    return MAGIC + struct.pack("<BBBBQIIQ", version, OPCODES[opcode], flags, status, request_id, body_len, send_stamp, time)
 
 
 def f32s(values):
@@ -102,15 +102,15 @@ def body_of(opcode, m):
     raise ValueError(opcode)
 
 
-def write(name, description, opcode, request_id, message, time=0, status="OK"):
+def write(name, description, opcode, request_id, message, time=0, status="OK", send_stamp=0):
     body = body_of(opcode, message)
-    frame = header(opcode, request_id, len(body), time=time, status=STATUSES.index(status)) + body
+    frame = header(opcode, request_id, len(body), time=time, status=STATUSES.index(status), send_stamp=send_stamp) + body
     hexlines = "\n".join(frame[i:i + 32].hex() for i in range(0, len(frame), 32))
     with open(os.path.join("vectors", name + ".hex"), "w") as f:
         f.write(hexlines + "\n")
     doc = {"description": description,
            "header": {"version": 1, "opcode": opcode, "flags": 0, "status": status, "request_id": request_id,
-                      "body_length": len(body), "time": time},
+                      "body_length": len(body), "send_stamp": send_stamp, "time": time},
            "message": message}
     with open(os.path.join("vectors", name + ".json"), "w") as f:
         json.dump(doc, f, indent=2, sort_keys=True)
@@ -162,6 +162,11 @@ def main():
           {"model": "leads", "version": 0, "routing_key": 42, "top_k": 0, "context": [3.0, 4200.0],
            "candidate_ids": [101, 102], "candidate_feature_count": 2, "candidate_features": [1.0, 3.5, 4.0, 40.0]},
           time=250)
+    write("score_stamped", "SCORE stamped by the client (send stamp 0xDEADBEEF µs, its own clock), deadline 500 µs",
+          "SCORE", 9,
+          {"model": "leads", "version": 0, "routing_key": 0, "top_k": 0, "context": [3.0, 4200.0],
+           "candidate_ids": [101], "candidate_feature_count": 2, "candidate_features": [1.0, 3.5]},
+          time=500, send_stamp=0xDEADBEEF)
     write("score_topk_pinned", "SCORE pinned to version 3, best 1 of 3", "SCORE", 8,
           {"model": "lead-model-x", "version": 3, "routing_key": 0, "top_k": 1, "context": [1.0, 2500.0],
            "candidate_ids": [1, 2, 3], "candidate_feature_count": 2,

@@ -47,6 +47,9 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "MiB all connections together may hold (partial frames, queued answers, work being scored); over it, SCOREs are shed with OVERLOADED (default: a quarter of the machine's or cgroup's memory).")
     var memoryBudgetMib: Int?
 
+    @Option(help: "A stamped SCORE that waited more than this many ms before the server read it is answered OVERLOADED (0 = never).")
+    var maxQueueMs: Int64 = 100
+
     @Option(help: "A connection must complete HELLO within this many ms (0 = no limit).")
     var helloTimeoutMs: Int64 = 10_000
 
@@ -88,6 +91,7 @@ struct Arbiterd: AsyncParsableCommand {
         for (name, v) in [("--hello-timeout-ms", helloTimeoutMs), ("--idle-timeout-ms", idleTimeoutMs), ("--frame-timeout-ms", frameTimeoutMs)] {
             guard (0...86_400_000).contains(v) else { throw ValidationError("\(name) must be in 0...86400000 (a day), got \(v)") }
         }
+        guard (0...600_000).contains(maxQueueMs) else { throw ValidationError("--max-queue-ms must be in 0...600000, got \(maxQueueMs)") }
         guard (0...600_000).contains(shutdownGraceMs) else { throw ValidationError("--shutdown-grace-ms must be in 0...600000, got \(shutdownGraceMs)") }
         guard !(create && readOnly) else { throw ValidationError("--create and --read-only exclude each other: a new store must be written") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
@@ -116,6 +120,7 @@ struct Arbiterd: AsyncParsableCommand {
             logger.warning("--max-connections \(config.maxConnections) is close to this process's limit of \(files) open files: connections past it wait in the backlog (raise the limit with ulimit -n)")
         }
         if let m = memoryBudgetMib { config.memoryBudgetBytes = m << 20 }
+        config.maxQueueMillis = maxQueueMs
         config.helloTimeoutMillis = helloTimeoutMs
         config.idleTimeoutMillis = idleTimeoutMs
         config.frameTimeoutMillis = frameTimeoutMs

@@ -145,7 +145,7 @@ import Testing
         }
         let header = FrameHeader(version: UInt8(u64(h, "version")), opcode: op.rawValue, flags: FrameFlags(rawValue: UInt8(u64(h, "flags"))),
                                  status: status.rawValue, requestID: u64(h, "request_id"), bodyLength: u32(h, "body_length"),
-                                 time: u64(h, "time"))
+                                 sendStamp: u32(h, "send_stamp"), time: u64(h, "time"))
         return Frame(header: header, message: message)
     }
 }
