@@ -22,15 +22,19 @@ import Glibc
         return c
     }
 
-    /// Reads what the server sends until it closes: the frames, and how the stream ended.
-    static func readUntilClosed(_ c: RawConnection) -> (frames: [Frame], error: String?) {
-        var frames: [Frame] = []
-        while true {
-            do {
-                guard let f = try c.readFrame() else { return (frames, nil) }
-                frames.append(f)
-            } catch {
-                return (frames, "\(error)")
+    /// Reads what the server sends until it closes: the frames, and how the stream ended (on a thread of
+    /// its own: it waits for the server's timeouts).
+    static func readUntilClosed(_ c: RawConnection) async throws -> (frames: [Frame], error: String?) {
+        let handed = Handed(value: c)
+        return try await offPool {
+            var frames: [Frame] = []
+            while true {
+                do {
+                    guard let f = try handed.value.readFrame() else { return (frames, nil) }
+                    frames.append(f)
+                } catch {
+                    return (frames, "\(error)")
+                }
             }
         }
     }
@@ -46,7 +50,7 @@ import Glibc
         try await Fixture.withServer(Self.config { $0.helloTimeoutMillis = 300 }) { _, port in
             let c = try RawConnection(port: port)
             #expect(try c.pingWorks(), "PING is served before HELLO (liveness probes)")
-            let (frames, error) = Self.readUntilClosed(c)
+            let (frames, error) = try await Self.readUntilClosed(c)
             #expect(error == nil, "closed cleanly, not reset: \(error ?? "")")
             #expect(Self.timeoutMessage(frames)?.contains("no HELLO within 300 ms") == true, "\(frames)")
             #expect(try serverStillAnswers(port))
@@ -60,7 +64,7 @@ import Glibc
             var b = ByteBuffer()
             Frame(requestID: 9, message: .score(Fixture.scoreRequest(n: 3))).encode(into: &b)
             c.send(Array(b.readableBytesView.prefix(40)))  // the header and 8 bytes of the body
-            let (frames, error) = Self.readUntilClosed(c)
+            let (frames, error) = try await Self.readUntilClosed(c)
             #expect(error == nil, "\(error ?? "")")
             #expect(Self.timeoutMessage(frames)?.contains("no complete frame within 300 ms") == true, "\(frames)")
             #expect(try serverStillAnswers(port))
@@ -79,7 +83,7 @@ import Glibc
                 #expect(try busy.pingWorks())
                 try await Task.sleep(for: .milliseconds(100))
             }
-            let (frames, error) = Self.readUntilClosed(idle)
+            let (frames, error) = try await Self.readUntilClosed(idle)
             #expect(error == nil, "\(error ?? "")")
             #expect(Self.timeoutMessage(frames)?.contains("idle for 1000 ms") == true, "\(frames)")
             #expect(try busy.pingWorks())
@@ -93,7 +97,7 @@ import Glibc
             let b = try RawConnection(port: port)
             try b.hello()
             let c = try RawConnection(port: port)
-            let (frames, error) = Self.readUntilClosed(c)
+            let (frames, error) = try await Self.readUntilClosed(c)
             #expect(error == nil, "\(error ?? "")")
             guard frames.count == 1, case .error(let e) = frames[0].message else {
                 Issue.record("expected one ERROR, got \(frames)")
@@ -144,7 +148,7 @@ import Glibc
         Frame(requestID: 9_999, message: .score(Fixture.scoreRequest(n: 1))).encode(into: &late)
         c.send(Array(late.readableBytesView))
 
-        let (frames, error) = Self.readUntilClosed(c)
+        let (frames, error) = try await Self.readUntilClosed(c)
         #expect(error == nil, "the stream must end cleanly, not by reset: \(error ?? "")")
         let results = frames.filter { if case .result = $0.message { return true } else { return false } }
         #expect(results.count == count, "every request read before the shutdown is answered, whole")

@@ -128,3 +128,17 @@ func waitUntil(_ what: String, seconds: Double = 10, _ condition: () throws -> B
 func serverStillAnswers(_ port: Int) throws -> Bool {
     try RawConnection(port: port).pingWorks()
 }
+
+/// Something handed whole to one other thread at a time (a blocking connection read on a thread of its own).
+struct Handed<T>: @unchecked Sendable {
+    let value: T
+}
+
+/// Runs blocking work (a socket read that waits for the server) on a thread of its own, so that it does not
+/// hold one of the few threads Swift concurrency runs every test's tasks on: a test blocked there for
+/// seconds delays other tests' sleeps and timeouts by as much.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}

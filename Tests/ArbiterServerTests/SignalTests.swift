@@ -23,17 +23,21 @@ import Glibc
         p.arguments = ["--store", Fixture.store, "--listen", "127.0.0.1:0", "--shutdown-grace-ms", "1000", "--poll-ms", "0"]
         try p.run()
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        // The log line "listening on [IPv4]127.0.0.1/127.0.0.1:PORT ..." gives the port.
-        var text = ""
-        var port: Int?
-        let deadline = Date(timeIntervalSinceNow: 60)
-        while port == nil, Date() < deadline {
-            let chunk = log.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            text += String(decoding: chunk, as: UTF8.self)
-            if let r = text.range(of: #"listening on \S*:(\d+)"#, options: .regularExpression) {
-                port = Int(text[r].split(separator: ":").last!)
+        // The log line "listening on [IPv4]127.0.0.1/127.0.0.1:PORT ..." gives the port (read on a thread of
+        // its own: reading the pipe blocks).
+        let reader = Handed(value: log.fileHandleForReading)
+        let (port, text) = try await offPool { () -> (Int?, String) in
+            var text = ""
+            let deadline = Date(timeIntervalSinceNow: 60)
+            while Date() < deadline {
+                let chunk = reader.value.availableData
+                if chunk.isEmpty { break }
+                text += String(decoding: chunk, as: UTF8.self)
+                if let r = text.range(of: #"listening on \S*:(\d+)"#, options: .regularExpression) {
+                    return (Int(text[r].split(separator: ":").last!), text)
+                }
             }
+            return (nil, text)
         }
         let serverPort = try #require(port, "no port in: \(text)")
 

@@ -20,7 +20,7 @@ import Testing
 
     static var arbiterd: String { OtherProcess.binDir.appendingPathComponent("arbiterd").path }
 
-    @Test func aTruncatedStoreIsRefusedWithAMessageNotASignal() throws {
+    @Test func aTruncatedStoreIsRefusedWithAMessageNotASignal() async throws {
         let dir = temporaryPath("truncated")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.makeStore(dir)
@@ -37,7 +37,7 @@ import Testing
             return why.contains("cut short") && why.contains("\(size / 2) bytes")
         }
         // The server, as an operator starts it: a message and exit status 1 (a signal would be 128 + n).
-        let (status, output) = try OtherProcess.capture(Self.arbiterd, ["--store", dir, "--listen", "127.0.0.1:0"])
+        let (status, output) = try await offPool { try OtherProcess.capture(Self.arbiterd, ["--store", dir, "--listen", "127.0.0.1:0"]) }
         #expect(status == 1, "\(output)")
         #expect(output.contains("cut short"), "\(output)")
     }
@@ -47,7 +47,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(throws: StoreError.missingStore(path: dir)) { try StoreEnvironment.open(path: dir) }
-        let (status, output) = try OtherProcess.capture(Self.arbiterd, ["--store", dir, "--listen", "127.0.0.1:0"])
+        let (status, output) = try await offPool { try OtherProcess.capture(Self.arbiterd, ["--store", dir, "--listen", "127.0.0.1:0"]) }
         #expect(status == 1, "\(output)")
         #expect(output.contains("no store at \(dir)") && output.contains("--create"), "\(output)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "nothing may be created without --create")
@@ -80,8 +80,11 @@ import Testing
             #expect(throws: StoreError.readOnly(path: store)) { try Catalog(environment: env).activate(model: "leads", version: 1) }
 
             // A trainer (another process, with write access) publishes v2: the read-only server loads it.
-            try OtherProcess.run(OtherProcess.trainer, ["train", "--kind", "lead-grading", "--data", csv, "--store", store,
-                                                        "--model", "leads", "--max-epochs", "1", "--seed", "2"])
+            let trainer = OtherProcess.trainer
+            try await offPool {
+                try OtherProcess.run(trainer, ["train", "--kind", "lead-grading", "--data", csv, "--store", store,
+                                               "--model", "leads", "--max-epochs", "1", "--seed", "2"])
+            }
             try await server.reload()
             #expect(try await client.score(Fixture.scoreRequest(n: 3)).version == 2)
             // A read-only server cannot record its verdict; it only logs it.
