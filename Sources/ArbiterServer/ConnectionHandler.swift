@@ -90,9 +90,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             incoming = c
         }
         if paused {
-            // Bytes NIO had already read before the pause: keep them with the rest.
+            // Bytes NIO had already read before the pause: keep them with the rest. (A paused connection is
+            // not waiting for a frame to complete: the frame timeout does not run; the idle one does.)
             cumulation = incoming
-            life.read(now: receivedAt, completedFrames: 0, partialFrame: true)
+            life.read(now: receivedAt, completedFrames: 0, partialFrame: false)
             return
         }
         process(&incoming, context: context, readAt: receivedAt, now: receivedAt)
@@ -129,7 +130,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             handle(frame, context: context, receivedAt: readAt)
         }
         if life.dropsInput { return }
-        life.read(now: now, completedFrames: completed, partialFrame: incoming.readableBytes > 0)
+        life.read(now: now, completedFrames: completed, partialFrame: incoming.readableBytes > 0 && !paused)
         if incoming.readableBytes > 0 {
             // Keep only the partial frame; copy it out so the large read buffer can be freed.
             if incoming.readerIndex > 0 && incoming.readableBytes < 4096 {
