@@ -284,12 +284,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private func handle(_ frame: RawFrame, context: ChannelHandlerContext, receivedAt: UInt64) {
         let h = frame.header
+        let start = outbox.writerIndex
         do {
             try dispatch(frame, context: context, receivedAt: receivedAt)
         } catch {
+            // Nothing of a failed answer goes out: only the ERROR.
+            outbox.moveWriterIndex(to: start)
             var e = error
             e.requestID = h.requestID
-            fail(e, context: context)
+            fail(e, context: context, receivedAt: receivedAt)
         }
     }
 
@@ -527,9 +530,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Answers a protocol error; closes the connection when the status says so.
-    private func fail(_ error: WireError, context: ChannelHandlerContext) {
+    /// `receivedAt` (when the request was read) gives the ERROR's header time, as for any answer; 0 leaves
+    /// it 0 (errors that answer no request, or a frame whose header cannot be trusted).
+    private func fail(_ error: WireError, context: ChannelHandlerContext, receivedAt: UInt64 = 0) {
         logger.debug("protocol error", metadata: ["status": "\(error.status)", "message": "\(error.message)"])
+        let at = outbox.writerIndex
         ResultEncoder.encodeError(error, into: &outbox)
+        if receivedAt > 0 {
+            FrameHeader.patchTime((clock.nanoseconds() &- receivedAt) / 1000, in: &outbox, headerAt: at)
+        }
         if error.status.closesConnection {
             life.closingErrorQueued(now: clock.nanoseconds())
             cumulation = nil

@@ -260,6 +260,8 @@ import Testing
             let id = try #require((h["request_id"] as? NSNumber)?.uint64Value)
             var out = ByteBuffer()
             ResultEncoder.encodeError(WireError(status, try #require(m["message"] as? String), requestID: id), into: &out)
+            // The handler stamps the time the request was held, as on any answer.
+            FrameHeader.patchTime(try #require((h["time"] as? NSNumber)?.uint64Value), in: &out, headerAt: 0)
             #expect(Array(out.readableBytesView) == (try Self.vector(String(name.dropLast(5)))), "\(name)")
         }
     }
