@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test test-sanitize alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt clean
+.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -13,6 +13,7 @@ help:
 	@echo "make release  release build"
 	@echo "make test     install what is missing, build, run every test"
 	@echo "make test-sanitize  every test under AddressSanitizer, then ThreadSanitizer (about 3 min; CI runs it)"
+	@echo "make fuzz     every decoder of outside input under libFuzzer + ASan, 150 s per target (fuzz-smoke: 10 s each, CI)"
 	@echo "make demo     train a lead-grading model, serve it, score leads with the CLI"
 	@echo "make alloc-check  allocation counts of the hot paths (ordo-one/benchmark): must stay at bench/alloc/Thresholds"
 	@echo "make demo-gbdt  train a LightGBM model in Python, import it, serve it, score with the CLI, compare with LightGBM"
@@ -36,6 +37,12 @@ test: deps
 
 test-sanitize: deps
 	@./scripts/test-sanitize.sh
+
+fuzz: deps
+	@./fuzz/run.sh
+
+fuzz-smoke: deps
+	@SECONDS_EACH=10 ./fuzz/run.sh
 
 alloc-check: deps
 	@cd bench/alloc && swift package --allow-writing-to-package-directory benchmark thresholds check --no-progress
@@ -64,4 +71,4 @@ bench-gbdt: deps
 	@./bench/gbdt/run.sh
 
 clean:
-	rm -rf .build .build-address .build-thread var bench/.build bench/.work
+	rm -rf .build .build-address .build-thread var bench/.build bench/.work fuzz/.build fuzz/corpus fuzz/artifacts

@@ -17,6 +17,11 @@ extension ImportedForest {
         do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
             throw ImportError(file: file, "cannot read the file: \(error.localizedDescription)")
         }
+        return try parse(format, data: data, file: file)
+    }
+
+    /// Parses and validates a model file's bytes (as `read` does); `file` names it in errors.
+    public static func parse(_ format: ForestFormat, data: Data, file: String) throws(ImportError) -> ImportedForest {
         let forest = switch format {
         case .xgboostJSON: try XGBoostJSON.parse(data, file: file)
         case .lightgbmText: try LightGBMText.parse(data, file: file)

@@ -59,6 +59,11 @@ public enum GbdtImport {
         do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
             throw ImportError(file: file, "cannot read the rows: \(error.localizedDescription)")
         }
+        return try parseRows(text, featureCount: featureCount, file: file)
+    }
+
+    /// The rows of CSV `text` (as `readRows` reads a file); `file` names it in errors.
+    public static func parseRows(_ text: String, featureCount: Int, file: String) throws(ImportError) -> [[Float]] {
         var rows: [[Float]] = []
         for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let l = line.hasSuffix("\r") ? line.dropLast() : line

@@ -114,6 +114,12 @@ public enum LeadData {
         do { data = try Data(contentsOf: url) } catch {
             throw DataError("cannot read \(url.path): \(error.localizedDescription)")
         }
+        return try parseCSV(data, name: url.path)
+    }
+
+    /// The rows of a leads CSV held in `data` (as `readCSV` reads a file); `name` names it in errors.
+    public static func parseCSV(_ data: Data, name: String) throws -> [LeadRow] {
+        let url = URL(fileURLWithPath: name)
         guard let text = String(data: data, encoding: .utf8) else { throw DataError("\(url.path) is not UTF-8 text") }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
         while lines.last?.isEmpty == true { lines.removeLast() }
