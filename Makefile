@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt clean
+.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt bench-soak clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench       benchmark suite: every scenario against the C floor, Redis, grpc-swift, grpcio+LightGBM"
 	@echo "make bench-full  the suite plus latency-throughput sweeps"
 	@echo "make bench-smoke 10 s of ping and lead-1 against arbiterd, failing on any error (CI)"
+	@echo "make bench-soak  10 min at twice capacity with misbehaving clients: memory, sheds, p99 (after make bench)"
 	@echo "make bench-gbdt  the tree kernel against xgboost and LightGBM, one thread, same models and rows"
 
 deps:
@@ -66,6 +67,9 @@ bench-full:
 
 bench-smoke: deps
 	@./bench/run.sh smoke
+
+bench-soak: deps
+	@./bench/soak/run.sh
 
 bench-gbdt: deps
 	@./bench/gbdt/run.sh

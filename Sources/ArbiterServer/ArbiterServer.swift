@@ -3,7 +3,6 @@ import ArbiterStore
 import ArbiterWire
 import Logging
 import NIOCore
-import NIOExtras
 import NIOPosix
 import NIOConcurrencyHelpers
 

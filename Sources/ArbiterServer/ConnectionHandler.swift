@@ -2,7 +2,6 @@ import ArbiterModels
 import ArbiterWire
 import Logging
 import NIOCore
-import NIOExtras
 import NIOPosix
 
 /// Serves one connection: cuts frames, enforces HELLO and the limits, scores inline on the event loop,

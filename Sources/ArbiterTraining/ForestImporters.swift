@@ -10,6 +10,11 @@ public enum ForestFormat: String, CaseIterable, Sendable {
 }
 
 extension ImportedForest {
+    /// The most features an imported model may declare: a row of more would not fit a SCORE frame with any
+    /// room for candidates (4 MiB by default), and a file declaring millions must not make the importer
+    /// allocate for them (found by fuzz-import: a LightGBM header with max_feature_idx 3,836,700,428).
+    public static let maxFeatures = 100_000
+
     /// Reads a model file of `format`. Every problem is an ``ImportError`` naming the file and what is
     /// wrong with it.
     public static func read(_ format: ForestFormat, file: String) throws(ImportError) -> ImportedForest {
@@ -101,11 +106,13 @@ enum XGBoostJSON {
         let numClass = number(params["num_class"]) ?? 0
         let numTarget = number(params["num_target"]) ?? 1
         guard numClass <= 1, numTarget == 1 else {
-            throw fail("multi-class or multi-target models (num_class \(Int(numClass)), num_target \(Int(numTarget))) are not supported")
+            // Printed as read: a file may hold any number there, and Int() of a huge one or NaN would trap.
+            throw fail("multi-class or multi-target models (num_class \(numClass.formatted()), num_target \(numTarget.formatted())) are not supported")
         }
-        guard let featureCount = number(params["num_feature"]).map(Int.init), featureCount >= 1 else {
-            throw fail("learner_model_param.num_feature is missing or not a positive number")
+        guard let declared = number(params["num_feature"]), declared >= 1, declared <= Double(ImportedForest.maxFeatures) else {
+            throw fail("learner_model_param.num_feature is missing, not a positive number, or over \(ImportedForest.maxFeatures) (the most an import accepts)")
         }
+        let featureCount = Int(declared)
         guard let baseScore = number(params["base_score"]) else { throw fail("learner_model_param.base_score is missing or not a number") }
         let transform: OutputTransform
         let baseMargin: Double
@@ -201,6 +208,9 @@ enum LightGBMText {
         }
         if header["average_output"] != nil {
             throw fail("the model averages its trees (random forest mode), which is not supported")
+        }
+        guard maxFeature < ImportedForest.maxFeatures else {
+            throw fail("max_feature_idx \(maxFeature) declares more than \(ImportedForest.maxFeatures) features, the most an import accepts")
         }
         let featureCount = maxFeature + 1
         var names = header["feature_names"].map { $0.split(separator: " ").map(String.init) } ?? []

@@ -116,8 +116,12 @@ struct Arbiterd: AsyncParsableCommand {
         let files = ServerConfiguration.raiseFileLimit()
         var config = ServerConfiguration(storePath: store)
         config.maxConnections = maxConnections ?? ServerConfiguration.defaultMaxConnections()
-        if config.maxConnections > files - 64 {
-            logger.warning("--max-connections \(config.maxConnections) is close to this process's limit of \(files) open files: connections past it wait in the backlog (raise the limit with ulimit -n)")
+        // Connections must run out before file descriptors do: past the file limit, accepting fails with
+        // EMFILE, and NIO's accept loop then spins a core (it stays registered for the listening socket).
+        // With 64 descriptors kept for the store, logs and the loops, the cap refuses clients first.
+        guard files - 64 >= max(1, config.maxConnections) else {
+            logger.critical("cannot start: \(config.maxConnections) connections need a limit of at least \(config.maxConnections + 64) open files, and this process may open \(files) (raise it with ulimit -n, or lower --max-connections)")
+            throw ExitCode(1)
         }
         if let m = memoryBudgetMib { config.memoryBudgetBytes = m << 20 }
         config.maxQueueMillis = maxQueueMs

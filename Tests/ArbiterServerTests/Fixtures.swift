@@ -17,8 +17,15 @@ import Glibc
 /// A store with one small trained lead-grading model, shared by the server tests.
 enum Fixture {
     static let store: String = {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("arbiter-server-tests-\(getpid())").path
+        let tmp = FileManager.default.temporaryDirectory
+        let dir = tmp.appendingPathComponent("arbiter-server-tests-\(getpid())").path
         try? FileManager.default.removeItem(atPath: dir)
+        // Stores left by earlier runs whose process is gone (the store outlives the run that made it).
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmp.path)) ?? [] where name.hasPrefix("arbiter-server-tests-") {
+            if let pid = Int32(name.dropFirst("arbiter-server-tests-".count)), kill(pid, 0) != 0, errno == ESRCH {
+                try? FileManager.default.removeItem(at: tmp.appendingPathComponent(name))
+            }
+        }
         let rows = LeadData.generate(rows: 3000, seed: 11)
         var o = FMTrainingOptions()
         o.maxEpochs = 4
@@ -35,6 +42,9 @@ enum Fixture {
         c.store = StoreConfiguration(mapSize: 1 << 30)
         c.limits = Limits(maxFrameBytes: 64 << 10, maxCandidates: 100, maxInFlight: 64)
         c.pollIntervalMillis = 0
+        // No shedding by wait: the suites run in parallel on two cores, where a request can wait 300 ms for a
+        // loop that another test keeps busy. QueueDelayTests and OverloadTests turn it on.
+        c.maxQueueMillis = 0
         return c
     }
 

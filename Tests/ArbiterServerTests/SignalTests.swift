@@ -2,6 +2,7 @@ import ArbiterClient
 import ArbiterTestSupport
 import ArbiterWire
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
@@ -72,5 +73,91 @@ import Glibc
         #expect(took < .seconds(10), "exit took \(took)")
         #expect(p.terminationStatus == 0)
         withExtendedLifetime(c) {}
+    }
+}
+
+/// File descriptors run out after connections do, never before: arbiterd refuses to start with a connection
+/// cap the file limit cannot hold (past the limit, accepting fails with EMFILE and NIO's accept loop spins a
+/// core), and with its default cap under a small limit, clients past the cap are refused with an ERROR while
+/// the process stays idle.
+@Suite struct FileLimitTests {
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After the command name: utime and stime are fields 14 and 15 of stat (1-based), 11 and 12 here.
+        guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
+        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// arbiterd under `ulimit -n files`, with `arguments`; returns the process and its log, read as it comes.
+    static func start(files: Int, _ arguments: [String]) throws -> (Process, NIOLockedValueBox<String>) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // The hard limit too, or arbiterd would raise its soft limit back up.
+        p.arguments = ["-c", "ulimit -Sn \(files) && ulimit -Hn \(files) && exec \"$0\" \"$@\"",
+                       OtherProcess.binDir.appendingPathComponent("arbiterd").path,
+                       "--store", Fixture.store, "--listen", "127.0.0.1:0", "--poll-ms", "0", "--threads", "1",
+                       "--shutdown-grace-ms", "500"] + arguments
+        let log = Pipe()
+        p.standardError = log
+        p.standardOutput = log
+        try p.run()
+        let text = NIOLockedValueBox("")
+        let reader = Handed(value: log.fileHandleForReading)
+        Thread {
+            while true {
+                let chunk = reader.value.availableData
+                if chunk.isEmpty { return }
+                text.withLockedValue { $0 += String(decoding: chunk, as: UTF8.self) }
+            }
+        }.start()
+        return (p, text)
+    }
+
+    @Test func aConnectionCapTheFileLimitCannotHoldIsRefusedAtStart() async throws {
+        let (p, log) = try Self.start(files: 64, ["--max-connections", "1000"])
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        try await waitUntil("arbiterd exits", seconds: 30) { !p.isRunning }
+        #expect(p.terminationStatus == 1)
+        try await waitUntil("the log says why", seconds: 5) { log.withLockedValue { $0.contains("need a limit of at least 1064 open files") } }
+    }
+
+    @Test func underASmallFileLimitClientsPastTheCapAreRefusedAndNothingSpins() async throws {
+        // 96 files: the default cap is 32 connections.
+        let (p, log) = try Self.start(files: 96, [])
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        try await waitUntil("arbiterd listens", seconds: 60) { log.withLockedValue { $0.contains("listening on") } || !p.isRunning }
+        let text = log.withLockedValue { $0 }
+        let r = try #require(text.range(of: #"listening on \S*:(\d+)"#, options: .regularExpression), "\(text)")
+        let port = try #require(Int(text[r].split(separator: ":").last!))
+        #expect(text.contains("at most 32 connections"), "\(text)")
+
+        var clients: [BlockingConnection] = []
+        for _ in 0..<100 {
+            if let c = try? BlockingConnection(port: port, receiveTimeoutSeconds: 2) { clients.append(c) }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let before = Self.cpuSeconds(p.processIdentifier)
+        try await Task.sleep(for: .seconds(2))
+        let used = Self.cpuSeconds(p.processIdentifier) - before
+        #expect(used < 0.5, "arbiterd used \(used) s of CPU in 2 s with 100 clients connected")
+        // The clients past the cap were told; the first ones are served.
+        let handed = Handed(value: clients)
+        let (refused, served) = try await offPool { () -> (Int, Bool) in
+            var refused = 0
+            for c in handed.value.suffix(50) {
+                if let f = try? c.readFrame(), case .error(let e) = f.message, e.status == .tooManyConnections { refused += 1 }
+            }
+            let first = handed.value[0]
+            try first.hello()
+            return (refused, try first.pingWorks())
+        }
+        #expect(refused == 50, "\(refused) of the last 50 clients were refused with TOO_MANY_CONNECTIONS")
+        #expect(served)
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        withExtendedLifetime(clients) {}
     }
 }

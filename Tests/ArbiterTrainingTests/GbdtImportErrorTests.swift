@@ -57,6 +57,19 @@ import Testing
         try s.refuses("lightgbm-text", try s.file("cut30.txt", String(Self.lgb[..<end.lowerBound])), saying: ["cut30.txt", "truncated"])
     }
 
+    /// Headers that declare absurd sizes (found by fuzz-import: a LightGBM max_feature_idx of 3,836,700,428
+    /// made the importer allocate for billions of feature names) are refused before anything is allocated,
+    /// and numbers no integer can hold are named, not trapped on.
+    @Test func absurdDeclaredSizes() throws {
+        let s = try Setup()
+        try s.refuses("lightgbm-text", try s.file("wide.txt", Self.lgb.replacingOccurrences(of: "max_feature_idx=11", with: "max_feature_idx=3836700428")),
+                      saying: ["wide.txt", "max_feature_idx 3836700428", "100000"])
+        try s.refuses("xgboost-json", try s.file("wide.json", Self.xgb.replacingOccurrences(of: "\"num_feature\":\"12\",\"num_target\"", with: "\"num_feature\":\"1e300\",\"num_target\"")),
+                      saying: ["wide.json", "num_feature"])
+        try s.refuses("xgboost-json", try s.file("classes.json", Self.xgb.replacingOccurrences(of: "\"num_class\":\"0\"", with: "\"num_class\":\"1e300\"")),
+                      saying: ["classes.json", "multi-class"])
+    }
+
     @Test func aDifferentFormat() throws {
         let s = try Setup()
         try s.refuses("lightgbm-text", Self.fixture("xgboost-binary.json"), saying: ["xgboost-binary.json", "not a LightGBM text model"])

@@ -49,6 +49,8 @@ public struct LoadResult: Sendable {
     public var completed: Int
     /// Answers (errors included) that arrived within the measured window, whenever they were scheduled.
     public var answeredInWindow: Int = 0
+    /// Latency of the requests answered with a result (not an error), ns: what a shedding server accepted.
+    public var accepted: Histogram<UInt64>?
     public var errors: [String: Int]
     public var measuredSeconds: Double
 
@@ -93,6 +95,8 @@ final class RunState {
     let scheduled: UnsafeMutablePointer<UInt64>
     let sent: UnsafeMutablePointer<UInt64>
     let answered: UnsafeMutablePointer<UInt64>
+    /// Whether request k's answer was an error (OVERLOADED, DEADLINE_EXCEEDED, ...).
+    let failed: UnsafeMutablePointer<Bool>
     var queue = Histogram<UInt64>(highestTrackableValue: 60_000_000)
     var compute = Histogram<UInt64>(highestTrackableValue: 60_000_000)
     var errors: [String: Int] = [:]
@@ -108,6 +112,8 @@ final class RunState {
         scheduled = .allocate(capacity: n)
         sent = .allocate(capacity: n)
         answered = .allocate(capacity: n)
+        failed = .allocate(capacity: n)
+        failed.initialize(repeating: false, count: n)
         scheduled.initialize(repeating: 0, count: n)
         sent.initialize(repeating: 0, count: n)
         answered.initialize(repeating: 0, count: n)
@@ -117,6 +123,7 @@ final class RunState {
         scheduled.deallocate()
         sent.deallocate()
         answered.deallocate()
+        failed.deallocate()
     }
 
     /// Most requests encoded and not yet written, over all connections: past this the driver writes even
@@ -274,7 +281,10 @@ final class RunState {
                         answered[j] = at
                         received += 1
                         inFlight[c] -= 1
-                        if let e = a.error { errors[e, default: 0] += 1 }
+                        if let e = a.error {
+                            errors[e, default: 0] += 1
+                            failed[j] = true
+                        }
                         if let q = a.queueMicros { _ = queue.record(UInt64(q)) }
                         if let m = a.computeMicros { _ = compute.record(UInt64(m)) }
                     }
@@ -295,6 +305,7 @@ final class RunState {
         let timeout = UInt64(config.timeoutMillis) * 1_000_000
         var latency = (0..<n).map { _ in LoadGenerator.newHistogram() }
         var service = (0..<n).map { _ in LoadGenerator.newHistogram() }
+        var accepted = LoadGenerator.newHistogram()
         var out = LoadResult(target: target.name, configuration: config, latency: LoadGenerator.newHistogram(),
                              service: LoadGenerator.newHistogram(), serverQueue: queue, serverCompute: compute,
                              completed: 0, errors: errors, measuredSeconds: config.durationSeconds)
@@ -311,6 +322,7 @@ final class RunState {
                 continue
             }
             out.completed += 1
+            if !failed[k] { _ = accepted.record(done - scheduled[k]) }
             _ = latency[c].record(done - scheduled[k])
             _ = service[c].record(done - max(sent[k], scheduled[k]))
         }
@@ -318,6 +330,7 @@ final class RunState {
             out.latency.add(latency[c])
             out.service.add(service[c])
         }
+        out.accepted = accepted
         if let failure { out.errors["connection failed: \(failure)", default: 0] += 1 }
         return out
     }

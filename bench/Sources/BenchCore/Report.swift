@@ -47,6 +47,8 @@ public struct RunRecord: Codable, Sendable {
     public var serverCompute: Summary?
     /// The corrected latency histogram: [value in ns, count] for every recorded value bucket.
     public var histogram: [[UInt64]]
+    /// Latency of the requests answered with a result, not an error (nil in records written before it).
+    public var accepted: Summary?
 
     public init(kind: String = "run", repeatIndex: Int = 0, wire: String, scenario: String, label: String,
                 requestBytes: Int, result r: LoadResult) {
@@ -70,6 +72,7 @@ public struct RunRecord: Codable, Sendable {
         serverQueue = r.serverQueue.totalCount > 0 ? Summary(r.serverQueue, unitNanos: 1) : nil
         serverCompute = r.serverCompute.totalCount > 0 ? Summary(r.serverCompute, unitNanos: 1) : nil
         histogram = r.latency.recordedValues().map { [$0.value, UInt64($0.count)] }
+        accepted = r.accepted.flatMap { $0.totalCount > 0 ? Summary($0) : nil }
     }
 
     public var errorCount: Int { errors.values.reduce(0, +) }

@@ -67,7 +67,12 @@ struct TargetOptions: ParsableArguments {
         if let q = record.serverQueue, let k = record.serverCompute {
             print(String(format: "  server-reported: queue p50 %.0f p99 %.0f µs, compute p50 %.0f p99 %.0f µs", q.p50, q.p99, k.p50, k.p99))
         }
-        if !record.errors.isEmpty { print("  errors: \(record.errors.sorted { $0.key < $1.key })") }
+        if !record.errors.isEmpty {
+            print("  errors: \(record.errors.sorted { $0.key < $1.key })")
+            if let a = record.accepted {
+                print(String(format: "  answered with a result: latency p50 %.1f p99 %.1f p99.9 %.1f max %.1f µs", a.p50, a.p99, a.p999, a.max))
+            }
+        }
         if let out { try append(record, to: out) }
         return record
     }
