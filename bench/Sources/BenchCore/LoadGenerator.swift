@@ -51,6 +51,8 @@ public struct LoadResult: Sendable {
     public var answeredInWindow: Int = 0
     /// Latency of the requests answered with a result (not an error), ns: what a shedding server accepted.
     public var accepted: Histogram<UInt64>?
+    /// The same from the actual send, ns (without the client's own lateness).
+    public var acceptedService: Histogram<UInt64>?
     public var errors: [String: Int]
     public var measuredSeconds: Double
 
@@ -306,6 +308,7 @@ final class RunState {
         var latency = (0..<n).map { _ in LoadGenerator.newHistogram() }
         var service = (0..<n).map { _ in LoadGenerator.newHistogram() }
         var accepted = LoadGenerator.newHistogram()
+        var acceptedService = LoadGenerator.newHistogram()
         var out = LoadResult(target: target.name, configuration: config, latency: LoadGenerator.newHistogram(),
                              service: LoadGenerator.newHistogram(), serverQueue: queue, serverCompute: compute,
                              completed: 0, errors: errors, measuredSeconds: config.durationSeconds)
@@ -322,7 +325,10 @@ final class RunState {
                 continue
             }
             out.completed += 1
-            if !failed[k] { _ = accepted.record(done - scheduled[k]) }
+            if !failed[k] {
+                _ = accepted.record(done - scheduled[k])
+                _ = acceptedService.record(done - max(sent[k], scheduled[k]))
+            }
             _ = latency[c].record(done - scheduled[k])
             _ = service[c].record(done - max(sent[k], scheduled[k]))
         }
@@ -331,6 +337,7 @@ final class RunState {
             out.service.add(service[c])
         }
         out.accepted = accepted
+        out.acceptedService = acceptedService
         if let failure { out.errors["connection failed: \(failure)", default: 0] += 1 }
         return out
     }

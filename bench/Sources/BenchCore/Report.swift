@@ -49,6 +49,8 @@ public struct RunRecord: Codable, Sendable {
     public var histogram: [[UInt64]]
     /// Latency of the requests answered with a result, not an error (nil in records written before it).
     public var accepted: Summary?
+    /// The same from the actual send.
+    public var acceptedService: Summary?
 
     public init(kind: String = "run", repeatIndex: Int = 0, wire: String, scenario: String, label: String,
                 requestBytes: Int, result r: LoadResult) {
@@ -73,6 +75,7 @@ public struct RunRecord: Codable, Sendable {
         serverCompute = r.serverCompute.totalCount > 0 ? Summary(r.serverCompute, unitNanos: 1) : nil
         histogram = r.latency.recordedValues().map { [$0.value, UInt64($0.count)] }
         accepted = r.accepted.flatMap { $0.totalCount > 0 ? Summary($0) : nil }
+        acceptedService = r.acceptedService.flatMap { $0.totalCount > 0 ? Summary($0) : nil }
     }
 
     public var errorCount: Int { errors.values.reduce(0, +) }

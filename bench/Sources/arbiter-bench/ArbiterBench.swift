@@ -71,6 +71,9 @@ struct TargetOptions: ParsableArguments {
             print("  errors: \(record.errors.sorted { $0.key < $1.key })")
             if let a = record.accepted {
                 print(String(format: "  answered with a result: latency p50 %.1f p99 %.1f p99.9 %.1f max %.1f µs", a.p50, a.p99, a.p999, a.max))
+                if let s = record.acceptedService {
+                    print(String(format: "  answered with a result, from the actual send: p50 %.1f p99 %.1f p99.9 %.1f µs", s.p50, s.p99, s.p999))
+                }
             }
         }
         if let out { try append(record, to: out) }
