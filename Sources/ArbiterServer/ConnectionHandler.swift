@@ -56,6 +56,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// answers before them until the whole batch is done). `lastAnswerAt` is the clock read that stamped the
     /// last answer's time (no extra clock read per frame).
     private static let writeEveryNanos: UInt64 = 1_000_000
+    /// When its answers have gone unread this long while the memory budget is in use, a connection is closed.
+    private static let evictAfterNanos: UInt64 = 1_000_000_000
+    /// The answer bytes queued for the socket at the last sweep, and when the client was last seen reading
+    /// them (the queue fell, or was empty).
+    private var lastQueued = 0
+    private var answersReadAt: UInt64 = 0
     private var lastAnswerAt: UInt64 = 0
     private var lastWriteAt: UInt64 = 0
 
@@ -172,7 +178,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func mayRead(_ context: ChannelHandlerContext) -> Bool {
         // Half-closed, nothing more is written: keep reading (and dropping) until the client closes.
         if life.phase == .halfClosed { return true }
-        return !paused && context.channel.isWritable && !budget.holdsBack(charged)
+        // Over the memory budget, a connection that holds much is held back at its next frame boundary: a
+        // frame already started is read to its end (at most the frame limit), so that the frame timeout
+        // only ever measures the client.
+        let midFrame = (cumulation?.readableBytes ?? 0) > 0
+        return !paused && context.channel.isWritable && (midFrame || !budget.holdsBack(charged))
     }
 
     /// Counts what this connection holds now against the server's budget.
@@ -211,6 +221,24 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// Acts on any deadline that has passed (the loop's sweep calls this a few times a second).
     func tick(now: UInt64) {
+        if let context, life.servesRequests {
+            // Whether the client reads its answers: the bytes queued for it fell, or none are queued.
+            let queued = (try? context.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
+            if queued == 0 || queued < lastQueued { answersReadAt = now }
+            lastQueued = queued
+            let unreadFor = now &- answersReadAt
+            if budget.isExhausted && unreadFor >= Self.evictAfterNanos {
+                // The budget is in use and this client has not read its answers for a while: its memory goes
+                // back to the clients that read theirs.
+                perform(life.evict(now: now, stalledFor: unreadFor))
+                return
+            }
+            // Not reading it because of the server's budget or its own work in flight, while its client reads
+            // its answers: the client is not idle.
+            if readPending && unreadFor < Self.evictAfterNanos && (paused || budget.holdsBack(charged)) {
+                life.heldBackByServer(now: now)
+            }
+        }
         perform(life.tick(now: now))
         // The channel's queue drains without telling us (between watermarks), and the budget may have freed.
         if let context, life.phase != .closed { resumeIfPossible(context) }

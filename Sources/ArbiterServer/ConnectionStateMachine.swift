@@ -130,6 +130,20 @@ struct ConnectionStateMachine {
         phase = .closed
     }
 
+    /// The server is not reading this connection for a reason of its own (its memory budget, its own work
+    /// in flight), between frames: the client is not idle, so the idle clock does not run meanwhile. (The
+    /// server always reads a started frame to its end, so the frame clock only ever measures the client.)
+    mutating func heldBackByServer(now: UInt64) {
+        lastRead = now
+    }
+
+    /// The server needs the memory this connection holds in answers its client has not read for a while:
+    /// close it (ERROR `TIMEOUT`), as the idle timeout would later.
+    mutating func evict(now: UInt64, stalledFor: UInt64) -> Action {
+        guard servesRequests else { return .none }
+        return timedOut(now, "answers unread for \(stalledFor / 1_000_000) ms while the server's memory budget is in use; closing")
+    }
+
     /// Checks the deadlines at `now`. The server calls it for every connection of an event loop a few
     /// times a second (one sweep per loop, no timer per connection), so a deadline is acted on within
     /// that period of passing.

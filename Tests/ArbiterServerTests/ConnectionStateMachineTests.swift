@@ -113,4 +113,21 @@ struct ConnectionStateMachineTests {
         sm.read(now: 0, completedFrames: 0, partialFrame: true)
         #expect(sm.tick(now: .max / 2) == .none)
     }
+
+    @Test func heldBackByTheServerTheIdleClockWaits() {
+        var sm = fresh()
+        sm.helloCompleted()
+        sm.read(now: ms(0), completedFrames: 1, partialFrame: false)
+        sm.heldBackByServer(now: ms(50_000))
+        #expect(sm.tick(now: ms(100_000)) == .none, "idle counts from when the server let go, not from the last read")
+        #expect(isTimeout(sm.tick(now: ms(110_000)), "idle for 60000 ms"))
+    }
+
+    @Test func evictionClosesWithATimeoutOnce() {
+        var sm = fresh()
+        sm.helloCompleted()
+        #expect(isTimeout(sm.evict(now: ms(5), stalledFor: ms(1_500)), "answers unread for 1500 ms"))
+        #expect(sm.evict(now: ms(6), stalledFor: ms(1_501)) == .none, "already closing")
+        #expect(sm.tick(now: ms(3_005)) == .close, "and closed at the grace period's end if the ERROR is never read")
+    }
 }
