@@ -180,17 +180,8 @@ import Glibc
         for id in 1...4_000 {
             Frame(requestID: UInt64(id), message: .score(Fixture.scoreRequest(n: 100))).encode(into: &batch)
         }
-        let bytes = Array(batch.readableBytesView), fd = c.fd
-        let sender = Thread {
-            // Blocks once the buffers are full; ends when the server closes the connection.
-            var off = 0
-            while off < bytes.count {
-                let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                if n <= 0 { return }
-                off += n
-            }
-        }
-        sender.start()
+        // Blocks once the buffers are full; ends when the server closes the connection.
+        sendOnThread(fd: c.fd, Array(batch.readableBytesView))
         try await waitUntil("the server stops reading (its answers are not being read)") {
             server.connectionCount.withLockedValue { $0 } == 1
         }

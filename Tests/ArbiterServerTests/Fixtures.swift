@@ -152,3 +152,21 @@ func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thro
         Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }
+
+/// Writes all of `bytes` to socket `fd`, blocking while the kernel's buffers are full; false once the peer is
+/// gone (tests that must keep sending to a server that stops reading call it from a thread of their own).
+@discardableResult
+func sendAll(fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var off = 0
+    while off < bytes.count {
+        let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if n <= 0 { return false }
+        off += n
+    }
+    return true
+}
+
+/// Sends `bytes` to `fd` from a thread of its own (see `sendAll`).
+func sendOnThread(fd: Int32, _ bytes: [UInt8]) {
+    Thread { sendAll(fd: fd, bytes) }.start()
+}

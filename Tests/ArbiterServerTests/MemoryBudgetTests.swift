@@ -98,23 +98,12 @@ import Glibc
             FrameHeader(opcode: Opcode.score.rawValue, requestID: 1, bodyLength: UInt32(bodyLength)).write(to: &header)
             let partial = Array(header.readableBytesView) + [UInt8](repeating: 0, count: bodyLength - 1)
             let before = Self.rss()
-            var senders: [Thread] = []
             var clients: [RawConnection] = []
             for _ in 0..<40 {
                 let c = try RawConnection(port: port)
                 try c.hello()
-                let fd = c.fd
                 // Sent from a thread: once the server stops reading, the kernel's buffers fill and send blocks.
-                let t = Thread {
-                    var off = 0
-                    while off < partial.count {
-                        let k = partial[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                        if k <= 0 { return }
-                        off += k
-                    }
-                }
-                t.start()
-                senders.append(t)
+                sendOnThread(fd: c.fd, partial)
                 clients.append(c)
             }
             try await Task.sleep(for: .seconds(2))

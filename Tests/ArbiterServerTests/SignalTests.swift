@@ -50,15 +50,7 @@ import Glibc
         for id in 2...4_000 {
             Frame(requestID: UInt64(id), message: .score(Fixture.scoreRequest(n: 100))).encode(into: &batch)
         }
-        let bytes = Array(batch.readableBytesView), fd = c.fd
-        Thread {
-            var off = 0
-            while off < bytes.count {
-                let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                if n <= 0 { return }
-                off += n
-            }
-        }.start()
+        sendOnThread(fd: c.fd, Array(batch.readableBytesView))
         try await Task.sleep(for: .milliseconds(500))
 
         kill(p.processIdentifier, SIGTERM)
