@@ -24,6 +24,8 @@ import Testing
 
         final class Output: Sendable {
             let text = NIOLockedValueBox("")
+            /// The pipe reached its end: everything the trainer wrote is in `text`.
+            let ended = NIOLockedValueBox(false)
         }
 
         init(_ args: [String], pauseInTransactionMillis: Int? = nil) throws {
@@ -38,13 +40,26 @@ import Testing
             process.standardError = FileHandle.nullDevice
             pipe.fileHandleForReading.readabilityHandler = { [output] h in
                 let data = h.availableData
-                if data.isEmpty { h.readabilityHandler = nil; return }
+                if data.isEmpty {
+                    h.readabilityHandler = nil
+                    output.ended.withLockedValue { $0 = true }
+                    return
+                }
                 output.text.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
             }
             try process.run()
         }
 
         var text: String { output.text.withLockedValue { $0 } }
+
+        /// Waits until everything the (exited) trainer wrote has been read, at most 30 s: a fixed pause was
+        /// too short under the sanitizers, and a commit whose marker was not yet read was classified wrong.
+        func waitForOutput() async throws {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !output.ended.withLockedValue({ $0 }) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
 
         /// Waits until the output contains `marker` (true) or the process exits without it (false); throws
         /// after 120 s.
@@ -54,7 +69,7 @@ import Testing
                 guard ContinuousClock.now < deadline else { throw ClientTestError("no '\(marker)' from the trainer in 120 s: \(text)") }
                 if text.contains(marker) { return true }
                 if !process.isRunning {
-                    try await Task.sleep(for: .milliseconds(50))  // let the last output arrive
+                    try await waitForOutput()  // let the last output arrive
                     return text.contains(marker)
                 }
                 try await Task.sleep(for: .milliseconds(2))
@@ -112,7 +127,7 @@ import Testing
             let t = try Trainer(train)
             try await Task.sleep(for: full * fraction)
             t.killAndWait()
-            try await Task.sleep(for: .milliseconds(50))  // the output written before the kill
+            try await t.waitForOutput()  // everything written before the kill
             let landing: Landing = t.text.contains(Self.committedMarker) ? .afterCommit
                 : t.text.contains(Self.insideMarker) ? .insideTransaction : .beforeTransaction
             if landing == .afterCommit { expectedVersions += 1 }
