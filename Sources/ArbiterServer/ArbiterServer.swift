@@ -64,7 +64,7 @@ public final class ArbiterServer: Sendable {
         guard configuration.memoryBudgetBytes >= 1 << 20 else { throw ServerError.invalidConfiguration("the memory budget must be at least 1 MiB") }
         self.configuration = configuration
         self.logger = logger
-        budget = MemoryBudget(limit: configuration.memoryBudgetBytes)
+        budget = MemoryBudget(limit: configuration.memoryBudgetBytes, countsProcess: configuration.countsProcessMemory)
         environment = try StoreEnvironment.open(path: configuration.storePath, configuration: configuration.store)
         if environment.staleReadersCleared > 0 {
             logger.warning("cleared \(environment.staleReadersCleared) stale reader slots left by dead processes")
@@ -141,10 +141,10 @@ public final class ArbiterServer: Sendable {
                 self?.poll()
             }
         }
-        // After a burst, give freed memory back to the OS (glibc keeps it in its arenas otherwise): once a
-        // second, off the event loops, when what connections hold has fallen from over 16 MiB to under 1 MiB.
-        let trim = loaderGroup.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            budget.trimIfDrained()
+        // The process's memory against the budget, every 100 ms, off the event loops (and freed memory given
+        // back to the OS when the allocator keeps much of it).
+        let trim = loaderGroup.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { _ in
+            budget.sample()
         }
         // One deadline sweep per event loop (no timer per connection).
         let period = TimeAmount.milliseconds(max(1, config.sweepIntervalMillis))
@@ -159,7 +159,13 @@ public final class ArbiterServer: Sendable {
             $0.watchTask = task
             $0.sweepTasks = sweeps + [trim]
         }
-        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath), at most \(config.maxConnections) connections, memory budget \(config.memoryBudgetBytes >> 20) MiB")
+        budget.sample()
+        var memory = "memory budget \(config.memoryBudgetBytes >> 20) MiB"
+        if budget.countsProcess { memory += " (the process uses \(budget.processBytes >> 20) MiB of it)" }
+        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath), at most \(config.maxConnections) connections, \(memory)")
+        if budget.countsProcess && budget.processBytes > config.memoryBudgetBytes / 2 {
+            logger.warning("the process already uses \(budget.processBytes >> 20) MiB of its \(config.memoryBudgetBytes >> 20) MiB memory budget (models copied out of the store, the runtime): little is left for requests; raise --memory-budget-mib")
+        }
     }
 
     /// The port actually bound (useful with port 0).

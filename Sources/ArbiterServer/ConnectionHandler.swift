@@ -62,6 +62,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// them (the queue fell, or was empty).
     private var lastQueued = 0
     private var answersReadAt: UInt64 = 0
+    /// Whether the client was seen reading its answers within `readingWithinNanos` at the last sweep: over
+    /// the memory budget, such a client is not held back (until the hard limit).
+    private var readsAnswers = true
+    private static let readingWithinNanos: UInt64 = 300_000_000
     private var lastAnswerAt: UInt64 = 0
     private var lastWriteAt: UInt64 = 0
 
@@ -182,7 +186,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         // frame already started is read to its end (at most the frame limit), so that the frame timeout
         // only ever measures the client.
         let midFrame = (cumulation?.readableBytes ?? 0) > 0
-        return !paused && context.channel.isWritable && (midFrame || !budget.holdsBack(charged))
+        return !paused && context.channel.isWritable && (midFrame || !budget.holdsBack(charged, readsAnswers: readsAnswers))
     }
 
     /// Counts what this connection holds now against the server's budget.
@@ -227,6 +231,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             if queued == 0 || queued < lastQueued { answersReadAt = now }
             lastQueued = queued
             let unreadFor = now &- answersReadAt
+            readsAnswers = unreadFor < Self.readingWithinNanos
             if budget.isExhausted && unreadFor >= Self.evictAfterNanos {
                 // The budget is in use and this client has not read its answers for a while: its memory goes
                 // back to the clients that read theirs.
@@ -235,7 +240,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             // Not reading it because of the server's budget or its own work in flight, while its client reads
             // its answers: the client is not idle.
-            if readPending && unreadFor < Self.evictAfterNanos && (paused || budget.holdsBack(charged)) {
+            if readPending && unreadFor < Self.evictAfterNanos && (paused || budget.holdsBack(charged, readsAnswers: readsAnswers)) {
                 life.heldBackByServer(now: now)
             }
         }
@@ -361,7 +366,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             sentAt -= waited * 1_000
         }
-        if op == .score && budget.holdsBack(charged) {
+        if op == .score && budget.holdsBack(charged, readsAnswers: readsAnswers) {
             // Shed before decompressing or scoring anything: the answer costs a few bytes.
             throw WireError(.overloaded, "the server's memory budget (\(budget.limit >> 20) MiB) is in use; retry later")
         }
@@ -472,7 +477,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         life.workStarted()
         // Held until answered: the request's inputs and its answer (ids, score and columns per candidate).
         let n = view.candidateCount
-        let held = 4 * (view.contextCount + n * view.candidateFeatureCount) + n * (12 + 4 * m.floatColumnCount + m.codeColumnCount)
+        let answerBytes = 256 + n * (12 + 4 * m.floatColumnCount + m.codeColumnCount)
+        let held = 4 * (view.contextCount + n * view.candidateFeatureCount) + 8 * n + answerBytes
         offloadedBytes += held
         recount(context)  // at once: a batch of large requests must meet the server's budget part-way
         let allocator = context.channel.allocator
@@ -480,7 +486,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let clock = self.clock
         let job = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<ByteBuffer, WireError> in
             var scratch = ScoringScratch()
-            var out = allocator.buffer(capacity: 0)
+            var out = allocator.buffer(capacity: answerBytes)  // sized once: no doubling as it grows
             do throws(WireError) {
                 try ResultEncoder.scoreAndEncode(view, model: m, requestID: requestID, budget: budget,
                                                  receivedAt: sentAt, scratch: &scratch, clientMaxFrame: limit,

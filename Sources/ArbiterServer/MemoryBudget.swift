@@ -4,54 +4,116 @@ import Foundation
 import Glibc
 #endif
 
-/// The bytes every connection holds, against one limit for the whole server: read buffers (a partial
-/// frame), answers queued for the socket (ours and the channel's), and requests being scored off the event
-/// loop with their answers. Connections re-count what they hold after each batch and at every sweep, and
-/// add the difference here (one atomic add; no lock). While the total is over the limit, connections that
-/// hold much (see `holdsBack`) stop reading and have new SCOREs shed with `OVERLOADED`; past a quarter over,
-/// all do. Each connection also pauses on its own limits (see `ConnectionHandler`).
-final class MemoryBudget: Sendable {
+/// One limit on the server's memory. Two counts meet it:
+///
+/// - what connections hold — read buffers (a partial frame), answers queued for the socket (ours and the
+///   channel's), requests being scored off the event loop with their answers. Connections re-count after each
+///   batch and at every sweep, and add the difference here (one atomic add; no lock). This count moves at once.
+/// - the process's own anonymous resident memory (heap, stacks, models copied out of the map; not the
+///   store's mapped pages, which are the kernel's page cache), sampled every 100 ms by `sample()` when
+///   `countsProcess` is set. This count catches what connections cannot see: allocator slack, transient
+///   buffers, the runtime, the models.
+///
+/// The budget is in use when either is over the limit (`bytesInUse` is the larger of the process sample and
+/// the connections' count plus what the process held besides them at the last sample). While it is, new
+/// SCOREs from connections that hold much and do not read their answers are shed with `OVERLOADED` and those
+/// connections stop reading (see `holdsBack`); past a quarter over, all connections do. Freed heap is given
+/// back to the OS (`malloc_trim`) when the process holds much more than its connections account for.
+public final class MemoryBudget: Sendable {
     let limit: Int
-    private let used = ManagedAtomic<Int>(0)
+    /// Whether the process's resident memory is sampled and counted (arbiterd); off, only what connections
+    /// hold is (a server embedded in a larger process, such as the tests).
+    let countsProcess: Bool
+    private let held = ManagedAtomic<Int>(0)
+    /// The process's anonymous resident bytes at the last sample, and what of it was not held by connections.
+    private let process = ManagedAtomic<Int>(0)
+    private let own = ManagedAtomic<Int>(0)
+    private let lastTrim = ManagedAtomic<UInt64>(0)
+    private let statm: Int32
 
-    init(limit: Int) {
+    init(limit: Int, countsProcess: Bool = false) {
         self.limit = limit
+        self.countsProcess = countsProcess
+        statm = countsProcess ? open("/proc/self/statm", O_RDONLY | O_CLOEXEC) : -1
+        sample()
     }
 
-    var bytesInUse: Int { used.load(ordering: .relaxed) }
+    deinit {
+        if statm >= 0 { close(statm) }
+    }
 
-    var isExhausted: Bool { used.load(ordering: .relaxed) > limit }
+    /// What connections hold now.
+    var heldByConnections: Int { held.load(ordering: .relaxed) }
+
+    /// The process's anonymous resident memory at the last sample (0 when not counted).
+    var processBytes: Int { process.load(ordering: .relaxed) }
+
+    /// The memory counted against the limit.
+    var bytesInUse: Int {
+        max(process.load(ordering: .relaxed), own.load(ordering: .relaxed) + held.load(ordering: .relaxed))
+    }
+
+    var isExhausted: Bool { bytesInUse > limit }
 
     /// A quarter over the limit: past this, every connection is held back, not only those holding much.
-    var isOverHardLimit: Bool { used.load(ordering: .relaxed) > limit + limit / 4 }
+    var isOverHardLimit: Bool { bytesInUse > limit + limit / 4 }
 
     /// Whether a connection holding `bytes` must stop reading and have its SCOREs shed. Over the limit,
-    /// connections that hold little (under `smallHolding`: a client reading its answers) carry on, so that
-    /// those holding the memory bear the cost, until the hard limit.
-    func holdsBack(_ bytes: Int) -> Bool {
-        let u = used.load(ordering: .relaxed)
-        return u > limit + limit / 4 || (u > limit && bytes > Self.smallHolding)
+    /// connections that hold little (under `smallHolding`), or that read their answers, carry on — those
+    /// that hold the memory bear the cost — until the hard limit.
+    func holdsBack(_ bytes: Int, readsAnswers: Bool) -> Bool {
+        let u = bytesInUse
+        return u > limit + limit / 4 || (u > limit && bytes > Self.smallHolding && !readsAnswers)
     }
 
     static let smallHolding = 256 << 10
 
-    /// Whether more than 16 MiB was held since the last trim.
-    private let hadBurst = ManagedAtomic<Bool>(false)
-
-    /// Returns freed heap memory to the OS (`malloc_trim`) once usage has fallen from over 16 MiB to under
-    /// 1 MiB. Called about once a second, off the event loops (trimming walks the allocator's arenas).
-    func trimIfDrained() {
-        guard used.load(ordering: .relaxed) < 1 << 20, hadBurst.load(ordering: .relaxed) else { return }
-        hadBurst.store(false, ordering: .relaxed)
-        #if os(Linux)
-        _ = glibcMallocTrim(0)
-        #endif
-    }
-
     func add(_ delta: Int) {
         guard delta != 0 else { return }
-        let now = used.wrappingIncrementThenLoad(by: delta, ordering: .relaxed)
-        if now > 16 << 20 && !hadBurst.load(ordering: .relaxed) { hadBurst.store(true, ordering: .relaxed) }
+        held.wrappingIncrement(by: delta, ordering: .relaxed)
+    }
+
+    /// Reads the process's resident memory (every 100 ms, off the event loops). When the process holds more
+    /// than its connections account for by over an eighth of the limit (at least 8 MiB) — freed memory the
+    /// allocator kept — that memory is given back to the OS, at most once a second.
+    func sample(now: UInt64 = DispatchTime.now().uptimeNanoseconds) {
+        guard countsProcess, let anon = readAnonymousResident() else { return }
+        let connections = held.load(ordering: .relaxed)
+        var current = anon
+        if anon - connections - own.load(ordering: .relaxed) > max(8 << 20, limit / 8),
+           now &- lastTrim.load(ordering: .relaxed) >= 1_000_000_000 {
+            lastTrim.store(now, ordering: .relaxed)
+            #if os(Linux)
+            _ = glibcMallocTrim(0)
+            #endif
+            current = readAnonymousResident() ?? anon
+            // What remains besides the connections is the process's own: models, runtime, slack that stays.
+            own.store(max(0, current - connections), ordering: .relaxed)
+        } else if own.load(ordering: .relaxed) == 0 {
+            own.store(max(0, current - connections), ordering: .relaxed)
+        }
+        process.store(current, ordering: .relaxed)
+    }
+
+    /// Resident minus file-backed and shared pages, from /proc/self/statm.
+    private func readAnonymousResident() -> Int? {
+        guard statm >= 0 else { return nil }
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let n = buffer.withUnsafeMutableBytes { pread(statm, $0.baseAddress, 128, 0) }
+        guard n > 0 else { return nil }
+        let fields = buffer[0..<n].split(separator: UInt8(ascii: " ")).prefix(3).compactMap { Int(String(decoding: $0, as: UTF8.self)) }
+        guard fields.count == 3 else { return nil }
+        return (fields[1] - fields[2]) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// Large blocks (128 KiB and up: frames, decompressed bodies, answers) come straight from the OS and go
+    /// back to it when freed. glibc's default threshold rises with every large block freed, up to 32 MiB,
+    /// after which such blocks stay in its arenas and the process keeps its peak. Process-wide: arbiterd
+    /// calls it once at start.
+    public static func tuneAllocator() {
+        #if os(Linux)
+        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 128 << 10)
+        #endif
     }
 
     /// A quarter of the memory this process may use: the machine's, or its cgroup's limit if lower; at
@@ -72,4 +134,6 @@ final class MemoryBudget: Sendable {
 #if os(Linux)
 @_silgen_name("malloc_trim")
 private func glibcMallocTrim(_ pad: Int) -> Int32
+@_silgen_name("mallopt")
+private func glibcMallopt(_ param: Int32, _ value: Int32) -> Int32
 #endif

@@ -4,9 +4,11 @@ import Gbdt
 import LeadGrading
 import ArbiterServer
 import ArbiterStore
+import ArbiterTestSupport
 import ArbiterTraining
 import ArbiterWire
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
@@ -169,4 +171,48 @@ func sendAll(fd: Int32, _ bytes: [UInt8]) -> Bool {
 /// Sends `bytes` to `fd` from a thread of its own (see `sendAll`).
 func sendOnThread(fd: Int32, _ bytes: [UInt8]) {
     Thread { sendAll(fd: fd, bytes) }.start()
+}
+
+/// arbiterd as an operator runs it, as a process of its own, on a port the kernel picks.
+enum ArbiterdProcess {
+    /// Starts arbiterd on `Fixture.store` with `arguments` (under `ulimit -n files` if given); returns the
+    /// process and its log, read as it comes.
+    static func start(files: Int? = nil, _ arguments: [String]) throws -> (Process, NIOLockedValueBox<String>) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // The hard limit too, or arbiterd would raise its soft limit back up.
+        let limit = files.map { "ulimit -Sn \($0) && ulimit -Hn \($0) && " } ?? ""
+        p.arguments = ["-c", limit + "exec \"$0\" \"$@\"", OtherProcess.binDir.appendingPathComponent("arbiterd").path,
+                       "--store", Fixture.store, "--listen", "127.0.0.1:0", "--poll-ms", "0"] + arguments
+        let log = Pipe()
+        p.standardError = log
+        p.standardOutput = log
+        try p.run()
+        let text = NIOLockedValueBox("")
+        let reader = Handed(value: log.fileHandleForReading)
+        Thread {
+            while true {
+                let chunk = reader.value.availableData
+                if chunk.isEmpty { return }
+                text.withLockedValue { $0 += String(decoding: chunk, as: UTF8.self) }
+            }
+        }.start()
+        return (p, text)
+    }
+
+    /// The port from the log line "listening on [IPv4]127.0.0.1/127.0.0.1:PORT ...", once it is written.
+    static func port(_ p: Process, _ log: NIOLockedValueBox<String>) async throws -> Int {
+        try await waitUntil("arbiterd listens", seconds: 60) { log.withLockedValue { $0.contains("listening on") } || !p.isRunning }
+        let text = log.withLockedValue { $0 }
+        let r = try #require(text.range(of: #"listening on \S*:(\d+)"#, options: .regularExpression), "\(text)")
+        return try #require(Int(text[r].split(separator: ":").last!))
+    }
+
+    /// A process's anonymous resident memory (heap, stacks; not mapped files), in bytes.
+    static func anonymousResident(_ pid: Int32) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
+              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb << 10
+    }
 }

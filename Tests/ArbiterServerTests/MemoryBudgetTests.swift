@@ -121,4 +121,50 @@ import Glibc
             withExtendedLifetime(clients) {}
         }
     }
+
+    /// arbiterd counts its whole process against the budget, not only what connections hold: eight clients
+    /// pipelining compressed requests they never read the answers of kept a release build at ~390 MiB of
+    /// heap under a 256 MiB budget that counted connections alone (allocator slack, answers growing by
+    /// doubling, decompressed bodies); now its resident memory stays under the budget.
+    @Test func arbiterdsResidentMemoryStaysUnderItsBudget() async throws {
+        let budgetMiB = 96
+        let (p, log) = try ArbiterdProcess.start(["--memory-budget-mib", "\(budgetMiB)", "--threads", "2"])
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let port = try await ArbiterdProcess.port(p, log)
+        #expect(log.withLockedValue { $0.contains("memory budget \(budgetMiB) MiB (the process uses") })
+        let frames = Array(Self.compressedPipeline.readableBytesView)
+        var clients: [RawConnection] = []
+        for _ in 0..<8 {
+            let c = try RawConnection(port: port)
+            try c.hello(compression: .zstd)
+            sendOnThread(fd: c.fd, frames)
+            clients.append(c)
+        }
+        var peak = 0
+        for _ in 0..<40 {
+            peak = max(peak, ArbiterdProcess.anonymousResident(p.processIdentifier))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(peak > 0)
+        #expect(peak <= budgetMiB << 20, "arbiterd's heap reached \(peak >> 20) MiB; its budget is \(budgetMiB) MiB")
+        #expect(try serverStillAnswers(port))
+        withExtendedLifetime(clients) {}
+    }
+
+    /// The budget samples the process: memory the process takes outside any connection counts against it.
+    @Test func theProcessItselfCountsAgainstTheBudget() throws {
+        let probe = MemoryBudget(limit: 1 << 30, countsProcess: true)
+        let before = probe.processBytes
+        #expect(before > 0)
+        let budget = MemoryBudget(limit: before + (64 << 20), countsProcess: true)
+        #expect(!budget.isExhausted)
+        let size = 128 << 20
+        let block = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 4096)
+        memset(block, 1, size)  // resident now
+        budget.sample()
+        #expect(budget.isExhausted, "\(budget.bytesInUse >> 20) MiB in use of \(budget.limit >> 20)")
+        block.deallocate()
+        budget.sample()
+        #expect(!budget.isExhausted, "\(budget.bytesInUse >> 20) MiB in use of \(budget.limit >> 20) after freeing")
+    }
 }

@@ -82,29 +82,8 @@ import Glibc
         return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    /// arbiterd under `ulimit -n files`, with `arguments`; returns the process and its log, read as it comes.
     static func start(files: Int, _ arguments: [String]) throws -> (Process, NIOLockedValueBox<String>) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        // The hard limit too, or arbiterd would raise its soft limit back up.
-        p.arguments = ["-c", "ulimit -Sn \(files) && ulimit -Hn \(files) && exec \"$0\" \"$@\"",
-                       OtherProcess.binDir.appendingPathComponent("arbiterd").path,
-                       "--store", Fixture.store, "--listen", "127.0.0.1:0", "--poll-ms", "0", "--threads", "1",
-                       "--shutdown-grace-ms", "500"] + arguments
-        let log = Pipe()
-        p.standardError = log
-        p.standardOutput = log
-        try p.run()
-        let text = NIOLockedValueBox("")
-        let reader = Handed(value: log.fileHandleForReading)
-        Thread {
-            while true {
-                let chunk = reader.value.availableData
-                if chunk.isEmpty { return }
-                text.withLockedValue { $0 += String(decoding: chunk, as: UTF8.self) }
-            }
-        }.start()
-        return (p, text)
+        try ArbiterdProcess.start(files: files, ["--threads", "1", "--shutdown-grace-ms", "500"] + arguments)
     }
 
     @Test func aConnectionCapTheFileLimitCannotHoldIsRefusedAtStart() async throws {
@@ -119,10 +98,8 @@ import Glibc
         // 96 files: the default cap is 32 connections.
         let (p, log) = try Self.start(files: 96, [])
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        try await waitUntil("arbiterd listens", seconds: 60) { log.withLockedValue { $0.contains("listening on") } || !p.isRunning }
+        let port = try await ArbiterdProcess.port(p, log)
         let text = log.withLockedValue { $0 }
-        let r = try #require(text.range(of: #"listening on \S*:(\d+)"#, options: .regularExpression), "\(text)")
-        let port = try #require(Int(text[r].split(separator: ":").last!))
         #expect(text.contains("at most 32 connections"), "\(text)")
 
         var clients: [BlockingConnection] = []

@@ -55,7 +55,7 @@ ABUSERS=$!
 RSS="$WORK/soak-rss.txt"
 : >"$RSS"
 ( while kill -0 "$APID" 2>/dev/null; do
-    awk '/VmRSS/{print $2}' "/proc/$APID/status" >>"$RSS" 2>/dev/null || true
+    awk "/VmRSS|RssAnon|RssFile/{printf \"%s \", \$2} END{print \"\"}" "/proc/$APID/status" >>"$RSS" 2>/dev/null || true
     sleep 1
   done ) &
 SAMPLER=$!
@@ -81,7 +81,7 @@ python3 - "$JSONL" "$RSS" "$WORK/soak-abusers.json" "$OUT" "$BUDGET_MIB" "$CAP" 
 import json, statistics, sys, subprocess, datetime, platform
 jsonl, rss, abusers, out, budget, cap, rate, duration, scenario, alive, status, stop, each = sys.argv[1:]
 r = json.loads(open(jsonl).readline())
-kb = [int(x) for x in open(rss) if x.strip()]
+kb = [int(x.split()[0]) for x in open(rss) if x.strip()]
 ab = json.load(open(abusers)) if abusers else {}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
