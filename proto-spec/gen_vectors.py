@@ -13,7 +13,8 @@ OPCODES = {"HELLO": 0x01, "PING": 0x02, "LIST_MODELS": 0x03, "MODEL_INFO": 0x04,
 STATUSES = ["OK", "BAD_MAGIC", "UNSUPPORTED_VERSION", "FRAME_TOO_LARGE", "UNKNOWN_OPCODE", "MALFORMED",
             "HELLO_REQUIRED", "UNKNOWN_MODEL", "UNKNOWN_VERSION", "SCHEMA_MISMATCH", "TOO_MANY_CANDIDATES",
             "INVALID_FEATURE", "COMPRESSION_NOT_NEGOTIATED", "BAD_COMPRESSION", "OVERLOADED", "DEADLINE_EXCEEDED",
-            "SHUTTING_DOWN", "INTERNAL", "PROTOCOL_VIOLATION", "TIMEOUT", "TOO_MANY_CONNECTIONS"]
+            "SHUTTING_DOWN", "INTERNAL", "PROTOCOL_VIOLATION", "TIMEOUT", "TOO_MANY_CONNECTIONS",
+            "UNAUTHENTICATED", "FORBIDDEN"]
 
 
 def s16(text):
@@ -75,7 +76,8 @@ def schema_body(m):
 
 def body_of(opcode, m):
     if opcode == "HELLO":
-        return struct.pack("<HHII", m["min_version"], m["max_version"], m["max_frame_bytes"], m["compression"]) + s16(m["client_name"])
+        body = struct.pack("<HHII", m["min_version"], m["max_version"], m["max_frame_bytes"], m["compression"]) + s16(m["client_name"])
+        return body + (s16(m["token"]) if "token" in m else b"")
     if opcode == "HELLO_OK":
         return struct.pack("<HHIIII", m["version"], 0, m["max_frame_bytes"], m["max_candidates"], m["max_in_flight"],
                            m["compression"]) + s16(m["server_name"])
@@ -141,6 +143,9 @@ def main():
     os.makedirs("vectors", exist_ok=True)
     write("hello", "HELLO offering protocol 1 and zstd", "HELLO", 1,
           {"min_version": 1, "max_version": 1, "max_frame_bytes": 1048576, "compression": 1, "client_name": "example"})
+    write("hello_token", "HELLO carrying an access token (the optional field after client_name)", "HELLO", 1,
+          {"min_version": 1, "max_version": 1, "max_frame_bytes": 0, "compression": 0, "client_name": "pricing-svc",
+           "token": "arb_3q2-7wEAAAAb8ZQ1sTjLrXy0vH4mKpNc"})
     write("hello_ok", "HELLO_OK settling v1, default limits, zstd", "HELLO_OK", 1,
           {"version": 1, "max_frame_bytes": 4194304, "max_candidates": 10000, "max_in_flight": 1024,
            "compression": 1, "server_name": "arbiterd/0.1"})
@@ -202,6 +207,8 @@ def main():
         "PROTOCOL_VIOLATION": "HELLO was already completed on this connection",
         "TIMEOUT": "no complete frame within 10000 ms of its first byte; closing",
         "TOO_MANY_CONNECTIONS": "the server holds 4096 connections, its limit; retry later or elsewhere",
+        "UNAUTHENTICATED": "this server requires a token in HELLO, and this one is not known to it",
+        "FORBIDDEN": "the token 'reporting' may not SCORE (its rights: info)",
     }
     # Connection-level errors carry request id 0: they answer no request.
     connection_level = {"BAD_MAGIC", "TIMEOUT", "TOO_MANY_CONNECTIONS"}

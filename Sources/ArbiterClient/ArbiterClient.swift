@@ -2,6 +2,7 @@ import ArbiterWire
 import Atomics
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Settings of a client connection.
 public struct ClientConfiguration: Sendable {
@@ -16,8 +17,49 @@ public struct ClientConfiguration: Sendable {
     /// Default per-request timeout when none is given. Default 10 s.
     public var requestTimeout: TimeAmount = .seconds(10)
     public var clientName = "arbiter-swift"
+    /// Speak TLS (nil: plain TCP).
+    public var tls: ClientTLS?
+    /// The access token sent in HELLO, for a server that requires one.
+    public var token: String?
 
     public init() {}
+}
+
+/// TLS settings of a client: whom to trust, and for mutual TLS the client's own certificate.
+public struct ClientTLS: Sendable {
+    /// The CA (PEM) the server's certificate must chain to; nil: the system's trust store.
+    public var caPath: String?
+    /// The client's certificate chain and key (PEM), for a server that asks for one (mutual TLS).
+    public var certificatePath: String?
+    public var privateKeyPath: String?
+    /// The name the server's certificate must carry (and SNI); nil: the host connected to — a name, or an
+    /// address the certificate must list.
+    public var serverName: String?
+
+    public init(caPath: String? = nil, certificatePath: String? = nil, privateKeyPath: String? = nil, serverName: String? = nil) {
+        self.caPath = caPath
+        self.certificatePath = certificatePath
+        self.privateKeyPath = privateKeyPath
+        self.serverName = serverName
+    }
+
+    func makeContext() throws -> NIOSSLContext {
+        var c = TLSConfiguration.makeClientConfiguration()
+        c.minimumTLSVersion = .tlsv12
+        do {
+            if let caPath { c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caPath)) }
+            if let certificatePath {
+                c.certificateChain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { .certificate($0) }
+                guard let privateKeyPath else { throw ClientError.tls("a client certificate needs its private key") }
+                c.privateKey = .privateKey(try NIOSSLPrivateKey(file: privateKeyPath, format: .pem))
+            }
+            return try NIOSSLContext(configuration: c)
+        } catch let e as ClientError {
+            throw e
+        } catch {
+            throw ClientError.tls("cannot load the TLS files: \(error)")
+        }
+    }
 }
 
 /// Errors a client call can end with.
@@ -30,6 +72,8 @@ public enum ClientError: Error, Equatable, CustomStringConvertible {
     case connectionClosed
     /// The server sent something this client cannot read.
     case protocolError(String)
+    /// TLS failed: the files, the handshake, or the server refused this client's certificate.
+    case tls(String)
 
     public var description: String {
         switch self {
@@ -37,7 +81,31 @@ public enum ClientError: Error, Equatable, CustomStringConvertible {
         case .timeout: "the request timed out"
         case .connectionClosed: "the connection closed before the answer arrived"
         case .protocolError(let s): "protocol error: \(s)"
+        case .tls(let s): "TLS: \(s)"
         }
+    }
+
+    static func isTLS(_ error: any Error) -> Bool {
+        error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError
+    }
+
+    /// A TLS failure as `.tls`, with what the peer or BoringSSL said; anything else that ended a write or a
+    /// connection as `.connectionClosed`.
+    static func tlsOrClosed(_ error: any Error) -> ClientError {
+        guard isTLS(error) else { return .connectionClosed }
+        var text = "\(error)"
+        // BoringSSL's reason is the useful part: "...:SSL routines:OPENSSL_internal:TLSV1_ALERT_UNKNOWN_CA at ..."
+        if let r = text.firstRange(of: "OPENSSL_internal:") {
+            text = String(text[r.upperBound...].prefix { $0 == "_" || ($0.isASCII && ($0.isUppercase || $0.isNumber)) })
+            switch text {
+            case "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "TLSV1_CERTIFICATE_REQUIRED", "SSLV3_ALERT_CERTIFICATE_UNKNOWN":
+                text += ": the server refused this client's certificate (mutual TLS: give one its CA signed)"
+            case "CERTIFICATE_VERIFY_FAILED":
+                text += ": this client does not trust the server's certificate (give the CA that signed it)"
+            default: break
+            }
+        }
+        return .tls(text)
     }
 }
 
@@ -54,6 +122,8 @@ public final class ArbiterClient: Sendable {
     /// Connects and performs HELLO.
     public static func connect(host: String = "127.0.0.1", port: Int = 7878, configuration: ClientConfiguration = ClientConfiguration(),
                                group: (any EventLoopGroup)? = nil) async throws -> ArbiterClient {
+        let tlsContext = try configuration.tls?.makeContext()
+        let sniName = configuration.tls?.serverName ?? (Self.isAddress(host) ? nil : host)
         let g: any EventLoopGroup = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
             let channel = try await ClientBootstrap(group: g)
@@ -61,12 +131,16 @@ public final class ArbiterClient: Sendable {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture {
+                        if let tlsContext {
+                            try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: sniName))
+                        }
                         try ch.pipeline.syncOperations.addHandler(ClientHandler(maxResponseBytes: configuration.maxResponseBytes))
                     }
                 }
                 .connect(host: host, port: port).get()
             let hello = Hello(maxFrameBytes: configuration.maxResponseBytes,
-                              compression: configuration.compression ? .zstd : [], clientName: configuration.clientName)
+                              compression: configuration.compression ? .zstd : [], clientName: configuration.clientName,
+                              token: configuration.token)
             let answer = try await roundTrip(channel: channel, id: 0, message: .hello(hello), time: 0,
                                              timeout: configuration.connectTimeout, compress: nil)
             guard case .helloOK(let ok) = answer.message else {
@@ -80,6 +154,10 @@ public final class ArbiterClient: Sendable {
             if group == nil { try? await g.shutdownGracefully() }
             throw error
         }
+    }
+
+    static func isAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
 
     init(channel: any Channel, ownsGroup: (any EventLoopGroup)?, configuration: ClientConfiguration, session: HelloOK) {
@@ -108,7 +186,7 @@ public final class ArbiterClient: Sendable {
         let promise = channel.eventLoop.makePromise(of: Frame.self)
         // A write that fails (the connection closed meanwhile) must fail the request, or it would wait forever.
         let written = channel.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { _ in promise.fail(ClientError.connectionClosed) }
+        written.futureResult.whenFailure { promise.fail(ClientError.tlsOrClosed($0)) }
         channel.writeAndFlush(ClientRequest(id: id, frame: buffer, promise: promise, timeout: timeout, compressAbove: compress),
                               promise: written)
         let frame = try await promise.futureResult.get()
@@ -233,7 +311,14 @@ final class ClientHandler: ChannelDuplexHandler {
                 promise.succeed(frame)
             }
         } catch {
-            failAll(ClientError.protocolError("\(error)"))
+            // A TLS record (an alert 0x15 or a handshake 0x16, then version 3.x) where a frame should be: the
+            // server speaks TLS and this client does not.
+            let v = incoming.readableBytesView
+            if v.count >= 2 && (v.first == 0x15 || v.first == 0x16) && v[v.startIndex + 1] == 0x03 {
+                failAll(ClientError.tls("the server speaks TLS and this connection does not: connect with TLS"))
+            } else {
+                failAll(ClientError.protocolError("\(error)"))
+            }
             context.close(promise: nil)
             return
         }
@@ -246,7 +331,7 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(error)
+        failAll(ClientError.isTLS(error) ? ClientError.tlsOrClosed(error) : error)
         context.close(promise: nil)
     }
 

@@ -4,6 +4,7 @@ import ArbiterWire
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import NIOConcurrencyHelpers
 
 /// The scoring server: opens the store, loads and validates every model's active version, serves the
@@ -42,6 +43,9 @@ public final class ArbiterServer: Sendable {
     }
     /// What all connections hold, against `memoryBudgetBytes`.
     let budget: MemoryBudget
+    private let credentials: Credentials
+    private let handshakeLog = RateLimitedLog(intervalNanos: 10_000_000_000)
+    private let authLog = RateLimitedLog(intervalNanos: 10_000_000_000)
     /// Connections open now (accepted and not yet closed), against `maxConnections`.
     let connectionCount = NIOLockedValueBox(0)
     /// Warnings that could come once per connection attempt are logged at most once per 10 s each.
@@ -65,6 +69,7 @@ public final class ArbiterServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         budget = MemoryBudget(limit: configuration.memoryBudgetBytes, countsProcess: configuration.countsProcessMemory)
+        credentials = try Credentials(tls: configuration.tls, tokenPath: configuration.tokenFile)
         environment = try StoreEnvironment.open(path: configuration.storePath, configuration: configuration.store)
         if environment.staleReadersCleared > 0 {
             logger.warning("cleared \(environment.staleReadersCleared) stale reader slots left by dead processes")
@@ -95,7 +100,9 @@ public final class ArbiterServer: Sendable {
         let pool = self.pool
         let count = connectionCount
         let budget = self.budget
-        let refusalLog = self.refusalLog, acceptLog = self.acceptLog
+        let refusalLog = self.refusalLog, acceptLog = self.acceptLog, handshakeLog = self.handshakeLog
+        let authLog = self.authLog
+        let credentials = self.credentials
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -121,6 +128,11 @@ public final class ArbiterServer: Sendable {
                 }
                 channel.closeFuture.whenComplete { _ in count.withLockedValue { $0 -= 1 } }
                 return channel.eventLoop.makeCompletedFuture {
+                    let access = credentials.current
+                    if let tls = access.tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                        try channel.pipeline.syncOperations.addHandler(HandshakeFailureLog(log: handshakeLog, logger: logger))
+                    }
                     if open > config.maxConnections {
                         refusalLog.log { suppressed in
                             logger.warning("refused a connection from \(channel.remoteAddress?.description ?? "?"): \(config.maxConnections) are open, the limit (--max-connections)\(suppressed > 0 ? "; \(suppressed) more refused since the last report" : "")")
@@ -129,7 +141,8 @@ public final class ArbiterServer: Sendable {
                         return
                     }
                     let handler = ConnectionHandler(config: config, loopTable: state.local(for: channel.eventLoop),
-                                                    pool: pool, logger: logger, budget: budget)
+                                                    pool: pool, logger: logger, budget: budget, tokens: access.tokens,
+                                                    authLog: authLog)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -162,10 +175,25 @@ public final class ArbiterServer: Sendable {
         budget.sample()
         var memory = "memory budget \(config.memoryBudgetBytes >> 20) MiB"
         if budget.countsProcess { memory += " (the process uses \(budget.processBytes >> 20) MiB of it)" }
-        logger.info("listening on \(ch.localAddress?.description ?? "?") with \(config.threads) threads, store \(config.storePath), at most \(config.maxConnections) connections, \(memory)")
+        logger.info("listening on \(ch.localAddress?.description ?? "?") (\(Self.describe(credentials.current))) with \(config.threads) threads, store \(config.storePath), at most \(config.maxConnections) connections, \(memory)")
         if budget.countsProcess && budget.processBytes > config.memoryBudgetBytes / 2 {
             logger.warning("the process already uses \(budget.processBytes >> 20) MiB of its \(config.memoryBudgetBytes >> 20) MiB memory budget (models copied out of the store, the runtime): little is left for requests; raise --memory-budget-mib")
         }
+    }
+
+    /// Reads the TLS certificate, key, client CA and token file again (arbiterd: on SIGHUP). New connections
+    /// use them; open ones keep what they were accepted with. On an error nothing changes and it is thrown.
+    /// Returns what is now in force, for the log.
+    @discardableResult
+    public func reloadCredentials() throws -> String {
+        let now = try credentials.reload()
+        return Self.describe(now)
+    }
+
+    static func describe(_ c: Credentials.Current) -> String {
+        let tls = c.tls == nil ? "plain TCP" : "TLS"
+        let tokens = c.tokens.map { "\($0.count) token\($0.count == 1 ? "" : "s")" } ?? "no token required"
+        return "\(tls), \(tokens)"
     }
 
     /// The port actually bound (useful with port 0).
@@ -328,6 +356,31 @@ final class RefusingHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}  // dropped: the connection is closing
+}
+
+/// Logs TLS handshakes that fail (a client without a certificate the CA signed, a plain-TCP client, a
+/// client that does not trust the server), at most once per 10 s, then closes the connection.
+final class HandshakeFailureLog: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let log: RateLimitedLog
+    private let logger: Logger
+
+    init(log: RateLimitedLog, logger: Logger) {
+        self.log = log
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOSSLError || error is BoringSSLError {
+            let peer = context.channel.remoteAddress?.description ?? "?"
+            log.log { suppressed in
+                logger.warning("TLS with \(peer) failed: \(error)\(suppressed > 0 ? " (\(suppressed) more since the last report)" : "")")
+            }
+            context.close(promise: nil)
+            return
+        }
+        context.fireErrorCaught(error)
+    }
 }
 
 /// Logs at most once per interval; the next log says how many were suppressed in between.

@@ -41,6 +41,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let pool: NIOThreadPool?
     private let clock: ServerClock
     private let budget: MemoryBudget
+    /// The tokens this server accepts (nil: none is asked for), and what this connection's token allows.
+    private let tokens: TokenTable?
+    private var rights: Rights
+    private var tokenName = "-"
+    private let authLog: RateLimitedLog?
     /// What this connection last counted against `budget`.
     private var charged = 0
     /// Requests being scored off the loop: their bodies and estimated answers, in bytes.
@@ -70,8 +75,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var lastWriteAt: UInt64 = 0
 
     init(config: ServerConfiguration, loopTable: LoopTable, pool: NIOThreadPool?, logger: Logger, clock: ServerClock = .system,
-         budget: MemoryBudget? = nil) {
+         budget: MemoryBudget? = nil, tokens: TokenTable? = nil, authLog: RateLimitedLog? = nil) {
+        self.authLog = authLog
         self.budget = budget ?? MemoryBudget(limit: config.memoryBudgetBytes)
+        self.tokens = tokens
+        self.rights = tokens == nil ? .all : []
         self.config = config
         self.clock = clock
         self.pool = pool
@@ -386,6 +394,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
         case .listModels, .modelInfo, .score:
             guard life.helloDone else { throw WireError(.helloRequired, "send HELLO before \(op)") }
+            let needed: Rights = op == .score ? .score : .info
+            guard rights.allow(needed) else {
+                throw WireError(.forbidden, "the token '\(tokenName)' may not \(op) (its rights: \(rights))")
+            }
             switch op {
             case .listModels:
                 guard body.readableBytes == 0 else { throw WireError(.malformed, "LIST_MODELS has an empty body") }
@@ -411,6 +423,20 @@ final class ConnectionHandler: ChannelDuplexHandler {
             throw WireError(.unsupportedVersion,
                             "client speaks protocol versions \(hello.minVersion)...\(hello.maxVersion); this server speaks \(ours)")
         }
+        if let tokens {
+            let entry = hello.token.flatMap { tokens.entry(for: $0) }
+            guard let entry else {
+                let why = hello.token?.isEmpty ?? true ? "this server requires a token in HELLO; none was sent"
+                                                       : "this server requires a token in HELLO, and this one is not known to it"
+                let peer = context.channel.remoteAddress?.description ?? "?"
+                authLog?.log { suppressed in
+                    logger.warning("refused HELLO from \(peer) (client '\(hello.clientName)'): \(why)\(suppressed > 0 ? " (\(suppressed) more refused since the last report)" : "")")
+                }
+                throw WireError(.unauthenticated, why)
+            }
+            rights = entry.rights
+            tokenName = entry.name
+        }
         var compression: CompressionSet = []
         if config.allowCompression && hello.compression.contains(.zstd) {
             compression = .zstd
@@ -418,7 +444,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         clientMaxFrame = hello.maxFrameBytes
         life.helloCompleted()
-        logger.debug("HELLO", metadata: ["client": "\(hello.clientName)", "zstd": "\(compression.contains(.zstd))"])
+        logger.debug("HELLO", metadata: ["client": "\(hello.clientName)", "zstd": "\(compression.contains(.zstd))", "token": "\(tokenName)"])
         reply(h, .helloOK(HelloOK(version: ours, limits: config.limits, compression: compression, serverName: config.serverName)),
               context: context, receivedAt: 0)
     }

@@ -71,6 +71,14 @@ public struct ServerConfiguration: Sendable {
     /// How often each event loop checks its connections' deadlines, in milliseconds. Default 100.
     public var sweepIntervalMillis: Int64 = 100
 
+    /// TLS for every connection (certificate, key, and for mutual TLS the CA client certificates must
+    /// chain to); nil serves plain TCP.
+    public var tls: TLSFiles?
+    /// A file of hashed tokens (see `TokenTable`): with one, HELLO must carry a listed token (else ERROR
+    /// `UNAUTHENTICATED`, and the connection is closed) and each request needs its token's right (else
+    /// `FORBIDDEN`). nil: no token is asked for, every client may do everything.
+    public var tokenFile: String?
+
     public init(storePath: String) {
         self.storePath = storePath
     }

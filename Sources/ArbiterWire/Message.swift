@@ -91,6 +91,7 @@ extension Message {
         case .hello(let h):
             b.writeMultipleIntegers(h.minVersion, h.maxVersion, h.maxFrameBytes, h.compression.rawValue, endianness: .little)
             b.writeShortString(h.clientName)
+            if let token = h.token { b.writeShortString(token) }
         case .helloOK(let h):
             b.writeMultipleIntegers(h.version, UInt16(0), h.limits.maxFrameBytes, h.limits.maxCandidates,
                                     h.limits.maxInFlight, h.compression.rawValue, endianness: .little)
@@ -147,8 +148,10 @@ extension Message {
             let maxFrame = try b.readLE(UInt32.self, "max_frame_bytes")
             let comp = try b.readLE(UInt32.self, "compression")
             let name = try b.readShortString("client_name", max: 255)
+            // The token is optional: a body that ends after client_name carries none.
+            let token = b.readableBytes > 0 ? try b.readShortString("token", max: 255) : nil
             m = .hello(Hello(minVersion: minV, maxVersion: maxV, maxFrameBytes: maxFrame,
-                             compression: CompressionSet(rawValue: comp), clientName: name))
+                             compression: CompressionSet(rawValue: comp), clientName: name, token: token))
         case .helloOK:
             let v = try b.readLE(UInt16.self, "version")
             _ = try b.readLE(UInt16.self, "reserved")

@@ -10,14 +10,18 @@ public struct Hello: Equatable, Sendable {
     /// Compression the client offers, as a bit set (bit 0: zstd).
     public var compression: CompressionSet
     public var clientName: String
+    /// The client's access token (≤ 255 bytes), for a server that requires one; nil sends none (the field is
+    /// left out of the body, as clients written before it did).
+    public var token: String?
 
     public init(minVersion: UInt16 = 1, maxVersion: UInt16 = 1, maxFrameBytes: UInt32 = 0,
-                compression: CompressionSet = [], clientName: String) {
+                compression: CompressionSet = [], clientName: String, token: String? = nil) {
         self.minVersion = minVersion
         self.maxVersion = maxVersion
         self.maxFrameBytes = maxFrameBytes
         self.compression = compression
         self.clientName = clientName
+        self.token = token
     }
 }
 

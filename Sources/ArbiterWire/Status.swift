@@ -23,12 +23,14 @@ public enum Status: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case protocolViolation = 18
     case timeout = 19
     case tooManyConnections = 20
+    case unauthenticated = 21
+    case forbidden = 22
 
     /// After sending an ERROR with this status the server closes the connection: the byte stream can no
     /// longer be trusted to be in step, or the server is going away.
     public var closesConnection: Bool {
         switch self {
-        case .badMagic, .unsupportedVersion, .frameTooLarge, .shuttingDown, .timeout, .tooManyConnections: true
+        case .badMagic, .unsupportedVersion, .frameTooLarge, .shuttingDown, .timeout, .tooManyConnections, .unauthenticated: true
         default: false
         }
     }
@@ -64,6 +66,8 @@ public enum Status: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .protocolViolation: "PROTOCOL_VIOLATION"
         case .timeout: "TIMEOUT"
         case .tooManyConnections: "TOO_MANY_CONNECTIONS"
+        case .unauthenticated: "UNAUTHENTICATED"
+        case .forbidden: "FORBIDDEN"
         }
     }
 

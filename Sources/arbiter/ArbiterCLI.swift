@@ -1,4 +1,5 @@
 import ArbiterClient
+import ArbiterServer
 import ArbiterWire
 import ArgumentParser
 import Foundation
@@ -9,7 +10,7 @@ struct Arbiter: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter",
         abstract: "Talk to an arbiterd server: ping it, list models, show a schema, score candidates from JSON.",
-        subcommands: [Ping.self, Models.self, Info.self, Score.self, Probe.self])
+        subcommands: [Ping.self, Models.self, Info.self, Score.self, Probe.self, Token.self])
 }
 
 struct Connection: ParsableArguments {
@@ -19,9 +20,47 @@ struct Connection: ParsableArguments {
     @Option(help: "Request timeout in milliseconds.")
     var timeoutMs: Int64 = 5000
 
+    @Flag(help: "Speak TLS, trusting the system's CAs (implied by the other --tls options).")
+    var tls = false
+
+    @Option(help: "Speak TLS, trusting this CA (PEM) for the server's certificate.")
+    var tlsCa: String?
+
+    @Option(help: "Mutual TLS: this client's certificate chain (PEM); needs --tls-key.")
+    var tlsCert: String?
+
+    @Option(help: "The private key (PEM) of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "The name the server's certificate must carry (default: the host of --host).")
+    var tlsServerName: String?
+
+    @Option(help: "A file holding the access token for HELLO (default: the ARBITER_TOKEN environment variable).")
+    var tokenFile: String?
+
     func validate() throws {
         guard split() != nil else { throw ValidationError("--host must be HOST:PORT, got '\(host)'") }
         guard timeoutMs > 0 else { throw ValidationError("--timeout-ms must be positive") }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+    }
+
+    var tlsSettings: ClientTLS? {
+        guard tls || tlsCa != nil || tlsCert != nil || tlsServerName != nil else { return nil }
+        return ClientTLS(caPath: tlsCa, certificatePath: tlsCert, privateKeyPath: tlsKey, serverName: tlsServerName)
+    }
+
+    /// The token from --token-file or ARBITER_TOKEN (never from the command line, where `ps` shows it).
+    func token() throws -> String? {
+        if let tokenFile {
+            guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
+                throw CLIError("cannot read the token file \(tokenFile)")
+            }
+            let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !t.isEmpty, t.utf8.count <= 255 else { throw CLIError("\(tokenFile) must hold one token of 1 to 255 bytes") }
+            return t
+        }
+        if let t = ProcessInfo.processInfo.environment["ARBITER_TOKEN"], !t.isEmpty { return t }
+        return nil
     }
 
     func split() -> (String, Int)? {
@@ -36,8 +75,17 @@ struct Connection: ParsableArguments {
         var c = ClientConfiguration()
         c.requestTimeout = .milliseconds(timeoutMs)
         c.clientName = "arbiter-cli"
+        c.tls = tlsSettings
+        c.token = try token()
         do {
             return try await ArbiterClient.connect(host: h, port: p, configuration: c)
+        } catch ClientError.server(let status, let message) {
+            let hint = status == .unauthenticated ? " (give a token with --token-file or ARBITER_TOKEN)" : ""
+            throw CLIError("arbiterd at \(host) refused this client: \(status): \(message)\(hint)")
+        } catch ClientError.tls(let why) {
+            throw CLIError("TLS with \(host) failed: \(why)")
+        } catch ClientError.connectionClosed {
+            throw CLIError("arbiterd at \(host) closed the connection during HELLO\(c.tls == nil ? " (does it require TLS? try --tls-ca)" : "")")
         } catch {
             throw CLIError("cannot reach arbiterd at \(host): \(error) (is it running? `arbiterd --store DIR`)")
         }
@@ -232,5 +280,58 @@ enum ScoreInput {
         }
         return ["model": model, "version": r.version, "queue_us": r.queueMicros, "compute_us": r.computeMicros,
                 "sorted": r.sorted, "rows": rows]
+    }
+}
+
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make an access token and its line for arbiterd's token file (--tokens).",
+        discussion: """
+        Prints the token on the first line (give it to the client: `--token-file` or ARBITER_TOKEN) and the line \
+        for the token file on the second; only the line's hash is kept by the server. With --append-to, the line \
+        is appended to that file and only the token is printed. Send arbiterd SIGHUP to read the file again.
+        """)
+
+    @Option(help: "What the token allows, comma-separated: score, info (list models, schemas), admin (everything).")
+    var rights: String
+
+    @Option(help: "The token's name in the server's logs (letters, digits, '.', '_', '-').")
+    var name: String
+
+    @Option(help: "Append the line to this token file (created if missing) instead of printing it.")
+    var appendTo: String?
+
+    func run() throws {
+        let made = TokenTable.newToken()
+        let line = "\(made.hashHex) \(rights) \(name)"
+        // The server's own parser checks the line, so what is written is what it will read.
+        do {
+            _ = try TokenTable(text: line, source: "the new line")
+        } catch {
+            throw CLIError("\(error)")
+        }
+        if let appendTo {
+            if FileManager.default.fileExists(atPath: appendTo) {
+                let existing = (try? String(contentsOfFile: appendTo, encoding: .utf8)) ?? ""
+                do {
+                    _ = try TokenTable(text: existing + "\n" + line, source: appendTo)
+                } catch {
+                    throw CLIError("not appended: \(error)")
+                }
+                guard let h = FileHandle(forWritingAtPath: appendTo) else { throw CLIError("cannot write \(appendTo)") }
+                h.seekToEndOfFile()
+                h.write(Data((((existing.isEmpty || existing.hasSuffix("\n")) ? "" : "\n") + line + "\n").utf8))
+                h.closeFile()
+            } else {
+                guard FileManager.default.createFile(atPath: appendTo, contents: Data((line + "\n").utf8),
+                                                     attributes: [.posixPermissions: 0o600]) else {
+                    throw CLIError("cannot create \(appendTo)")
+                }
+            }
+            print(made.token)
+        } else {
+            print(made.token)
+            print(line)
+        }
     }
 }

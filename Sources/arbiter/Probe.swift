@@ -29,9 +29,12 @@ struct Probe: ParsableCommand {
 
     func run() throws {
         let (host, port) = connection.split()!
+        guard connection.tlsSettings == nil else {
+            throw CLIError("probe speaks plain TCP only (it measures the server, not TLS); the bench harness measures TLS (arbiter-bench run --tls-ca)")
+        }
         let sock = try BlockingConnection(host: host, port: port)
-        sock.send(frame(Frame(requestID: 1, message: .hello(Hello(clientName: "arbiter-probe")))))
-        _ = try next(sock)
+        sock.send(frame(Frame(requestID: 1, message: .hello(Hello(clientName: "arbiter-probe", token: try connection.token())))))
+        if case .error(let e) = try next(sock).message { throw CLIError("HELLO refused: \(e.status): \(e.message)") }
         var request: [UInt8]
         if let model {
             sock.send(frame(Frame(requestID: 2, message: .modelInfo(ModelInfoRequest(model: model)))))

@@ -50,6 +50,20 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "A stamped SCORE that waited more than this many ms before the server read it is answered OVERLOADED (0 = never).")
     var maxQueueMs: Int64 = 100
 
+    @Option(help: "Serve TLS with this certificate chain (PEM); needs --tls-key. Reread on SIGHUP.")
+    var tlsCert: String?
+
+    @Option(help: "The private key (PEM) of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "Mutual TLS: clients must present a certificate signed by this CA (PEM); needs --tls-cert.")
+    var tlsClientCa: String?
+
+    @Option(help: ArgumentHelp(
+        "Require a token in HELLO, checked against this file of SHA-256 hashes with rights (score, info, admin). Reread on SIGHUP.",
+        discussion: "One entry a line: SHA256-HEX RIGHTS NAME, e.g. '9f86…0a08 score,info pricing-svc'. `arbiter token --rights score --name NAME` makes a token and its line."))
+    var tokens: String?
+
     @Option(help: "A connection must complete HELLO within this many ms (0 = no limit).")
     var helloTimeoutMs: Int64 = 10_000
 
@@ -94,6 +108,8 @@ struct Arbiterd: AsyncParsableCommand {
         guard (0...600_000).contains(maxQueueMs) else { throw ValidationError("--max-queue-ms must be in 0...600000, got \(maxQueueMs)") }
         guard (0...600_000).contains(shutdownGraceMs) else { throw ValidationError("--shutdown-grace-ms must be in 0...600000, got \(shutdownGraceMs)") }
         guard !(create && readOnly) else { throw ValidationError("--create and --read-only exclude each other: a new store must be written") }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard tlsClientCa == nil || tlsCert != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
     }
 
@@ -140,6 +156,8 @@ struct Arbiterd: AsyncParsableCommand {
         config.pollIntervalMillis = pollMs
         config.offloadCandidates = offloadCandidates
         config.allowCompression = !noCompression
+        if let tlsCert, let tlsKey { config.tls = TLSFiles(certificatePath: tlsCert, privateKeyPath: tlsKey, clientCAPath: tlsClientCa) }
+        config.tokenFile = tokens
 
         let server: ArbiterServer
         do {
@@ -161,6 +179,19 @@ struct Arbiterd: AsyncParsableCommand {
             source.resume()
             sources.append(source)
         }
+        // SIGHUP: read the TLS files and the token file again (a bad file keeps what is in force).
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler {
+            do {
+                let now = try server.reloadCredentials()
+                logger.notice("SIGHUP: credentials reloaded; new connections get \(now)")
+            } catch {
+                logger.error("SIGHUP: credentials not reloaded, the ones in force stay: \(error)")
+            }
+        }
+        hangup.resume()
+        sources.append(hangup)
         for await sig in stop {
             logger.info("received signal \(sig), shutting down gracefully")
             break

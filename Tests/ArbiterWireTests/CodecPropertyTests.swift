@@ -30,7 +30,7 @@ import Testing
         case 0:
             return .hello(Hello(minVersion: .random(in: 0...3, using: &r), maxVersion: .random(in: 0...3, using: &r),
                                 maxFrameBytes: .random(in: 0...UInt32.max, using: &r), compression: CompressionSet(rawValue: .random(in: 0...1, using: &r)),
-                                clientName: name(&r)))
+                                clientName: name(&r), token: Bool.random(using: &r) ? name(&r) : nil))
         case 1:
             return .helloOK(HelloOK(limits: Limits(maxFrameBytes: .random(in: 1...UInt32.max, using: &r),
                                                    maxCandidates: .random(in: 1...100_000, using: &r), maxInFlight: .random(in: 1...4096, using: &r)),

@@ -95,7 +95,7 @@ import Testing
         case .hello:
             message = .hello(Hello(minVersion: u16(m, "min_version"), maxVersion: u16(m, "max_version"),
                                    maxFrameBytes: u32(m, "max_frame_bytes"), compression: CompressionSet(rawValue: u32(m, "compression")),
-                                   clientName: str(m, "client_name")))
+                                   clientName: str(m, "client_name"), token: m["token"] as? String))
         case .helloOK:
             message = .helloOK(HelloOK(version: u16(m, "version"),
                                        limits: Limits(maxFrameBytes: u32(m, "max_frame_bytes"), maxCandidates: u32(m, "max_candidates"),
