@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt bench-soak clean
+.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt bench-soak bench-tls clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-full  the suite plus latency-throughput sweeps"
 	@echo "make bench-smoke 10 s of ping and lead-1 against arbiterd, failing on any error (CI)"
 	@echo "make bench-soak  10 min at twice capacity with misbehaving clients: memory, sheds, p99 (after make bench)"
+	@echo "make bench-tls   p50/p99 over plain TCP, TLS and mutual TLS with a token, alternating"
 	@echo "make bench-gbdt  the tree kernel against xgboost and LightGBM, one thread, same models and rows"
 
 deps:
@@ -70,6 +71,9 @@ bench-smoke: deps
 
 bench-soak: deps
 	@./bench/soak/run.sh
+
+bench-tls: deps
+	@./bench/run.sh tls
 
 bench-gbdt: deps
 	@./bench/gbdt/run.sh

@@ -68,9 +68,11 @@ public final class ArbiterServer: Sendable {
         guard configuration.memoryBudgetBytes >= 1 << 20 else { throw ServerError.invalidConfiguration("the memory budget must be at least 1 MiB") }
         self.configuration = configuration
         self.logger = logger
-        budget = MemoryBudget(limit: configuration.memoryBudgetBytes, countsProcess: configuration.countsProcessMemory)
         credentials = try Credentials(tls: configuration.tls, tokenPath: configuration.tokenFile)
-        environment = try StoreEnvironment.open(path: configuration.storePath, configuration: configuration.store)
+        let environment = try StoreEnvironment.open(path: configuration.storePath, configuration: configuration.store)
+        self.environment = environment
+        budget = MemoryBudget(limit: configuration.memoryBudgetBytes, countsProcess: configuration.countsProcessMemory,
+                              storeResident: { environment.residentMapBytes() })
         if environment.staleReadersCleared > 0 {
             logger.warning("cleared \(environment.staleReadersCleared) stale reader slots left by dead processes")
         }
@@ -174,7 +176,9 @@ public final class ArbiterServer: Sendable {
         }
         budget.sample()
         var memory = "memory budget \(config.memoryBudgetBytes >> 20) MiB"
-        if budget.countsProcess { memory += " (the process uses \(budget.processBytes >> 20) MiB of it)" }
+        if budget.countsProcess {
+            memory += " (the process uses \(budget.processBytes >> 20) MiB of it; the store's mapped pages, \(budget.storeBytes >> 20) MiB resident, are not counted)"
+        }
         logger.info("listening on \(ch.localAddress?.description ?? "?") (\(Self.describe(credentials.current))) with \(config.threads) threads, store \(config.storePath), at most \(config.maxConnections) connections, \(memory)")
         if budget.countsProcess && budget.processBytes > config.memoryBudgetBytes / 2 {
             logger.warning("the process already uses \(budget.processBytes >> 20) MiB of its \(config.memoryBudgetBytes >> 20) MiB memory budget (models copied out of the store, the runtime): little is left for requests; raise --memory-budget-mib")

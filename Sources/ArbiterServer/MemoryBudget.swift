@@ -9,15 +9,17 @@ import Glibc
 /// - what connections hold — read buffers (a partial frame), answers queued for the socket (ours and the
 ///   channel's), requests being scored off the event loop with their answers. Connections re-count after each
 ///   batch and at every sweep, and add the difference here (one atomic add; no lock). This count moves at once.
-/// - the process's own anonymous resident memory (heap, stacks, models copied out of the map; not the
-///   store's mapped pages, which are the kernel's page cache), sampled every 100 ms by `sample()` when
-///   `countsProcess` is set. This count catches what connections cannot see: allocator slack, transient
-///   buffers, the runtime, the models.
+/// - the process's resident memory (RSS: heap, stacks, models copied out of the map, the binary and its
+///   libraries) less the store's mapped pages (the kernel's page cache: shared, and dropped under pressure
+///   rather than swapped), sampled every 100 ms by `sample()` when `countsProcess` is set. This count catches
+///   what connections cannot see: allocator slack, transient buffers, the runtime, the models.
 ///
-/// The budget is in use when either is over the limit (`bytesInUse` is the larger of the process sample and
-/// the connections' count plus what the process held besides them at the last sample). While it is, new
-/// SCOREs from connections that hold much and do not read their answers are shed with `OVERLOADED` and those
-/// connections stop reading (see `holdsBack`); past a quarter over, all connections do. Freed heap is given
+/// `bytesInUse` is the larger of the process sample and the connections' count plus what the process held
+/// besides them at the last sample. Past three quarters of the limit the budget is in use: new SCOREs from
+/// connections that hold much and do not read their answers are shed with `OVERLOADED`, those connections
+/// stop reading (see `holdsBack`), and those that leave their answers unread for a second are closed. Past
+/// nine tenths, every connection stops reading and every SCORE is shed; the last tenth is headroom for work
+/// already under way and for the 100 ms between samples, so that the process stays under the limit. Freed heap is given
 /// back to the OS (`malloc_trim`) when the process holds much more than its connections account for.
 public final class MemoryBudget: Sendable {
     let limit: Int
@@ -25,15 +27,21 @@ public final class MemoryBudget: Sendable {
     /// hold is (a server embedded in a larger process, such as the tests).
     let countsProcess: Bool
     private let held = ManagedAtomic<Int>(0)
-    /// The process's anonymous resident bytes at the last sample, and what of it was not held by connections.
+    /// The process's resident bytes (less the store's) at the last sample, and what of it was not held by
+    /// connections.
     private let process = ManagedAtomic<Int>(0)
     private let own = ManagedAtomic<Int>(0)
     private let lastTrim = ManagedAtomic<UInt64>(0)
     private let statm: Int32
+    /// The store's resident mapped bytes (read once a second: `mincore` over the file), and when.
+    private let storeResident: (@Sendable () -> Int)?
+    private let store = ManagedAtomic<Int>(0)
+    private let storeSampledAt = ManagedAtomic<UInt64>(0)
 
-    init(limit: Int, countsProcess: Bool = false) {
+    init(limit: Int, countsProcess: Bool = false, storeResident: (@Sendable () -> Int)? = nil) {
         self.limit = limit
         self.countsProcess = countsProcess
+        self.storeResident = storeResident
         statm = countsProcess ? open("/proc/self/statm", O_RDONLY | O_CLOEXEC) : -1
         sample()
     }
@@ -45,25 +53,32 @@ public final class MemoryBudget: Sendable {
     /// What connections hold now.
     var heldByConnections: Int { held.load(ordering: .relaxed) }
 
-    /// The process's anonymous resident memory at the last sample (0 when not counted).
+    /// The process's resident memory less the store's mapped pages, at the last sample (0 when not counted).
     var processBytes: Int { process.load(ordering: .relaxed) }
+
+    /// The store's mapped pages resident at the last sample (left out of the budget).
+    var storeBytes: Int { store.load(ordering: .relaxed) }
 
     /// The memory counted against the limit.
     var bytesInUse: Int {
         max(process.load(ordering: .relaxed), own.load(ordering: .relaxed) + held.load(ordering: .relaxed))
     }
 
-    var isExhausted: Bool { bytesInUse > limit }
+    /// Past three quarters of the limit: connections that hold much and do not read are held back.
+    var isExhausted: Bool { bytesInUse > softLimit }
 
-    /// A quarter over the limit: past this, every connection is held back, not only those holding much.
-    var isOverHardLimit: Bool { bytesInUse > limit + limit / 4 }
+    /// Past nine tenths of the limit: every connection is held back, not only those holding much.
+    var isOverHardLimit: Bool { bytesInUse > hardLimit }
 
-    /// Whether a connection holding `bytes` must stop reading and have its SCOREs shed. Over the limit,
+    var softLimit: Int { limit - limit / 4 }
+    var hardLimit: Int { limit - limit / 10 }
+
+    /// Whether a connection holding `bytes` must stop reading and have its SCOREs shed. Past the soft limit,
     /// connections that hold little (under `smallHolding`), or that read their answers, carry on — those
     /// that hold the memory bear the cost — until the hard limit.
     func holdsBack(_ bytes: Int, readsAnswers: Bool) -> Bool {
         let u = bytesInUse
-        return u > limit + limit / 4 || (u > limit && bytes > Self.smallHolding && !readsAnswers)
+        return u > hardLimit || (u > softLimit && bytes > Self.smallHolding && !readsAnswers)
     }
 
     static let smallHolding = 256 << 10
@@ -77,33 +92,39 @@ public final class MemoryBudget: Sendable {
     /// than its connections account for by over an eighth of the limit (at least 8 MiB) — freed memory the
     /// allocator kept — that memory is given back to the OS, at most once a second.
     func sample(now: UInt64 = DispatchTime.now().uptimeNanoseconds) {
-        guard countsProcess, let anon = readAnonymousResident() else { return }
+        guard countsProcess, let resident = readResident() else { return }
+        if let storeResident, now &- storeSampledAt.load(ordering: .relaxed) >= 1_000_000_000 {
+            storeSampledAt.store(now, ordering: .relaxed)
+            store.store(storeResident(), ordering: .relaxed)
+        }
+        let counted = max(0, resident - store.load(ordering: .relaxed))
         let connections = held.load(ordering: .relaxed)
-        var current = anon
-        if anon - connections - own.load(ordering: .relaxed) > max(8 << 20, limit / 8),
+        var current = counted
+        if counted - connections - own.load(ordering: .relaxed) > max(8 << 20, limit / 8),
            now &- lastTrim.load(ordering: .relaxed) >= 1_000_000_000 {
             lastTrim.store(now, ordering: .relaxed)
             #if os(Linux)
             _ = glibcMallocTrim(0)
             #endif
-            current = readAnonymousResident() ?? anon
+            current = readResident().map { max(0, $0 - store.load(ordering: .relaxed)) } ?? counted
             // What remains besides the connections is the process's own: models, runtime, slack that stays.
             own.store(max(0, current - connections), ordering: .relaxed)
-        } else if own.load(ordering: .relaxed) == 0 {
-            own.store(max(0, current - connections), ordering: .relaxed)
+        } else if counted - connections < own.load(ordering: .relaxed) {
+            // The process's own fell (a model unloaded, a trim by the allocator itself).
+            own.store(max(0, counted - connections), ordering: .relaxed)
         }
         process.store(current, ordering: .relaxed)
     }
 
-    /// Resident minus file-backed and shared pages, from /proc/self/statm.
-    private func readAnonymousResident() -> Int? {
+    /// The resident set, from /proc/self/statm.
+    private func readResident() -> Int? {
         guard statm >= 0 else { return nil }
         var buffer = [UInt8](repeating: 0, count: 128)
         let n = buffer.withUnsafeMutableBytes { pread(statm, $0.baseAddress, 128, 0) }
         guard n > 0 else { return nil }
         let fields = buffer[0..<n].split(separator: UInt8(ascii: " ")).prefix(3).compactMap { Int(String(decoding: $0, as: UTF8.self)) }
         guard fields.count == 3 else { return nil }
-        return (fields[1] - fields[2]) * Int(sysconf(Int32(_SC_PAGESIZE)))
+        return fields[1] * Int(sysconf(Int32(_SC_PAGESIZE)))
     }
 
     /// Large blocks (128 KiB and up: frames, decompressed bodies, answers) come straight from the OS and go

@@ -52,13 +52,15 @@ public struct ServerConfiguration: Sendable {
     /// Default: 10,000, lowered to leave 64 of the process's file descriptors (RLIMIT_NOFILE) free.
     public var maxConnections: Int = ServerConfiguration.defaultMaxConnections()
     /// The memory the server may use: what all connections together hold (partial frames, queued answers,
-    /// requests being scored off the event loop) and, with `countsProcessMemory`, the process's whole
-    /// anonymous resident memory. Over it, new SCOREs from connections that hold much and do not read their
-    /// answers are answered `OVERLOADED` and those connections stop reading until it frees (all connections,
-    /// a quarter over). Default: a quarter of the machine's memory (or of the cgroup's limit), at least 64 MiB.
+    /// requests being scored off the event loop) and, with `countsProcessMemory`, the process's resident
+    /// memory (RSS) less the store's mapped pages. Past three quarters of it, connections that hold much and
+    /// do not read their answers stop reading and their SCOREs are answered `OVERLOADED`; past nine tenths,
+    /// every connection's are. Default: a quarter of the machine's memory (or of the cgroup's limit), at
+    /// least 64 MiB.
     public var memoryBudgetBytes: Int = MemoryBudget.defaultLimit()
-    /// Whether the budget counts the process's anonymous resident memory (sampled every 100 ms from
-    /// /proc/self/statm), not only what connections hold. arbiterd sets it; off by default, for a server
+    /// Whether the budget counts the process's resident memory less the store's mapped pages (sampled every
+    /// 100 ms from /proc/self/statm, the store's pages once a second with `mincore`), not only what
+    /// connections hold. arbiterd sets it; off by default, for a server
     /// embedded in a process whose other memory it does not own (the tests).
     public var countsProcessMemory: Bool = false
     /// Bytes one connection may have in requests being scored off the event loop (their bodies and

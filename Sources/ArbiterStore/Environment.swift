@@ -197,6 +197,33 @@ public final class StoreEnvironment: @unchecked Sendable {
         transactions.withLockedValue { _ in Self.mapSize(of: env) }
     }
 
+    /// Bytes of the store's file that are resident in this process's map now (`mincore` over the mapped part
+    /// of `data.mdb`; pages past the file's end are never resident). These are the kernel's page cache: shared,
+    /// and dropped under memory pressure rather than swapped. The server's memory budget leaves them out.
+    public func residentMapBytes() -> Int {
+        transactions.withLockedValue { _ in
+            var info = MDB_envinfo()
+            var fd: Int32 = -1
+            guard mdb_env_info(env, &info) == 0, mdb_env_get_fd(env, &fd) == 0, let base = info.me_mapaddr else { return 0 }
+            var st = Glibc.stat()
+            guard fstat(fd, &st) == 0 else { return 0 }
+            let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+            let pages = (min(Int(st.st_size), info.me_mapsize) + page - 1) / page
+            let chunk = 1 << 16
+            var vector = [UInt8](repeating: 0, count: min(pages, chunk))
+            var resident = 0
+            var done = 0
+            while done < pages {
+                let n = min(chunk, pages - done)
+                let rc = vector.withUnsafeMutableBufferPointer { mincore(base + done * page, n * page, $0.baseAddress) }
+                guard rc == 0 else { return resident * page }
+                for i in 0..<n where vector[i] & 1 != 0 { resident += 1 }
+                done += n
+            }
+            return resident * page
+        }
+    }
+
     /// How many snapshots and write transactions this process has open on the store.
     public var openTransactions: Int {
         transactions.withLockedValue { $0.open }

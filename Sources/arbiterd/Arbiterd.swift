@@ -44,7 +44,7 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "Most connections served at once; more are answered TOO_MANY_CONNECTIONS and closed (default: 10,000, or fewer if the file limit is lower).")
     var maxConnections: Int?
 
-    @Option(help: "MiB of memory the server may use: its anonymous resident memory (heap, models copied from the store; not the store's mapped pages), counting what connections hold as they take it; over it, SCOREs from clients that hold much and do not read are shed with OVERLOADED (default: a quarter of the machine's or cgroup's memory).")
+    @Option(help: "MiB of memory the server may use: its resident memory (RSS) less the store's mapped pages (the kernel's page cache), counting what connections hold as they take it; over it, SCOREs from clients that hold much and do not read are shed with OVERLOADED (default: a quarter of the machine's or cgroup's memory).")
     var memoryBudgetMib: Int?
 
     @Option(help: "A stamped SCORE that waited more than this many ms before the server read it is answered OVERLOADED (0 = never).")

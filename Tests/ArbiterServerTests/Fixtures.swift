@@ -208,10 +208,10 @@ enum ArbiterdProcess {
         return try #require(Int(text[r].split(separator: ":").last!))
     }
 
-    /// A process's anonymous resident memory (heap, stacks; not mapped files), in bytes.
-    static func anonymousResident(_ pid: Int32) -> Int {
+    /// A process's resident memory (VmRSS), in bytes.
+    static func resident(_ pid: Int32) -> Int {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
               let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
         return kb << 10
     }

@@ -126,10 +126,11 @@ import Glibc
     /// pipelining compressed requests they never read the answers of kept a release build at ~390 MiB of
     /// heap under a 256 MiB budget that counted connections alone (allocator slack, answers growing by
     /// doubling, decompressed bodies); now its resident memory stays under the budget. (A debug build is
-    /// slower and keeps less slack — measured peaks 38 MiB counting the process, 41–45 without — so the
-    /// release soak, bench/soak, is where the difference shows; the log line proves the process is counted.)
+    /// slower and keeps less slack — measured heap peaks 38 MiB counting the process, 41–45 without, under
+    /// 48 — so the release soak, bench/soak, is where the difference shows; the log line proves the process
+    /// is counted.)
     @Test func arbiterdsResidentMemoryStaysUnderItsBudget() async throws {
-        let budgetMiB = 48
+        let budgetMiB = 64
         let (p, log) = try ArbiterdProcess.start(["--memory-budget-mib", "\(budgetMiB)", "--threads", "2"])
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         let port = try await ArbiterdProcess.port(p, log)
@@ -145,11 +146,12 @@ import Glibc
         }
         var peak = 0
         for _ in 0..<40 {
-            peak = max(peak, ArbiterdProcess.anonymousResident(p.processIdentifier))
+            peak = max(peak, ArbiterdProcess.resident(p.processIdentifier))
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(peak > 0)
-        #expect(peak <= budgetMiB << 20, "arbiterd's heap reached \(peak >> 20) MiB; its budget is \(budgetMiB) MiB")
+        // The test store is a few hundred KB: its pages, which the budget leaves out, do not matter here.
+        #expect(peak <= budgetMiB << 20, "arbiterd's resident memory reached \(peak >> 20) MiB; its budget is \(budgetMiB) MiB")
         #expect(try serverStillAnswers(port))
         withExtendedLifetime(clients) {}
     }

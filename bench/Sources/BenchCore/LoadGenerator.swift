@@ -27,6 +27,8 @@ public struct LoadConfiguration: Sendable {
     /// (`rate` then only bounds how many requests are prepared). Latency is measured from the actual send.
     public var saturate = false
     public var seed: UInt64 = 1
+    /// Speak TLS (nil: plain TCP).
+    public var tls: BenchTLS?
 
     public init(port: Int, rate: Double) {
         self.port = port
@@ -74,7 +76,8 @@ public enum LoadGenerator {
     public static func run(_ target: any Target, _ config: LoadConfiguration) throws -> LoadResult {
         precondition(config.connections >= 1 && config.rate > 0)
         let total = Int((config.warmupSeconds + config.durationSeconds) * config.rate)
-        let sockets = try (0..<config.connections).map { _ in try SocketIO(host: config.host, port: config.port) }
+        let context = try config.tls?.makeContext()
+        let sockets = try (0..<config.connections).map { _ in try SocketIO(host: config.host, port: config.port, tls: context) }
         for s in sockets { try target.handshake(s) }
         let run = RunState(target: target, sockets: sockets, total: total, config: config, start: nowNanos() + 20_000_000)
         run.drive()
@@ -176,7 +179,7 @@ final class RunState {
         /// Writes what each connection has pending, as far as its socket takes it; false when one failed.
         func flush() -> Bool {
             guard unwrittenCount > 0 || polls.contains(where: { $0.events & Int16(POLLOUT) != 0 }) else { return true }
-            for c in 0..<n where outboxOffset[c] < outbox[c].count {
+            for c in 0..<n where outboxOffset[c] < outbox[c].count || sockets[c].hasPendingOutput {
                 let now = nowNanos()
                 for j in unstamped[c] { sent[j] = now }
                 sentCount += unstamped[c].count
@@ -185,10 +188,15 @@ final class RunState {
                     fail(c, "\(error)")
                     return false
                 }
-                if outboxOffset[c] == outbox[c].count {
+                if outboxOffset[c] == outbox[c].count && !sockets[c].hasPendingOutput {
                     outbox[c].removeAll(keepingCapacity: true)
                     outboxOffset[c] = 0
                     polls[c].events = Int16(POLLIN)
+                } else if outboxOffset[c] == outbox[c].count {
+                    // TLS took every byte; its ciphertext waits for the socket.
+                    outbox[c].removeAll(keepingCapacity: true)
+                    outboxOffset[c] = 0
+                    polls[c].events = Int16(POLLIN | POLLOUT)
                 } else {
                     if outboxOffset[c] >= 1 << 20 && outboxOffset[c] * 2 >= outbox[c].count {
                         // A socket that never drains fully (a server holding the connection back) would otherwise

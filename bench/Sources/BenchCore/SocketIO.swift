@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 
 #if canImport(Glibc)
 import Glibc
@@ -9,8 +10,10 @@ import Glibc
 public final class SocketIO: @unchecked Sendable {
     public let fd: Int32
     private var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    /// TLS over this socket, when the run speaks TLS.
+    private var tls: TLSSession?
 
-    public init(host: String, port: Int) throws {
+    public init(host: String, port: Int, tls context: NIOSSLContext? = nil) throws {
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
@@ -28,12 +31,28 @@ public final class SocketIO: @unchecked Sendable {
         }
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        if let context {
+            tls = try TLSSession(context: context, peer: try SocketAddress(ipAddress: host == "localhost" ? "127.0.0.1" : host, port: port))
+        }
     }
+
+    /// Whether TLS holds ciphertext the socket has not taken yet (poll for POLLOUT and call `sendSome`).
+    public var hasPendingOutput: Bool { tls?.hasPending ?? false }
 
     deinit { close(fd) }
 
     /// Writes all of `bytes`, waiting while the socket is full.
     public func sendAll(_ bytes: [UInt8]) throws {
+        if let tls {
+            try tls.encrypt(bytes[...])
+            try rawSendAll(Array(tls.unwritten))
+            tls.wrote(tls.unwritten.count)
+            return
+        }
+        try rawSendAll(bytes)
+    }
+
+    private func rawSendAll(_ bytes: [UInt8]) throws {
         var off = 0
         while off < bytes.count {
             let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -53,10 +72,26 @@ public final class SocketIO: @unchecked Sendable {
     }
 
     /// Writes from `bytes[offset...]` as much as the socket takes now; returns how many bytes it took
-    /// (0 when it would block).
+    /// (0 when it would block). Over TLS every byte is taken (encrypted at once) and the ciphertext the socket
+    /// does not take waits: see `hasPendingOutput`.
     public func sendSome(_ bytes: [UInt8], from offset: Int) throws -> Int {
+        if let tls {
+            if offset < bytes.count { try tls.encrypt(bytes[offset...]) }
+            try flushTLS(tls)
+            return bytes.count - offset
+        }
+        return try rawSendSome(bytes[...], from: offset)
+    }
+
+    private func flushTLS(_ tls: TLSSession) throws {
+        guard tls.hasPending else { return }
+        let unwritten = tls.unwritten
+        tls.wrote(try rawSendSome(unwritten, from: unwritten.startIndex))
+    }
+
+    private func rawSendSome(_ bytes: ArraySlice<UInt8>, from offset: Int) throws -> Int {
         var off = offset
-        while off < bytes.count {
+        while off < bytes.endIndex {
             let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
             if n > 0 { off += n; continue }
             if n < 0 && errno == EINTR { continue }
@@ -78,6 +113,15 @@ public final class SocketIO: @unchecked Sendable {
         }
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, dontWait ? Int32(MSG_DONTWAIT) : 0) }
         if n > 0 {
+            if let tls {
+                try tls.decrypt(chunk[0..<n], into: &inbox)
+                // Handshake messages and alerts the session answers with.
+                if dontWait { try flushTLS(tls) } else if tls.hasPending {
+                    try rawSendAll(Array(tls.unwritten))
+                    tls.wrote(tls.unwritten.count)
+                }
+                return true
+            }
             inbox.writeBytes(chunk[0..<n])
             return true
         }

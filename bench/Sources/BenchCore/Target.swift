@@ -40,10 +40,13 @@ public struct ArbiterTarget: Target {
     public let name: String
     let template: [UInt8]
     public var requestBytes: Int { template.count }
+    /// The access token sent in HELLO, for a server that requires one.
+    let token: String?
 
     /// `frame` is any request; its id is replaced per send.
-    public init(name: String, frame: Frame) {
+    public init(name: String, frame: Frame, token: String? = nil) {
         self.name = name
+        self.token = token
         var b = ByteBuffer()
         frame.encode(into: &b)
         template = Array(b.readableBytesView)
@@ -51,13 +54,18 @@ public struct ArbiterTarget: Target {
 
     public func handshake(_ io: SocketIO) throws {
         var b = ByteBuffer()
-        Frame(requestID: UInt64.max, message: .hello(Hello(clientName: "arbiter-bench"))).encode(into: &b)
+        Frame(requestID: UInt64.max, message: .hello(Hello(clientName: "arbiter-bench", token: token))).encode(into: &b)
         try io.sendAll(Array(b.readableBytesView))
         var inbox = ByteBuffer()
         while true {
             if let raw = try FrameDecoder(maxBodyBytes: 1 << 26).decodeFrame(&inbox) {
                 // The C floor echoes HELLO back as-is; arbiterd answers HELLO_OK. Either means "ready".
-                if raw.header.opcode == Opcode.error.rawValue { throw BenchError("HELLO refused") }
+                if raw.header.opcode == Opcode.error.rawValue {
+                    if case .error(let e)? = (try? Frame.decode(header: raw.header, body: raw.body))?.message {
+                        throw BenchError("HELLO refused: \(e.status): \(e.message)")
+                    }
+                    throw BenchError("HELLO refused")
+                }
                 return
             }
             try io.receive(into: &inbox)

@@ -26,6 +26,10 @@ struct TargetOptions: ParsableArguments {
     @Option(help: "Most requests outstanding per connection.") var inFlight = 64
     @Option(help: "Request timeout in ms (a request unanswered by then is recorded at this value).") var timeoutMs = 1000
     @Option(help: "JSON lines file to append runs to.") var out: String?
+    @Option(help: "Speak TLS (arbiter protocol), trusting this CA (PEM) for the server's certificate.") var tlsCa: String?
+    @Option(help: "Mutual TLS: the client certificate (PEM); needs --tls-key.") var tlsCert: String?
+    @Option(help: "The private key (PEM) of --tls-cert.") var tlsKey: String?
+    @Option(help: "A file holding the access token for HELLO (arbiter protocol).") var tokenFile: String?
 
     func validate() throws {
         guard Scenario.named(scenario) != nil else {
@@ -36,10 +40,20 @@ struct TargetOptions: ParsableArguments {
         guard (1...65536).contains(inFlight) else { throw ValidationError("--in-flight must be in 1...65536") }
         guard (1...600_000).contains(timeoutMs) else { throw ValidationError("--timeout-ms must be in 1...600000") }
         guard !label.isEmpty, !label.contains("|") else { throw ValidationError("--label must be non-empty, without '|'") }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard tlsCert == nil || tlsCa != nil else { throw ValidationError("--tls-cert needs --tls-ca") }
+        guard wire == .arbiter || (tlsCa == nil && tokenFile == nil) else {
+            throw ValidationError("--tls-ca and --token-file are for the arbiter protocol")
+        }
     }
 
     func target() throws -> any Target {
-        try Scenario.named(scenario)!.target(wire, model: model, host: host, port: port)
+        var token: String?
+        if let tokenFile {
+            guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else { throw BenchError("cannot read \(tokenFile)") }
+            token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return try Scenario.named(scenario)!.target(wire, model: model, host: host, port: port, token: token)
     }
 
     func configuration(rate: Double, warmup: Double, duration: Double, poisson: Bool, saturate: Bool = false) -> LoadConfiguration {
@@ -52,6 +66,7 @@ struct TargetOptions: ParsableArguments {
         c.timeoutMillis = timeoutMs
         c.poisson = poisson
         c.saturate = saturate
+        c.tls = tlsCa.map { BenchTLS(caPath: $0, certificatePath: tlsCert, privateKeyPath: tlsKey) }
         return c
     }
 

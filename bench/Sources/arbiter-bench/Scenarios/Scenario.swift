@@ -30,10 +30,10 @@ struct Scenario: Sendable {
 
     static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 
-    func target(_ wire: WireProtocol, model: String, host: String, port: Int) throws -> any Target {
+    func target(_ wire: WireProtocol, model: String, host: String, port: Int, token: String? = nil) throws -> any Target {
         switch wire {
         case .arbiter:
-            return ArbiterTarget(name: name, frame: arbiter(model))
+            return ArbiterTarget(name: name, frame: arbiter(model), token: token)
         case .grpc:
             guard let grpc else { throw BenchError("scenario \(name) has no gRPC form") }
             let (path, message) = grpc(model)
