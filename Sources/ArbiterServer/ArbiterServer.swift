@@ -375,6 +375,11 @@ final class HandshakeFailureLog: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case NIOSSLError.uncleanShutdown = error {
+            // The client closed TCP without TLS's close_notify: common, and no fault of the server's.
+            context.close(promise: nil)
+            return
+        }
         if error is NIOSSLError || error is BoringSSLError {
             let peer = context.channel.remoteAddress?.description ?? "?"
             log.log { suppressed in

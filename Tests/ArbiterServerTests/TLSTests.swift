@@ -208,4 +208,49 @@ import Glibc
         #expect(made.token.hasPrefix("arb_") && made.token.count == 47)
         #expect(try TokenTable(text: "\(made.hashHex) admin ops").entry(for: made.token)?.name == "ops")
     }
+
+    /// As an operator does it: `arbiter token` appends a line, arbiterd serves mutual TLS with that file,
+    /// the CLI connects with the CA, its certificate and the token; a token added later works after SIGHUP,
+    /// and a file broken later is refused by SIGHUP while the server keeps the tokens it had.
+    @Test func theOperatorsWayWithTheExecutables() async throws {
+        let cli = OtherProcess.binDir.appendingPathComponent("arbiter").path
+        let tokens = NSTemporaryDirectory() + "arbiter-tokens-\(UUID().uuidString)"
+        let first = try await offPool { try OtherProcess.run(cli, ["token", "--rights", "score,info", "--name", "svc-a", "--append-to", tokens]) }
+        let tokenA = first.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(tokenA.hasPrefix("arb_"))
+        let attrs = try FileManager.default.attributesOfItem(atPath: tokens)
+        #expect((attrs[.posixPermissions] as? Int) == 0o600)
+        let (p, log) = try ArbiterdProcess.start(["--tls-cert", Self.file("server.pem"), "--tls-key", Self.file("server.key"),
+                                                  "--tls-client-ca", Self.file("ca.pem"), "--tokens", tokens])
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let port = try await ArbiterdProcess.port(p, log)
+        #expect(log.withLockedValue { $0.contains("(TLS, 1 token)") })
+        let tokenFileA = NSTemporaryDirectory() + "arbiter-token-\(UUID().uuidString)"
+        try tokenA.write(toFile: tokenFileA, atomically: true, encoding: .utf8)
+        let tls = ["--host", "127.0.0.1:\(port)", "--tls-ca", Self.file("ca.pem"), "--tls-cert", Self.file("client.pem"), "--tls-key", Self.file("client.key")]
+        let models = try await offPool { try OtherProcess.capture(cli, ["models"] + tls + ["--token-file", tokenFileA]) }
+        #expect(models.status == 0 && models.output.contains("leads"), "\(models.output)")
+        // No token: refused, and the CLI says how to give one.
+        let none = try await offPool { try OtherProcess.capture(cli, ["models"] + tls) }
+        #expect(none.status != 0 && none.output.contains("UNAUTHENTICATED") && none.output.contains("--token-file"), "\(none.output)")
+        // Plain TCP at a TLS server: the CLI says the server may require TLS.
+        let plain = try await offPool { try OtherProcess.capture(cli, ["models", "--host", "127.0.0.1:\(port)", "--token-file", tokenFileA]) }
+        #expect(plain.status != 0 && plain.output.contains("TLS"), "\(plain.output)")
+        // A token added to the file works once arbiterd has reread it.
+        let second = try await offPool { try OtherProcess.run(cli, ["token", "--rights", "info", "--name", "svc-b", "--append-to", tokens]) }
+        let tokenFileB = NSTemporaryDirectory() + "arbiter-token-\(UUID().uuidString)"
+        try second.trimmingCharacters(in: .whitespacesAndNewlines).write(toFile: tokenFileB, atomically: true, encoding: .utf8)
+        kill(p.processIdentifier, SIGHUP)
+        try await waitUntil("arbiterd rereads its credentials", seconds: 10) { log.withLockedValue { $0.contains("credentials reloaded; new connections get TLS, 2 tokens") } }
+        let info = try await offPool { try OtherProcess.capture(cli, ["models"] + tls + ["--token-file", tokenFileB]) }
+        #expect(info.status == 0, "\(info.output)")
+        // A broken file: SIGHUP says why and keeps both tokens.
+        try "\(String(repeating: "ab", count: 32)) score,scroe svc-c\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        kill(p.processIdentifier, SIGHUP)
+        try await waitUntil("arbiterd refuses the broken file", seconds: 10) { log.withLockedValue { $0.contains("line 1: unknown right 'scroe'") } }
+        let still = try await offPool { try OtherProcess.capture(cli, ["models"] + tls + ["--token-file", tokenFileB]) }
+        #expect(still.status == 0, "\(still.output)")
+        kill(p.processIdentifier, SIGTERM)
+        try await waitUntil("arbiterd exits", seconds: 15) { !p.isRunning }
+    }
 }

@@ -54,7 +54,8 @@ final class TLSSession {
     func encrypt(_ bytes: ArraySlice<UInt8>) throws {
         var b = channel.allocator.buffer(capacity: bytes.count)
         b.writeBytes(bytes)
-        try channel.writeAndFlush(b).wait()
+        // Not waited for: until the handshake is done the handler holds the write and its promise.
+        channel.writeAndFlush(b, promise: nil)
         try collect()
     }
 
