@@ -49,7 +49,13 @@ for req in ping list_models model_info score score_stamped score_missing score_t
       >"$CORPUS/fuzz-server/conversation-$req-$(printf '%s' "$piece" | tr -d '\\')"
   done
 done
-rm -f "$hello"
+# The same against a server that requires a token (first byte's bit 7): with the token, and without.
+tobin "$VECTORS/hello_token.hex" >"$hello.token"
+for req in list_models score; do
+  { printf '\x82'; cat "$hello.token"; tobin "$VECTORS/$req.hex"; } >"$CORPUS/fuzz-server/token-$req"
+  { printf '\x85'; cat "$hello"; tobin "$VECTORS/$req.hex"; } >"$CORPUS/fuzz-server/no-token-$req"
+done
+rm -f "$hello" "$hello.token"
 for f in "$FUZZ"/seeds/xgboost-*.json; do { printf '\x00'; cat "$f"; } >"$CORPUS/fuzz-import/$(basename "$f")"; done
 for f in "$FUZZ"/seeds/lightgbm-*.txt; do { printf '\x01'; cat "$f"; } >"$CORPUS/fuzz-import/$(basename "$f")"; done
 if [ ! -f "$CORPUS/fuzz-csv/leads.csv" ]; then

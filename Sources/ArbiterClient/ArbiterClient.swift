@@ -267,7 +267,7 @@ final class ClientHandler: ChannelDuplexHandler {
             return
         }
         let id = req.id
-        let timer = context.eventLoop.scheduleTask(in: req.timeout) { [weak self] () -> Void in
+        let timer = context.eventLoop.assumeIsolated().scheduleTask(in: req.timeout) { [weak self] () -> Void in
             self?.pending.removeValue(forKey: id)?.0.fail(ClientError.timeout)
         }
         pending[id] = (req.promise, timer)

@@ -501,10 +501,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
             throw WireError(.overloaded, "\(life.pending) large requests are already being scored on this connection; retry later")
         }
         life.workStarted()
-        // Held until answered: the request's inputs and its answer (ids, score and columns per candidate).
+        // Held until answered: the request's inputs and its answer (ids, score and columns per candidate),
+        // and while it runs, its scratch (a copy of as much again).
         let n = view.candidateCount
         let answerBytes = 256 + n * (12 + 4 * m.floatColumnCount + m.codeColumnCount)
-        let held = 4 * (view.contextCount + n * view.candidateFeatureCount) + 8 * n + answerBytes
+        let held = 2 * (4 * (view.contextCount + n * view.candidateFeatureCount) + 8 * n + answerBytes)
         offloadedBytes += held
         recount(context)  // at once: a batch of large requests must meet the server's budget part-way
         let allocator = context.channel.allocator

@@ -15,11 +15,12 @@ import Glibc
 ///   what connections cannot see: allocator slack, transient buffers, the runtime, the models.
 ///
 /// `bytesInUse` is the larger of the process sample and the connections' count plus what the process held
-/// besides them at the last sample. Past three quarters of the limit the budget is in use: new SCOREs from
-/// connections that hold much and do not read their answers are shed with `OVERLOADED`, those connections
-/// stop reading (see `holdsBack`), and those that leave their answers unread for a second are closed. Past
-/// nine tenths, every connection stops reading and every SCORE is shed; the last tenth is headroom for work
-/// already under way and for the 100 ms between samples, so that the process stays under the limit. Freed heap is given
+/// besides them at the last sample. Past 70% of the limit the budget is in use: new SCOREs from connections
+/// that hold much and do not read their answers are shed with `OVERLOADED`, those connections stop reading
+/// (see `holdsBack`), and those that leave their answers unread for a second are closed. Past 85%, every
+/// connection stops reading and every SCORE is shed; the rest is headroom for work already under way and
+/// for the 100 ms between samples, so that the process stays under the limit (the soak at twice capacity
+/// with misbehaving clients peaked 4 MiB over a 256 MiB limit with the hard line at 90%). Freed heap is given
 /// back to the OS (`malloc_trim`) when the process holds much more than its connections account for.
 public final class MemoryBudget: Sendable {
     let limit: Int
@@ -64,14 +65,14 @@ public final class MemoryBudget: Sendable {
         max(process.load(ordering: .relaxed), own.load(ordering: .relaxed) + held.load(ordering: .relaxed))
     }
 
-    /// Past three quarters of the limit: connections that hold much and do not read are held back.
+    /// Past 70% of the limit: connections that hold much and do not read are held back.
     var isExhausted: Bool { bytesInUse > softLimit }
 
-    /// Past nine tenths of the limit: every connection is held back, not only those holding much.
+    /// Past 85% of the limit: every connection is held back, not only those holding much.
     var isOverHardLimit: Bool { bytesInUse > hardLimit }
 
-    var softLimit: Int { limit - limit / 4 }
-    var hardLimit: Int { limit - limit / 10 }
+    var softLimit: Int { limit / 10 * 7 }
+    var hardLimit: Int { limit / 20 * 17 }
 
     /// Whether a connection holding `bytes` must stop reading and have its SCOREs shed. Past the soft limit,
     /// connections that hold little (under `smallHolding`), or that read their answers, carry on — those

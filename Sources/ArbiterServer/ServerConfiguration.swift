@@ -53,9 +53,9 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections: Int = ServerConfiguration.defaultMaxConnections()
     /// The memory the server may use: what all connections together hold (partial frames, queued answers,
     /// requests being scored off the event loop) and, with `countsProcessMemory`, the process's resident
-    /// memory (RSS) less the store's mapped pages. Past three quarters of it, connections that hold much and
-    /// do not read their answers stop reading and their SCOREs are answered `OVERLOADED`; past nine tenths,
-    /// every connection's are. Default: a quarter of the machine's memory (or of the cgroup's limit), at
+    /// memory (RSS) less the store's mapped pages. Past 70% of it, connections that hold much and do not
+    /// read their answers stop reading and their SCOREs are answered `OVERLOADED`; past 85%, every
+    /// connection's are. Default: a quarter of the machine's memory (or of the cgroup's limit), at
     /// least 64 MiB.
     public var memoryBudgetBytes: Int = MemoryBudget.defaultLimit()
     /// Whether the budget counts the process's resident memory less the store's mapped pages (sampled every

@@ -250,7 +250,14 @@ import Glibc
         try await waitUntil("arbiterd refuses the broken file", seconds: 10) { log.withLockedValue { $0.contains("line 1: unknown right 'scroe'") } }
         let still = try await offPool { try OtherProcess.capture(cli, ["models"] + tls + ["--token-file", tokenFileB]) }
         #expect(still.status == 0, "\(still.output)")
+        // SIGTERM over TLS: a connected client is told (SHUTTING_DOWN, then close_notify and a half-close),
+        // and the process ends within its grace period.
+        let client = try await Self.client(port: port, token: second.trimmingCharacters(in: .whitespacesAndNewlines))
+        _ = try await client.ping()
         kill(p.processIdentifier, SIGTERM)
         try await waitUntil("arbiterd exits", seconds: 15) { !p.isRunning }
+        #expect(p.terminationStatus == 0)
+        await #expect(throws: ClientError.self) { _ = try await client.ping() }
+        try? await client.close()
     }
 }

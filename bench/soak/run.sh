@@ -83,7 +83,9 @@ jsonl, rss, abusers, out, budget, cap, rate, duration, scenario, alive, status, 
 r = json.loads(open(jsonl).readline())
 samples = [[int(v) for v in x.split()] for x in open(rss) if len(x.split()) == 3]
 kb = [s[0] for s in samples]      # VmRSS: everything resident, the store's mapped pages and the binary included
-anon = [s[1] for s in samples]    # RssAnon: what the budget bounds
+anon = [s[1] for s in samples]    # RssAnon: the heap
+import os
+store_kb = os.path.getsize(os.path.join(os.path.dirname(jsonl), "store-release", "data.mdb")) // 1024
 ab = json.load(open(abusers)) if abusers else {}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -98,8 +100,8 @@ lines = [f"# Soak: {span} at twice capacity, with misbehaving clients ({datetime
          f"(stamped requests, up to 1,024 in flight per connection, 1 s timeout) while {each} connections of each misbehaving kind ran (bench/soak/abusers.py).", "",
          "| | |", "| --- | --- |",
          f"| arbiterd alive at the end | {alive} |",
-         f"| anonymous resident memory (heap; what the budget bounds), max / median / last | {max(anon) // 1024} / {int(statistics.median(anon)) // 1024} / {anon[-1] // 1024} MiB (budget {budget} MiB) |",
-         f"| all resident memory (VmRSS: also the binary, libraries and mapped store), max / median / last | {max(kb) // 1024} / {int(statistics.median(kb)) // 1024} / {kb[-1] // 1024} MiB |",
+         f"| resident memory (VmRSS), max / median / last | {max(kb) // 1024} / {int(statistics.median(kb)) // 1024} / {kb[-1] // 1024} MiB (budget {budget} MiB: resident memory less the store's mapped pages, {store_kb // 1024} MiB of file here) |",
+         f"| of which heap (RssAnon), max / median / last | {max(anon) // 1024} / {int(statistics.median(anon)) // 1024} / {anon[-1] // 1024} MiB |",
          f"| well-behaved: answered per second | {r['achievedRate']:.0f} |",
          f"| well-behaved: errors | {', '.join(f'{k} {v}' for k, v in sorted(r['errors'].items())) or 'none'} |",
          f"| well-behaved: all answers, p50 / p99 / p99.9 | {lat['p50']:.0f} / {lat['p99']:.0f} / {lat['p999']:.0f} µs |",

@@ -61,6 +61,10 @@ let config: ServerConfiguration = {
     return c
 }()
 
+/// Half the inputs meet a server that requires a token (bit 7 of the first byte): the token of the vector
+/// `hello_token` may score (not read model info); the seeds send it, or a HELLO without one.
+let tokens = try! TokenTable(text: "\(TokenTable.hash("arb_3q2-7wEAAAAb8ZQ1sTjLrXy0vH4mKpNc").map { String(format: "%02x", $0) }.joined()) score fuzz")
+
 let logger: Logger = {
     var l = Logger(label: "fuzz")
     l.logLevel = .critical
@@ -70,9 +74,10 @@ let logger: Logger = {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzServer(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
-    let piece = [1, 7, 64, 512, 4_096, Int.max][Int(data[0]) % 6]
+    let piece = [1, 7, 64, 512, 4_096, Int.max][Int(data[0] & 0x7f) % 6]
     let channel = EmbeddedChannel()
-    let handler = ConnectionHandler(config: config, loopTable: LoopTable(loop: channel.eventLoop, table: table), pool: nil, logger: logger)
+    let handler = ConnectionHandler(config: config, loopTable: LoopTable(loop: channel.eventLoop, table: table), pool: nil, logger: logger,
+                                    tokens: data[0] & 0x80 != 0 ? tokens : nil)
     do {
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
