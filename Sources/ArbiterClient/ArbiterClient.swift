@@ -141,8 +141,16 @@ public final class ArbiterClient: Sendable {
             let hello = Hello(maxFrameBytes: configuration.maxResponseBytes,
                               compression: configuration.compression ? .zstd : [], clientName: configuration.clientName,
                               token: configuration.token)
-            let answer = try await roundTrip(channel: channel, id: 0, message: .hello(hello), time: 0,
+            let answer: Frame
+            do {
+                answer = try await roundTrip(channel: channel, id: 0, message: .hello(hello), time: 0,
                                              timeout: configuration.connectTimeout, compress: nil)
+            } catch ClientError.connectionClosed where configuration.tls != nil {
+                // A server that refuses the client's certificate (TLS 1.3: after the client has finished its
+                // side of the handshake) sends an alert and closes; the alert is lost when the close resets
+                // the connection under the HELLO just sent.
+                throw ClientError.tls("the server closed the connection right after the TLS handshake: it did not accept this client's certificate (mutual TLS), or see the server's log")
+            }
             guard case .helloOK(let ok) = answer.message else {
                 throw ClientError.protocolError("expected HELLO_OK, got \(answer.message.opcode)")
             }
@@ -186,7 +194,7 @@ public final class ArbiterClient: Sendable {
         let promise = channel.eventLoop.makePromise(of: Frame.self)
         // A write that fails (the connection closed meanwhile) must fail the request, or it would wait forever.
         let written = channel.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { promise.fail(ClientError.tlsOrClosed($0)) }
+        written.futureResult.whenFailure { promise.fail(($0 as? ClientError) ?? ClientError.tlsOrClosed($0)) }
         channel.writeAndFlush(ClientRequest(id: id, frame: buffer, promise: promise, timeout: timeout, compressAbove: compress),
                               promise: written)
         let frame = try await promise.futureResult.get()
@@ -251,6 +259,9 @@ final class ClientHandler: ChannelDuplexHandler {
     private let decoder: FrameDecoder
     private var zstd: ZstdCodec?
     private let maxResponseBytes: UInt32
+    /// Why the connection failed (a TLS error, say), for the requests that come after: a HELLO written once
+    /// the handshake has already failed must say why, not only that the connection is closed.
+    private var failure: (any Error)?
 
     init(maxResponseBytes: UInt32) {
         self.maxResponseBytes = maxResponseBytes
@@ -262,8 +273,8 @@ final class ClientHandler: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let req = unwrapOutboundIn(data)
         guard context.channel.isActive else {
-            req.promise.fail(ClientError.connectionClosed)
-            promise?.fail(ClientError.connectionClosed)
+            req.promise.fail(failure ?? ClientError.connectionClosed)
+            promise?.fail(failure ?? ClientError.connectionClosed)
             return
         }
         let id = req.id
@@ -326,12 +337,14 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(ClientError.connectionClosed)
+        failAll(failure ?? ClientError.connectionClosed)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(ClientError.isTLS(error) ? ClientError.tlsOrClosed(error) : error)
+        let e = ClientError.isTLS(error) ? ClientError.tlsOrClosed(error) : error
+        failure = failure ?? e
+        failAll(e)
         context.close(promise: nil)
     }
 
