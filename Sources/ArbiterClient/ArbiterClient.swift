@@ -149,7 +149,7 @@ public final class ArbiterClient: Sendable {
                 // A server that refuses the client's certificate (TLS 1.3: after the client has finished its
                 // side of the handshake) sends an alert and closes; the alert is lost when the close resets
                 // the connection under the HELLO just sent.
-                throw ClientError.tls("the server closed the connection right after the TLS handshake: it did not accept this client's certificate (mutual TLS), or see the server's log")
+                throw ClientError.tls("the server closed the connection right after the TLS handshake: it did not accept this client's certificate, or wants one (mutual TLS); the server's log says which")
             }
             guard case .helloOK(let ok) = answer.message else {
                 throw ClientError.protocolError("expected HELLO_OK, got \(answer.message.opcode)")
