@@ -129,7 +129,8 @@ import Glibc
     /// slower and keeps less slack — measured heap peaks 38 MiB counting the process, 41–45 without, under
     /// 48 — so the release soak, bench/soak, is where the difference shows; the log line proves the process
     /// is counted.)
-    @Test func arbiterdsResidentMemoryStaysUnderItsBudget() async throws {
+    @Test(.disabled(if: sanitized, "a sanitizer's allocator keeps freed memory (ASan's quarantine holds 256 MB): resident memory does not measure what the server holds"))
+    func arbiterdsResidentMemoryStaysUnderItsBudget() async throws {
         // The budget is the process's idle size plus 48 MiB: a build with sanitizers starts far larger than a
         // plain one, and a budget the idle process already fills would hold every connection back.
         let idle = try await Self.idleResidentMiB()
@@ -137,7 +138,7 @@ import Glibc
         let (p, log) = try ArbiterdProcess.start(["--memory-budget-mib", "\(budgetMiB)", "--threads", "2"])
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         let port = try await ArbiterdProcess.port(p, log)
-        #expect(log.withLockedValue { $0.contains("memory budget \(budgetMiB) MiB (the process uses") })
+        #expect(log.withLockedValue { $0.contains("memory budget \(budgetMiB) MiB (the process uses") }, "\(log.withLockedValue { $0 })")
         // 600 requests each, sent for as long as the server reads them.
         let frames = Array([[UInt8]](repeating: Array(Self.compressedPipeline.readableBytesView), count: 2).joined())
         var clients: [RawConnection] = []
@@ -187,3 +188,6 @@ import Glibc
         #expect(!budget.isExhausted, "\(budget.bytesInUse >> 20) MiB in use of \(budget.limit >> 20) after freeing")
     }
 }
+
+/// Whether this process runs under AddressSanitizer or ThreadSanitizer (their runtimes define these).
+let sanitized: Bool = dlsym(nil, "__asan_init") != nil || dlsym(nil, "__tsan_init") != nil
