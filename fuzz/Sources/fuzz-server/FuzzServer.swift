@@ -104,5 +104,6 @@ public func fuzzServer(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
 @_cdecl("fuzz_server_main")
 public func entryPoint(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     _ = table  // loaded before the first input, so that it is not counted as that input's allocation
+    _ = tokens  // likewise
     return runFuzzer(argc, argv, fuzzServer)
 }
