@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "arbiter-bench", targets: ["arbiter-bench"]),
         .executable(name: "grpc-peer", targets: ["grpc-peer"]),
         .executable(name: "gbdt-kernel", targets: ["gbdt-kernel"]),
+        .executable(name: "embedding-bench", targets: ["embedding-bench"]),
     ],
     dependencies: [
         .package(name: "Arbiter", path: ".."),
@@ -48,6 +49,12 @@ let package = Package(
             .product(name: "ArbiterStore", package: "Arbiter"),
             .product(name: "ArbiterTraining", package: "Arbiter"),
             .product(name: "Gbdt", package: "Arbiter"),
+        ]),
+        // Embedding tables: lookup cost by layout, and what loading a large table costs in resident memory
+        // (bench/embeddings/run.sh).
+        .executableTarget(name: "embedding-bench", dependencies: [
+            .product(name: "ArbiterModels", package: "Arbiter"),
+            .product(name: "ArbiterStore", package: "Arbiter"),
         ]),
         // The grpc-swift peer's hand-written codec for scorer.proto (tested against ScorerMessages).
         .target(name: "ScorerCodec"),

@@ -11,12 +11,16 @@ import Atomics
 ///   least twice the row count; slot `s` holds an id and its row + 1 (0: empty). An id's first slot is its
 ///   Fibonacci hash (`id × 2^64/φ`, the top log2(capacity) bits); collisions go to the next slot.
 ///
-/// Why a hash and not sorted ids with a search: over 1M random ids, a lookup took 15–16 ns with this layout
-/// (one cache line: the id and its row share a slot) and 150–180 ns with a branch-free binary search over the
-/// sorted ids (about twenty dependent cache misses); a 200-candidate request would spend 3 µs or 30 µs. The
-/// index costs 16 bytes per slot, 32 per id at the load factor of one half (32 MiB for 1M ids, beside
-/// 256 MiB of vectors at dimension 64). Measured with swiftc -O on this machine (AMD EPYC, 2 cores), best of
-/// five runs over 2M lookups.
+/// Why a hash and not sorted ids with a search: over 1M random ids, finding a row took 25 ns with this
+/// layout (one cache line: the id and its row share a slot) and 149 ns with a branch-free binary search over
+/// the sorted ids (about twenty dependent cache misses); reading the row then adds one miss (51 ns in all).
+/// A 200-candidate request spends about 10 µs rather than 40. The index costs 32 bytes per id at the load
+/// factor of one half (31 MiB for 1M ids, beside 244 MiB of vectors at dimension 64).
+/// `bench/embeddings/run.sh` measures it (bench/results/embeddings-2026-12-01.md).
+///
+/// Loading reads every page today (the store's checksum of each tensor, and the finite-values check here),
+/// so a server's resident memory grows by the whole table at load (30 → 308 MiB for 1M × 64): mapped file
+/// pages, which the kernel can drop, but not yet the lazy mapping issue 14 asks for.
 public final class EmbeddingTable: Sendable {
     public let name: String
     public let dimension: Int
@@ -102,6 +106,11 @@ public final class EmbeddingTable: Sendable {
             slot = (slot + 1) & mask
         }
     }
+
+    /// The row of `id`, or nil if the table does not hold it (not counted: for callers that handle a miss
+    /// themselves, and for measuring the index alone).
+    @inline(__always)
+    public func row(of id: UInt64) -> Int? { find(id) }
 
     /// The vector of `id` (`dimension` values, valid while this table is alive), or the default row's if the
     /// table does not hold it (counted).
