@@ -99,13 +99,18 @@ public struct TokenTable: Sendable {
         Data(SHA256.hash(data: Data(token.utf8)))
     }
 
+    /// The hash of `token` in hex, as a line of the token file holds it.
+    public static func hashHex(_ token: String) -> String {
+        hash(token).map { String(format: "%02x", $0) }.joined()
+    }
+
     /// A new random token (32 bytes, base64url, prefixed `arb_`) and its hash in hex, for the token file.
     public static func newToken() -> (token: String, hashHex: String) {
         var rng = SystemRandomNumberGenerator()
         let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
         let token = "arb_" + Data(bytes).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-        return (token, hash(token).map { String(format: "%02x", $0) }.joined())
+        return (token, hashHex(token))
     }
 
     private static func hex(_ s: Substring) -> Data? {

@@ -51,9 +51,6 @@ public final class MemoryBudget: Sendable {
         if statm >= 0 { close(statm) }
     }
 
-    /// What connections hold now.
-    var heldByConnections: Int { held.load(ordering: .relaxed) }
-
     /// The process's resident memory less the store's mapped pages, at the last sample (0 when not counted).
     var processBytes: Int { process.load(ordering: .relaxed) }
 
@@ -68,10 +65,8 @@ public final class MemoryBudget: Sendable {
     /// Past 70% of the limit: connections that hold much and do not read are held back.
     var isExhausted: Bool { bytesInUse > softLimit }
 
-    /// Past 85% of the limit: every connection is held back, not only those holding much.
-    var isOverHardLimit: Bool { bytesInUse > hardLimit }
-
     var softLimit: Int { limit / 10 * 7 }
+    /// Past 85% of the limit: every connection is held back, not only those holding much.
     var hardLimit: Int { limit / 20 * 17 }
 
     /// Whether a connection holding `bytes` must stop reading and have its SCOREs shed. Past the soft limit,

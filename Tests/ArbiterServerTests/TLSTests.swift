@@ -19,7 +19,7 @@ import Glibc
     /// Tokens and the file that lists their hashes.
     static let scorer = "arb_scorer-\(UUID().uuidString)"
     static let reader = "arb_reader-\(UUID().uuidString)"
-    static func hex(_ token: String) -> String { TokenTable.hash(token).map { String(format: "%02x", $0) }.joined() }
+    static func hex(_ token: String) -> String { TokenTable.hashHex(token) }
     static func tokenFile(_ lines: [String]) throws -> String {
         let path = NSTemporaryDirectory() + "arbiter-tokens-\(UUID().uuidString)"
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)

@@ -63,7 +63,7 @@ let config: ServerConfiguration = {
 
 /// Half the inputs meet a server that requires a token (bit 7 of the first byte): the token of the vector
 /// `hello_token` may score (not read model info); the seeds send it, or a HELLO without one.
-let tokens = try! TokenTable(text: "\(TokenTable.hash("arb_3q2-7wEAAAAb8ZQ1sTjLrXy0vH4mKpNc").map { String(format: "%02x", $0) }.joined()) score fuzz")
+let tokens = try! TokenTable(text: "\(TokenTable.hashHex("arb_3q2-7wEAAAAb8ZQ1sTjLrXy0vH4mKpNc")) score fuzz")
 
 let logger: Logger = {
     var l = Logger(label: "fuzz")
