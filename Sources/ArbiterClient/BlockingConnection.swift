@@ -21,13 +21,15 @@ public final class BlockingConnection {
         guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1 else {
             throw ClientError.protocolError("'\(host)' is not an IPv4 address")
         }
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        // Every stored property is set from here on, so a throw below runs `deinit`, which closes `fd`: it must
+        // not be closed here too (a second close can shut a descriptor another thread has opened since).
+        guard fd >= 0 else { throw ClientError.protocolError("cannot create a socket: \(String(cString: strerror(errno)))") }
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard rc == 0 else {
             let why = String(cString: strerror(errno))
-            close(fd)
             throw ClientError.protocolError("cannot connect to \(host):\(port): \(why)")
         }
         var one: Int32 = 1
@@ -38,7 +40,7 @@ public final class BlockingConnection {
         }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
     /// Sends every byte (or stops quietly if the peer is gone).
     public func send(_ bytes: [UInt8]) {

@@ -81,7 +81,7 @@ import Testing
 
             // A trainer (another process, with write access) publishes v2: the read-only server loads it.
             let trainer = OtherProcess.trainer
-            try await offPool {
+            _ = try await offPool {
                 try OtherProcess.run(trainer, ["train", "--kind", "lead-grading", "--data", csv, "--store", store,
                                                "--model", "leads", "--max-epochs", "1", "--seed", "2"])
             }

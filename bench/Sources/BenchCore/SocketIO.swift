@@ -20,13 +20,15 @@ public final class SocketIO: @unchecked Sendable {
         guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1 else {
             throw BenchError("'\(host)' is not an IPv4 address")
         }
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        // Every stored property is set from here on, so a throw below runs `deinit`, which closes `fd`: it must
+        // not be closed here too (a second close can shut a descriptor another thread has opened since).
+        guard fd >= 0 else { throw BenchError("cannot create a socket: \(String(cString: strerror(errno)))") }
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard rc == 0 else {
             let why = String(cString: strerror(errno))
-            close(fd)
             throw BenchError("cannot connect to \(host):\(port): \(why)")
         }
         var one: Int32 = 1
@@ -39,7 +41,7 @@ public final class SocketIO: @unchecked Sendable {
     /// Whether TLS holds ciphertext the socket has not taken yet (poll for POLLOUT and call `sendSome`).
     public var hasPendingOutput: Bool { tls?.hasPending ?? false }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
     /// Writes all of `bytes`, waiting while the socket is full.
     public func sendAll(_ bytes: [UInt8]) throws {
