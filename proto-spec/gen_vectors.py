@@ -14,7 +14,8 @@ STATUSES = ["OK", "BAD_MAGIC", "UNSUPPORTED_VERSION", "FRAME_TOO_LARGE", "UNKNOW
             "HELLO_REQUIRED", "UNKNOWN_MODEL", "UNKNOWN_VERSION", "SCHEMA_MISMATCH", "TOO_MANY_CANDIDATES",
             "INVALID_FEATURE", "COMPRESSION_NOT_NEGOTIATED", "BAD_COMPRESSION", "OVERLOADED", "DEADLINE_EXCEEDED",
             "SHUTTING_DOWN", "INTERNAL", "PROTOCOL_VIOLATION", "TIMEOUT", "TOO_MANY_CONNECTIONS",
-            "UNAUTHENTICATED", "FORBIDDEN"]
+            "UNAUTHENTICATED", "FORBIDDEN", "INVALID_REQUEST"]
+SCORE_SUBJECT = 0x0001
 
 
 def s16(text):
@@ -37,9 +38,13 @@ def f32s(values):
 
 def score_body(m):
     name = m["model"].encode()
+    flags = SCORE_SUBJECT if "subject_id" in m else 0
     b = struct.pack("<QQIIIIHH", m["version"], m["routing_key"], m["top_k"], len(m["context"]),
-                    len(m["candidate_ids"]), m["candidate_feature_count"], 0, len(name)) + name
-    b = pad(b, 8) + f32s(m["context"])
+                    len(m["candidate_ids"]), m["candidate_feature_count"], flags, len(name)) + name
+    b = pad(b, 8)
+    if "subject_id" in m:
+        b += struct.pack("<Q", m["subject_id"])
+    b += f32s(m["context"])
     b = pad(b, 8) + b"".join(struct.pack("<Q", i) for i in m["candidate_ids"])
     return b + f32s(m["candidate_features"])
 
@@ -176,6 +181,19 @@ def main():
           {"model": "lead-model-x", "version": 3, "routing_key": 0, "top_k": 1, "context": [1.0, 2500.0],
            "candidate_ids": [1, 2, 3], "candidate_feature_count": 2,
            "candidate_features": [0.0, 1.5, 2.0, 12.25, 4.0, 0.5]})
+    write("score_subject", "SCORE for a subject (flag SUBJECT, subject id 90210 after the model name): rank the best 2 "
+          "of 3 items for that user", "SCORE", 12,
+          {"model": "feed", "version": 0, "routing_key": 90210, "top_k": 2, "subject_id": 90210, "context": [1.0, 0.5],
+           "candidate_ids": [501, 502, 503], "candidate_feature_count": 2,
+           "candidate_features": [0.0, 3.0, 2.0, 1.0, 0.0, 2.5]})
+    write("result_ranked", "RESULT of a ranking model for score_subject: its own order after a diversity rerank "
+          "(item 503 shares 501's category and is passed over for 502, whose fused score is lower), cut to 2; "
+          "columns p_view, dot and rank_before", "RESULT", 12,
+          {"version": 4, "queue_us": 3, "compute_us": 40, "sorted": True, "ids": [501, 502], "scores": [-0.5, -1.25],
+           "columns": [{"name": "p_view", "kind": "float32", "labels": [], "values": [0.625, 0.25]},
+                       {"name": "dot", "kind": "float32", "labels": [], "values": [1.5, -0.75]},
+                       {"name": "rank_before", "kind": "float32", "labels": [], "values": [1.0, 3.0]}]},
+          time=45)
     write("result", "RESULT for the two leads: scores, p_hire, grades B and D", "RESULT", 7,
           {"version": 3, "queue_us": 2, "compute_us": 5, "sorted": False, "ids": [101, 102], "scores": [0.25, 0.03125],
            "columns": [{"name": "p_hire", "kind": "float32", "labels": [], "values": [0.25, 0.03125]},
@@ -209,6 +227,7 @@ def main():
         "TOO_MANY_CONNECTIONS": "the server holds 4096 connections, its limit; retry later or elsewhere",
         "UNAUTHENTICATED": "this server requires a token in HELLO, and this one is not known to it",
         "FORBIDDEN": "the token 'reporting' may not SCORE (its rights: info)",
+        "INVALID_REQUEST": "model 'feed' (kind ranking) ranks for a user: set the SUBJECT flag and send the user's id",
     }
     # Connection-level errors carry request id 0: they answer no request.
     connection_level = {"BAD_MAGIC", "TIMEOUT", "TOO_MANY_CONNECTIONS"}

@@ -94,7 +94,7 @@ public final class GbdtModel: ScoringModel, @unchecked Sendable {
         }
     }
 
-    public func score(_ batch: ScoreBatch, into out: ScoreOutput) {
+    public func score(_ batch: ScoreBatch, into out: ScoreOutput) -> RowOrder {
         let f = forest.featureCount
         let c = contextCount
         let m = f - c
@@ -127,5 +127,6 @@ public final class GbdtModel: ScoringModel, @unchecked Sendable {
                 start += count
             }
         }
+        return .requestOrder
     }
 }

@@ -44,8 +44,9 @@ public final class LeadGradingModel: ScoringModel, @unchecked Sendable {
             thresholds: t.pointer, machines: ms)
     }
 
-    public func score(_ batch: ScoreBatch, into out: ScoreOutput) {
+    public func score(_ batch: ScoreBatch, into out: ScoreOutput) -> RowOrder {
         scorer.score(batch, into: out)
+        return .requestOrder
     }
 }
 

@@ -52,14 +52,28 @@ public struct GoldenCase: Codable, Equatable, Sendable {
     /// Float output columns, column-major (`floatColumnCount × candidateCount`).
     public var floatColumns: [Float]
     public var codeColumns: [UInt8]
+    /// The request's candidate ids, routing key, subject and top_k, for models whose answer depends on them
+    /// (absent: no ids, key 0, no subject, every row). Absent from manifests written before they existed.
+    public var ids: [UInt64]?
+    public var routingKey: UInt64?
+    public var subject: UInt64?
+    public var topK: Int?
+    /// The candidate indices answered, in the answer's order (absent: not checked).
+    public var rows: [Int]?
 
     public init(context: [Float], candidates: [Float], candidateCount: Int, scores: [Float],
-                floatColumns: [Float], codeColumns: [UInt8]) {
+                floatColumns: [Float], codeColumns: [UInt8], ids: [UInt64]? = nil, routingKey: UInt64? = nil,
+                subject: UInt64? = nil, topK: Int? = nil, rows: [Int]? = nil) {
         self.context = context
         self.candidates = candidates
         self.candidateCount = candidateCount
         self.scores = scores
         self.floatColumns = floatColumns
         self.codeColumns = codeColumns
+        self.ids = ids
+        self.routingKey = routingKey
+        self.subject = subject
+        self.topK = topK
+        self.rows = rows
     }
 }

@@ -2,6 +2,17 @@ import ArbiterModels
 import ArbiterWire
 import NIOCore
 
+extension ScoringError.Kind {
+    /// The ERROR status a model's refusal is answered with.
+    var status: Status {
+        switch self {
+        case .invalidRequest: .invalidRequest
+        case .invalidFeature: .invalidFeature
+        case .internalError: .internalError
+        }
+    }
+}
+
 /// Scores a checked SCORE and encodes its RESULT frame: the hot path, shared by inline and pooled scoring.
 enum ResultEncoder {
     /// Appends an ERROR frame carrying `error` (its status, message and request id) to `out`.
@@ -43,17 +54,36 @@ enum ResultEncoder {
         let scores = scratch.scores.reserve(n)
         let floats = scratch.floatColumns.reserve(n * m.floatColumnCount)
         let codes = scratch.codeColumns.reserve(n * m.codeColumnCount)
-        m.model.score(ScoreBatch(context: ctxBuf, candidates: matBuf, candidateCount: n),
-                      into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+        let order = scratch.order.reserve(n)
+        let answer: RowOrder
+        do throws(ScoringError) {
+            answer = try m.model.score(ScoreBatch(context: ctxBuf, candidates: matBuf, candidateCount: n,
+                                                  ids: UnsafeBufferPointer(start: ids, count: n), routingKey: view.routingKey,
+                                                  subject: view.subject, topK: Int(view.topK)),
+                                       into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes,
+                                                         candidateCount: n, order: order))
+        } catch {
+            throw WireError(error.kind.status, error.message)
+        }
         let computeMicros = (clock.nanoseconds() &- start) / 1000
 
-        // Rows to return: all in request order, or the best k gathered into the top-k scratch.
+        // Rows to return: all in request order, the best k gathered into the top-k scratch, or the model's
+        // own order and cut.
         var rows = n
         var outIDs = ids, outScores = scores, outFloats = floats, outCodes = codes
-        let sorted = view.topK > 0
-        if sorted {
-            let order = scratch.order.reserve(n)
+        var sorted = view.topK > 0
+        if case .ranked(let count) = answer {
+            // The model's order is trusted only as far as it can be checked cheaply: a count in range and
+            // every index in range (a duplicate would only repeat a row).
+            guard count >= 0, count <= n, (0..<count).allSatisfy({ order[$0] >= 0 && Int(order[$0]) < n }) else {
+                throw WireError(.internalError, "model \(m.name) v\(m.version) answered an order outside its \(n) candidates")
+            }
+            sorted = true
+            rows = count
+        } else if sorted {
             rows = TopK.select(scores: scores, n: n, k: Int(view.topK), into: order)
+        }
+        if sorted {
             outIDs = scratch.gatherIDs.reserve(rows)
             outScores = scratch.gatherFloats.reserve(rows * (1 + m.floatColumnCount))
             outFloats = outScores + rows

@@ -170,13 +170,17 @@ public struct ScoreRequest: Equatable, Sendable {
     public var candidateFeatureCount: Int
     /// Row-major, `candidateIDs.count × candidateFeatureCount`.
     public var candidateFeatures: [Float]
+    /// Who the request is about — the user a ranking is for — when the model needs it (SCORE flag
+    /// `SUBJECT`). Absent, the flag is clear and the field is not sent.
+    public var subject: UInt64?
 
-    public init(model: String, version: UInt64 = 0, routingKey: UInt64 = 0, topK: UInt32 = 0,
+    public init(model: String, version: UInt64 = 0, routingKey: UInt64 = 0, topK: UInt32 = 0, subject: UInt64? = nil,
                 context: [Float], candidateIDs: [UInt64], candidateFeatureCount: Int, candidateFeatures: [Float]) {
         self.model = model
         self.version = version
         self.routingKey = routingKey
         self.topK = topK
+        self.subject = subject
         self.context = context
         self.candidateIDs = candidateIDs
         self.candidateFeatureCount = candidateFeatureCount

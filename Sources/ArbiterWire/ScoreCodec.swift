@@ -10,6 +10,8 @@ public struct ScoreRequestView: Sendable {
     public let candidateCount: Int
     public let candidateFeatureCount: Int
     public let model: String
+    /// The subject id, when flag `SUBJECT` is set.
+    public let subject: UInt64?
 
     @usableFromInline let body: ByteBuffer
     @usableFromInline let contextOffset: Int
@@ -32,7 +34,9 @@ public struct ScoreRequestView: Sendable {
         candidateCount = Int(try b.readLE(UInt32.self, "candidate_count"))
         candidateFeatureCount = Int(try b.readLE(UInt32.self, "candidate_feature_count"))
         let flags = try b.readLE(UInt16.self, "flags")
-        guard flags == 0 else { throw WireError(.malformed, "SCORE flags 0x\(String(flags, radix: 16)) are not defined in v1") }
+        guard flags & ~ScoreFlags.defined == 0 else {
+            throw WireError(.malformed, "SCORE flags 0x\(String(flags & ~ScoreFlags.defined, radix: 16)) are not defined in v1")
+        }
         let nameLen = Int(try b.readLE(UInt16.self, "model_name_len"))
         guard nameLen > 0, nameLen <= 255 else { throw WireError(.malformed, "model name length \(nameLen) is outside 1...255") }
         guard b.readableBytes >= nameLen, let name = b.readString(length: nameLen) else {
@@ -40,6 +44,7 @@ public struct ScoreRequestView: Sendable {
         }
         model = name
         try b.skipPadding(from: start, to: 8)
+        subject = flags & ScoreFlags.subject != 0 ? try b.readLE(UInt64.self, "subject_id") : nil
         contextOffset = b.readerIndex - start
         let ctxBytes = contextCount * 4
         guard b.readableBytes >= ctxBytes else {
@@ -97,10 +102,19 @@ public struct ScoreRequestView: Sendable {
         ctx.withUnsafeMutableBufferPointer { if let p = $0.baseAddress { copyContext(into: p) } }
         ids.withUnsafeMutableBufferPointer { if let p = $0.baseAddress { copyCandidateIDs(into: p) } }
         mat.withUnsafeMutableBufferPointer { if let p = $0.baseAddress { copyCandidateMatrix(into: p) } }
-        return ScoreRequest(model: model, version: version, routingKey: routingKey, topK: topK, context: ctx,
+        return ScoreRequest(model: model, version: version, routingKey: routingKey, topK: topK, subject: subject, context: ctx,
                             candidateIDs: ids.map { UInt64(littleEndian: $0) }, candidateFeatureCount: candidateFeatureCount,
                             candidateFeatures: mat)
     }
+}
+
+/// SCORE's `flags` bits.
+public enum ScoreFlags {
+    /// A `u64 subject_id` follows the model name's padding (added within v1; clients that never set it send
+    /// exactly what they sent before).
+    public static let subject: UInt16 = 0x0001
+    /// Every bit defined in v1; any other is `MALFORMED`.
+    public static let defined: UInt16 = subject
 }
 
 /// The encoders of SCORE and RESULT bodies, including the allocation-free path the server uses.
@@ -109,9 +123,11 @@ public enum ScoreCodec {
         let start = b.writerIndex
         let nameBytes = Array(r.model.utf8)
         b.writeMultipleIntegers(r.version, r.routingKey, r.topK, UInt32(r.context.count), UInt32(r.candidateIDs.count),
-                                UInt32(r.candidateFeatureCount), UInt16(0), UInt16(nameBytes.count), endianness: .little)
+                                UInt32(r.candidateFeatureCount), r.subject == nil ? UInt16(0) : ScoreFlags.subject,
+                                UInt16(nameBytes.count), endianness: .little)
         b.writeBytes(nameBytes)
         b.writePadding(from: start, to: 8)
+        if let subject = r.subject { b.writeInteger(subject, endianness: .little) }
         b.writeFloats(r.context)
         b.writePadding(from: start, to: 8)
         for id in r.candidateIDs { b.writeInteger(id, endianness: .little) }

@@ -25,6 +25,7 @@ public enum Status: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case tooManyConnections = 20
     case unauthenticated = 21
     case forbidden = 22
+    case invalidRequest = 23
 
     /// After sending an ERROR with this status the server closes the connection: the byte stream can no
     /// longer be trusted to be in step, or the server is going away.
@@ -68,6 +69,7 @@ public enum Status: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .tooManyConnections: "TOO_MANY_CONNECTIONS"
         case .unauthenticated: "UNAUTHENTICATED"
         case .forbidden: "FORBIDDEN"
+        case .invalidRequest: "INVALID_REQUEST"
         }
     }
 

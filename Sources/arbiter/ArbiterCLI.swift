@@ -179,6 +179,7 @@ struct Score: AsyncParsableCommand {
         Input: {"context": {"job_category": 3, "job_salary": 4200},
                 "candidates": [{"id": 1, "features": {"channel": 1, "city": 4, ...}}, ...],
                 "top_k": 0, "version": 0, "routing_key": 0}
+        A model that needs a subject (kind ranking: the user) takes "subject": <user id> as well.
         Features may also be arrays in the schema's order (see `arbiter info`). null is a missing value, for
         features that accept one (`arbiter info` shows "missing_allowed").
         """)
@@ -234,7 +235,8 @@ enum ScoreInput {
             return n.uint64Value
         }
         return ScoreRequest(model: model, version: try uint("version"), routingKey: try uint("routing_key"),
-                            topK: UInt32(clamping: try uint("top_k")), context: ctx, candidateIDs: ids,
+                            topK: UInt32(clamping: try uint("top_k")), subject: json["subject"] == nil ? nil : try uint("subject"),
+                            context: ctx, candidateIDs: ids,
                             candidateFeatureCount: schema.candidateFeatures.count, candidateFeatures: matrix)
     }
 

@@ -148,9 +148,10 @@ final class EchoModel: ScoringModel, Sendable {
         self.manifest = manifest
     }
 
-    func score(_ batch: ScoreBatch, into output: ScoreOutput) {
+    func score(_ batch: ScoreBatch, into output: ScoreOutput) -> RowOrder {
         let f = schema.candidate.count
         for r in 0..<batch.candidateCount { output.scores[r] = batch.candidates[r * f] }
+        return .requestOrder
     }
 }
 

@@ -10,15 +10,34 @@ import NIOConcurrencyHelpers
 final class ScriptedModel: ScoringModel, Sendable {
     let version: LoadedVersion
     let manifest: ModelManifest
-    let rule: @Sendable (ScoreBatch, ScoreOutput) -> Void
+    let rule: @Sendable (ScoreBatch, ScoreOutput) throws(ScoringError) -> RowOrder
 
     init(version: LoadedVersion, manifest: ModelManifest, rule: @escaping @Sendable (ScoreBatch, ScoreOutput) -> Void) {
         self.version = version
         self.manifest = manifest
-        self.rule = rule
+        self.rule = { batch, output in
+            rule(batch, output)
+            return .requestOrder
+        }
     }
 
-    func score(_ batch: ScoreBatch, into output: ScoreOutput) { rule(batch, output) }
+    /// A model that may order its own rows or refuse the request.
+    private init(version: LoadedVersion, manifest: ModelManifest, orderingRule: @escaping @Sendable (ScoreBatch, ScoreOutput) throws(ScoringError) -> RowOrder) {
+        self.version = version
+        self.manifest = manifest
+        self.rule = orderingRule
+    }
+
+    func score(_ batch: ScoreBatch, into output: ScoreOutput) throws(ScoringError) -> RowOrder {
+        try rule(batch, output)
+    }
+
+    /// `model` as `publish` below makes it, scored by `ranking`.
+    static func publishRanking(store path: String, model: String, schema: FeatureSchema, versions: UInt64,
+                               ranking: @escaping @Sendable (ScoreBatch, ScoreOutput) throws(ScoringError) -> RowOrder) throws -> ScriptedModel {
+        let plain = try publish(store: path, model: model, kind: "ranking", schema: schema, versions: versions) { _, _ in }
+        return ScriptedModel(version: plain.version, manifest: plain.manifest, orderingRule: ranking)
+    }
 
     /// Publishes `versions` versions of `model` (kind `kind`, schema `schema`) into the store at `path` and
     /// returns the last one loaded, wrapped with `rule`.
@@ -79,9 +98,10 @@ final class GateModel: ScoringModel, Sendable {
         self.gate = gate
     }
 
-    func score(_ batch: ScoreBatch, into output: ScoreOutput) {
+    func score(_ batch: ScoreBatch, into output: ScoreOutput) -> RowOrder {
         if batch.context[0] == 1 { gate.pass() }
         for r in 0..<batch.candidateCount { output.scores[r] = batch.candidates[r] }
+        return .requestOrder
     }
 
     /// A registry that serves `gate` models through `gate`.

@@ -62,7 +62,7 @@ import Testing
             let batch = Self.rows[start..<min(start + 200, Self.rows.count)]
             let context = Array(batch.first!.prefix(3))
             let candidates = batch.flatMap { $0.dropFirst(3) }
-            let served = model.score(context: context, candidates: candidates, candidateCount: batch.count).scores
+            let served = try model.score(context: context, candidates: candidates, candidateCount: batch.count).scores
             for (k, row) in batch.enumerated() {
                 // The library's prediction for the row as the request sends it (the batch's context).
                 let sent = context + Array(row.dropFirst(3))
@@ -74,7 +74,7 @@ import Testing
             start += batch.count
         }
         // Whole rows, context included, against the library directly.
-        let whole = model.score(context: [], candidates: [], candidateCount: 0)
+        let whole = try model.score(context: [], candidates: [], candidateCount: 0)
         #expect(whole.scores.isEmpty)
         var options0 = GbdtImportOptions()
         options0.contextFeatures = 0
@@ -82,7 +82,7 @@ import Testing
         try GbdtImport.publish(forest, schema: schema0, golden: GbdtImport.goldenCases(forest, schema: schema0, rows: Array(Self.rows.prefix(16))),
                                model: "whole", catalog: Catalog(environment: env))
         let wholeModel = try Self.registry.load(LoadedVersion(environment: env, model: "whole"))
-        let served = wholeModel.score(context: [], candidates: Self.rows.flatMap { $0 }, candidateCount: Self.rows.count).scores
+        let served = try wholeModel.score(context: [], candidates: Self.rows.flatMap { $0 }, candidateCount: Self.rows.count).scores
         for i in 0..<Self.rows.count {
             let d = abs(Double(served[i]) - expected[i])
             worst = max(worst, d)
@@ -129,7 +129,7 @@ import Testing
                                    model: name, catalog: Catalog(environment: env))
             let model = try Self.registry.load(LoadedVersion(environment: env, model: name))
             for row in rows {
-                let served = model.score(context: [row[0]], candidates: Array(row.dropFirst()), candidateCount: 1).scores[0]
+                let served = try model.score(context: [row[0]], candidates: Array(row.dropFirst()), candidateCount: 1).scores[0]
                 #expect(abs(Double(served) - forest.predict(row)) < 1e-6, "\(name) \(row)")
             }
         }

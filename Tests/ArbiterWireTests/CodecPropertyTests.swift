@@ -57,7 +57,9 @@ import Testing
         case 8:
             let n = Int.random(in: 0...50, using: &r), f = Int.random(in: 0...12, using: &r)
             return .score(ScoreRequest(model: name(&r), version: .random(in: 0...5, using: &r), routingKey: .random(in: 0...UInt64.max, using: &r),
-                                       topK: .random(in: 0...10, using: &r), context: floats(Int.random(in: 0...9, using: &r), &r),
+                                       topK: .random(in: 0...10, using: &r),
+                                       subject: Bool.random(using: &r) ? .random(in: 0...UInt64.max, using: &r) : nil,
+                                       context: floats(Int.random(in: 0...9, using: &r), &r),
                                        candidateIDs: (0..<n).map { _ in .random(in: 0...UInt64.max, using: &r) }, candidateFeatureCount: f,
                                        candidateFeatures: floats(n * f, &r)))
         case 9:

@@ -124,7 +124,8 @@ import Testing
                                           }))
         case .score:
             message = .score(ScoreRequest(model: str(m, "model"), version: u64(m, "version"), routingKey: u64(m, "routing_key"),
-                                          topK: u32(m, "top_k"), context: floats(m, "context"),
+                                          topK: u32(m, "top_k"), subject: (m["subject_id"] as? NSNumber)?.uint64Value,
+                                          context: floats(m, "context"),
                                           candidateIDs: (m["candidate_ids"] as? [NSNumber] ?? []).map(\.uint64Value),
                                           candidateFeatureCount: Int(u64(m, "candidate_feature_count")),
                                           candidateFeatures: floats(m, "candidate_features")))

@@ -94,7 +94,7 @@ import Testing
         // 300 leads under one posting (the server's batched path), and each under its own.
         var grades = Set<UInt8>()
         let batch = (0..<300).map(lead)
-        let served = model.score(context: batch[0].context, candidates: batch.flatMap(\.candidate), candidateCount: 300)
+        let served = try model.score(context: batch[0].context, candidates: batch.flatMap(\.candidate), candidateCount: 300)
         for i in 0..<300 {
             let want = reference.score(context: batch[0].context, candidate: batch[i].candidate)
             #expect(abs(Double(served.floatColumns[i]) - want.pContact) < 1e-5)
@@ -102,7 +102,7 @@ import Testing
             #expect(abs(Double(served.floatColumns[600 + i]) - want.pHire) < 1e-5)
             #expect(served.scores[i] == served.floatColumns[600 + i])
             if !reference.nearThreshold(want.pHire) { #expect(served.codeColumns[i] == want.grade) }
-            let alone = model.score(context: batch[i].context, candidates: batch[i].candidate, candidateCount: 1)
+            let alone = try model.score(context: batch[i].context, candidates: batch[i].candidate, candidateCount: 1)
             let wantAlone = reference.score(context: batch[i].context, candidate: batch[i].candidate)
             #expect(abs(Double(alone.scores[0]) - wantAlone.pHire) < 1e-5)
             grades.insert(wantAlone.grade)
@@ -120,7 +120,7 @@ import Testing
         let model = try registry.load(LoadedVersion(environment: env, model: "leads"))
         #expect(model.version.version == v)
         let g = Self.trained.golden[0]
-        let served = model.score(context: g.context, candidates: g.candidates, candidateCount: g.candidateCount)
+        let served = try model.score(context: g.context, candidates: g.candidates, candidateCount: g.candidateCount)
         #expect(served.scores == g.scores)
         #expect(served.codeColumns == g.codeColumns)
         let m = try ModelManifest.decode(model.version.manifest)

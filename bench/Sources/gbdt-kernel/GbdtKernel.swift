@@ -53,7 +53,7 @@ enum GbdtKernel {
                                 let s = starts[k % starts.count]
                                 let input = UnsafeBufferPointer(rebasing: all[(s * f)..<((s + batch) * f)])
                                 let t0 = clock.now
-                                model.score(ScoreBatch(context: UnsafeBufferPointer(start: nil, count: 0), candidates: input, candidateCount: batch),
+                                _ = try? model.score(ScoreBatch(context: UnsafeBufferPointer(start: nil, count: 0), candidates: input, candidateCount: batch),
                                             into: ScoreOutput(scores: sp.baseAddress! + s, floatColumns: fp.baseAddress!,
                                                               codeColumns: cp.baseAddress!, candidateCount: batch))
                                 let d = clock.now - t0

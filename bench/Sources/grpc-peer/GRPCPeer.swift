@@ -175,8 +175,13 @@ struct Scorer: RegistrableRPCService {
                 if let invalid = schema.firstInvalidValue(context: context, candidates: candidates, candidateCount: n) {
                     throw RPCError(code: .invalidArgument, message: invalid)
                 }
-                entry.model.score(ScoreBatch(context: context, candidates: candidates, candidateCount: n),
-                                  into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+                do throws(ScoringError) {
+                    // The peer's message has no ids, subject or top_k: kinds that need them are not served here.
+                    _ = try entry.model.score(ScoreBatch(context: context, candidates: candidates, candidateCount: n),
+                                              into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+                } catch {
+                    throw RPCError(code: .invalidArgument, message: error.message)
+                }
                 let micros = UInt32(clamping: (DispatchTime.now().uptimeNanoseconds - started) / 1000)
                 let reply = [UInt8](unsafeUninitializedCapacity: entry.writer.maxSize(candidates: n)) { out, count in
                     count = entry.writer.write(into: out.baseAddress!, version: entry.model.version.meta.version, candidates: n,

@@ -24,11 +24,12 @@ final class EchoModel: ScoringModel, Sendable {
         self.manifest = manifest
     }
 
-    func score(_ batch: ScoreBatch, into output: ScoreOutput) {
+    func score(_ batch: ScoreBatch, into output: ScoreOutput) -> RowOrder {
         for i in 0..<batch.candidateCount {
             output.scores[i] = batch.candidates[2 * i] + batch.context[0]
             output.codeColumn(0)[i] = output.scores[i] > 0 ? 1 : 0
         }
+        return .requestOrder
     }
 }
 
