@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "ArbiterTraining", targets: ["ArbiterTraining"]),
         .library(name: "LeadGrading", targets: ["LeadGrading"]),
         .library(name: "Gbdt", targets: ["Gbdt"]),
+        .library(name: "Ranking", targets: ["Ranking"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -54,6 +55,8 @@ let package = Package(
                 path: "Plugins/LeadGrading", swiftSettings: servingPath),
         .target(name: "Gbdt", dependencies: ["ArbiterModels", "ArbiterStore"],
                 path: "Plugins/Gbdt", swiftSettings: servingPath),
+        .target(name: "Ranking", dependencies: ["ArbiterModels", "ArbiterStore"],
+                path: "Plugins/Ranking", swiftSettings: servingPath),
         .target(name: "ArbiterServer", dependencies: [
             "ArbiterWire", "ArbiterStore", "ArbiterModels",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -71,11 +74,11 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         .target(name: "ArbiterTraining", dependencies: [
-            "ArbiterStore", "ArbiterModels", "LeadGrading", "Gbdt",
+            "ArbiterStore", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking",
         ]),
         // The composition root: links the plugins and hands their factories to the server (ServedKinds.swift).
         .executableTarget(name: "arbiterd", dependencies: [
-            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt",
+            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -100,9 +103,10 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterTrainingTests", dependencies: ["ArbiterTraining", "ArbiterStore", "ArbiterModels", "Gbdt", "ArbiterTestSupport"],
                     exclude: ["Fixtures"]),
+        .testTarget(name: "RankingTests", dependencies: ["Ranking", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "Gbdt", "ArbiterTestSupport"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
-            "ArbiterModels", "LeadGrading", "Gbdt",
+            "ArbiterModels", "LeadGrading", "Gbdt", "Ranking",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

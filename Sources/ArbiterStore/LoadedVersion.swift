@@ -78,7 +78,32 @@ public final class LoadedVersion: Sendable {
     public let manifest: Data
     /// Every tensor of the version, by name.
     public let tensors: [String: StoredTensor]
-    let snapshot: ReadSnapshot
+    /// The snapshot the mapped views point into (nil for a detached version).
+    let snapshot: ReadSnapshot?
+
+    /// A version that is not in any store: its tensors are copies of `tensors`. Trainers build one to score
+    /// golden cases with the very code that will serve the version, before publishing it.
+    public init(detachedModel model: String, kind: String, manifest: [UInt8], tensors: [TensorData]) throws(StoreError) {
+        var views: [String: StoredTensor] = [:]
+        var entries: [VersionMeta.TensorEntry] = []
+        for t in tensors {
+            guard t.shape.allSatisfy({ $0 >= 0 }), let count = Self.elementCount(t.shape), count * t.dtype.byteWidth == t.bytes.count else {
+                throw StoreError.invalidTensor("tensor '\(t.name)' has shape \(t.shape) for \(t.bytes.count) bytes of \(t.dtype)")
+            }
+            guard views[t.name] == nil else { throw StoreError.invalidTensor("tensor '\(t.name)' is given twice") }
+            let storage = t.bytes.withUnsafeBytes { TensorStorage(copying: $0) }
+            views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: t.dtype,
+                                         pointer: UnsafeRawPointer(storage.pointer), owner: storage)
+            entries.append(VersionMeta.TensorEntry(name: t.name, dtype: t.dtype.rawValue, shape: t.shape, byteCount: t.bytes.count,
+                                                   checksum: t.bytes.withUnsafeBytes { Checksum.hex($0) }))
+        }
+        meta = VersionMeta(format: VersionMeta.format(for: entries), model: model, version: 0, kind: kind, createdUnixMillis: 0,
+                           metrics: [:], tensors: entries, manifestChecksum: manifest.withUnsafeBytes { Checksum.hex($0) },
+                           manifestBytes: manifest.count)
+        self.manifest = Data(manifest)
+        self.tensors = views
+        snapshot = nil
+    }
 
     /// Loads `version` of `model` (0 = the active one) and verifies every checksum, which also faults in
     /// every page of the version's tensors.

@@ -18,6 +18,7 @@ struct ArbiterTrain: ParsableCommand {
 /// Model kinds this trainer can produce.
 enum Kind: String, ExpressibleByArgument, CaseIterable {
     case leadGrading = "lead-grading"
+    case ranking
 }
 
 struct StoreOptions: ParsableArguments {
@@ -49,15 +50,36 @@ struct GenData: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gen-data",
                                                     abstract: "Write synthetic training data with planted structure (CSV).")
     @Option(help: "Model kind.") var kind: Kind
-    @Option(help: "Number of rows.") var rows: Int
+    @Option(help: "Number of rows (lead-grading).") var rows: Int?
+    @Option(help: "Users (ranking).") var users: Int = 2000
+    @Option(help: "Items (ranking).") var items: Int = 1000
+    @Option(help: "Impressions per user (ranking).") var perUser: Int = 40
     @Option(help: "Random seed; the same seed writes the same file.") var seed: UInt64 = 1
     @Option(help: "Output CSV path.") var out: String
 
     func validate() throws {
-        guard (1...50_000_000).contains(rows) else { throw ValidationError("--rows must be in 1...50000000") }
+        switch kind {
+        case .leadGrading:
+            guard let rows else { throw ValidationError("--rows is required for --kind lead-grading") }
+            guard (1...50_000_000).contains(rows) else { throw ValidationError("--rows must be in 1...50000000") }
+        case .ranking:
+            guard (1...10_000_000).contains(users) else { throw ValidationError("--users must be in 1...10000000") }
+            guard (1...10_000_000).contains(items) else { throw ValidationError("--items must be in 1...10000000") }
+            guard (1...10_000).contains(perUser) else { throw ValidationError("--per-user must be in 1...10000") }
+            guard users * min(perUser, items) <= 50_000_000 else { throw ValidationError("--users × --per-user must be at most 50000000 impressions") }
+        }
     }
 
     func run() throws {
+        if kind == .ranking {
+            let data = RankingData.generate(users: users, items: items, perUser: perUser, seed: seed)
+            try RankingData.writeCSV(data, to: URL(fileURLWithPath: out))
+            let n = data.count
+            print("wrote \(n) impressions of \(items) items to \(users) users to \(out) (viewed \(pct(data.filter(\.viewed).count, n)), "
+                  + "chatted \(pct(data.filter(\.chatted).count, n)), replied \(pct(data.filter(\.replied).count, n)))")
+            return
+        }
+        let rows = rows ?? 0
         let data = LeadData.generate(rows: rows, seed: seed)
         try LeadData.writeCSV(data, to: URL(fileURLWithPath: out))
         let c = data.filter(\.contacted).count, i = data.filter(\.interviewed).count, h = data.filter(\.hired).count
@@ -80,6 +102,9 @@ struct Train: ParsableCommand {
     @Option(help: "Seed for initialization and shuffling.") var seed: UInt64 = 1
     @Flag(help: "Publish without making the new version active.") var noActivate = false
     @Option(help: "Also write the held-out metrics as JSON to this file.") var metricsOut: String?
+    @Option(help: "Ranking: latent dimension of the matrix factorisation (served vectors carry 2 more: the biases).") var dimension: Int = 16
+    @Option(help: "Ranking: a categorical item feature to diversify on (at most --diversity-max items per value in an answer).") var diversityFeature: String?
+    @Option(help: "Ranking: most items sharing a value of --diversity-feature in an answer.") var diversityMax: Int = 2
 
     func validate() throws {
         guard (1...256).contains(factors) else { throw ValidationError("--factors must be in 1...256") }
@@ -90,6 +115,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        if kind == .ranking { return try runRanking() }
         let rows = try LeadData.readCSV(URL(fileURLWithPath: data))
         var o = FMTrainingOptions()
         o.factors = factors
@@ -130,6 +156,43 @@ struct Train: ParsableCommand {
             fflush(nil)
             if pause > 0 { Thread.sleep(forTimeInterval: Double(pause) / 1000) }
         }
+        print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
+    }
+
+    func runRanking() throws {
+        guard (1...256).contains(dimension) else { throw ValidationError("--dimension must be in 1...256") }
+        guard diversityMax >= 1 else { throw ValidationError("--diversity-max must be at least 1") }
+        let rows = try RankingData.readCSV(URL(fileURLWithPath: data))
+        var o = RankingTrainingOptions()
+        o.dimension = dimension
+        o.headFactors = factors
+        o.headEpochs = maxEpochs
+        o.seed = seed
+        o.diversity = diversityFeature.map { ($0, diversityMax) }
+        if let d = o.diversity, !RankingData.schema.candidate.contains(where: { $0.name == d.feature }) {
+            // Refused before training, as publishing would refuse it.
+            throw ValidationError("--diversity-feature '\(d.feature)' is not an item feature; the item features are \(RankingData.schema.candidate.map(\.name).joined(separator: ", "))")
+        }
+        let tty = isatty(STDERR_FILENO) == 1
+        let start = Date()
+        let trained = try RankingTrainer.train(rows: rows, options: o) { line in
+            if tty { FileHandle.standardError.write(Data("\(line)\n".utf8)) }
+        }
+        let q = trained.test
+        print(String(format: "trained on %d impressions in %.1f s; NDCG@10 of replies on held-out impressions (%d test users):",
+                     rows.count, Date().timeIntervalSince(start), q.users))
+        print(String(format: "  fused (weights by cross-entropy search)  %.4f", q.fused))
+        print(String(format: "  fused, equal weights                     %.4f", q.equalWeights))
+        for name in RankingTrainer.headNames { print(String(format: "  %-40@ %.4f", "head \(name) alone" as NSString, q.heads[name] ?? 0)) }
+        print(String(format: "  popularity                               %.4f", q.popularity))
+        print("  fusion weights: \(trained.version.heads.map { "\($0.name) \(String(format: "%.3f", $0.weight))" }.joined(separator: ", "))")
+        if let metricsOut {
+            let data = try JSONSerialization.data(withJSONObject: q.metrics, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: metricsOut))
+        }
+        let golden = try trained.version.goldenCases(trained.goldenRequests)
+        let catalog = try storeOptions.open(create: true)
+        let v = try trained.version.publish(model: model, golden: golden, catalog: catalog, metrics: q.metrics, activate: !noActivate)
         print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
     }
 }

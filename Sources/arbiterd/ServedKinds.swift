@@ -1,6 +1,7 @@
 import ArbiterModels
 import Gbdt
 import LeadGrading
+import Ranking
 
 /// The model kinds this executable serves: one line per plugin it links. Adding a kind is a folder under
 /// `Plugins/`, its target in Package.swift as a dependency of `arbiterd`, and one line here.
@@ -9,6 +10,7 @@ enum ServedKinds {
         var r = ModelRegistry()
         r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
+        r.register(kind: RankingLayout.kind, factory: RankingModel.factory)
         return r
     }
 }
