@@ -126,7 +126,8 @@ extension ScoringModel {
         var scores = [Float](repeating: 0, count: n)
         var fc = [Float](repeating: 0, count: s.floatColumnCount * n)
         var cc = [UInt8](repeating: 0, count: s.codeColumnCount * n)
-        var order = [Int32](repeating: 0, count: n)
+        // -1: an index the model did not write is out of range, and caught below.
+        var order = [Int32](repeating: -1, count: n)
         let ids = ids.isEmpty ? [UInt64](repeating: 0, count: n) : ids
         // Zero-sized arrays may have a nil base; the model gets valid pointers anyway.
         let dummyF = UnsafeMutablePointer<Float>.allocate(capacity: 1)

@@ -32,6 +32,13 @@ public struct FMParameters: Sendable {
     public var factors: [Float]
     public let factorCount: Int
 
+    public init(bias: Float, linear: [Float], factors: [Float], factorCount: Int) {
+        self.bias = bias
+        self.linear = linear
+        self.factors = factors
+        self.factorCount = factorCount
+    }
+
     /// Runs `body` with the kernel over these parameters.
     public func withMachine<T>(_ body: (FactorizationMachine) throws -> T) rethrows -> T {
         try linear.withUnsafeBufferPointer { w in

@@ -220,7 +220,7 @@ public struct ScoreResult: Equatable, Sendable {
     public var queueMicros: UInt32
     /// Microseconds spent scoring.
     public var computeMicros: UInt32
-    /// Rows are top-k, best first (otherwise: every candidate, in request order).
+    /// Rows are best first: top-k, or the model's own order (otherwise: every candidate, in request order).
     public var sorted: Bool
     public var ids: [UInt64]
     public var scores: [Float]

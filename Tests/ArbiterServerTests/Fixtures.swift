@@ -2,6 +2,7 @@ import ArbiterClient
 import ArbiterModels
 import Gbdt
 import LeadGrading
+import Ranking
 import ArbiterServer
 import ArbiterStore
 import ArbiterTestSupport
@@ -55,6 +56,7 @@ enum Fixture {
         var r = ModelRegistry()
         r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
+        r.register(kind: RankingLayout.kind, factory: RankingModel.factory)
         return r
     }
 
