@@ -11,16 +11,16 @@ import Atomics
 ///   least twice the row count; slot `s` holds an id and its row + 1 (0: empty). An id's first slot is its
 ///   Fibonacci hash (`id × 2^64/φ`, the top log2(capacity) bits); collisions go to the next slot.
 ///
-/// Why a hash and not sorted ids with a search: over 1M random ids, finding a row took 24 ns with this
+/// Why a hash and not sorted ids with a search: over 1M random ids, finding a row took 18–24 ns with this
 /// layout (one cache line: the id and its row share a slot) and 141 ns with a branch-free binary search over
 /// the sorted ids (about twenty dependent cache misses); reading the row then adds one miss (49 ns in all).
 /// A 200-candidate request spends about 10 µs rather than 40. The index costs 32 bytes per id at the load
 /// factor of one half (31 MiB for 1M ids, beside 244 MiB of vectors at dimension 64).
 /// `bench/embeddings/run.sh` measures it (bench/results/embeddings-2026-12-01.md).
 ///
-/// Loading reads every page today (the store's checksum of each tensor, and the finite-values check here),
-/// so a server's resident memory grows by the whole table at load (30 → 307 MiB for 1M × 64): mapped file
-/// pages, which the kernel can drop, but not yet the lazy mapping issue 14 asks for.
+/// Loading reads every page (the store's checksum of each tensor, and the finite-values check here); the
+/// server then gives those pages back (`LoadedVersion.releaseResidentPages`), so its resident memory holds
+/// the rows requests touch, not the table: 30 → 307 → 31 MiB for 1M × 64 (load, checks, release).
 public final class EmbeddingTable: Sendable {
     public let name: String
     public let dimension: Int

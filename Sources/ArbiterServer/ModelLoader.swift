@@ -12,7 +12,10 @@ struct ModelLoader: Sendable {
     /// Loads `model` at `version` (0 = active) and validates it.
     func load(model: String, version: UInt64 = 0) throws -> ServingModel {
         let loaded = try LoadedVersion(environment: environment, model: model, version: version)
-        return ServingModel(name: model, model: try registry.load(loaded))
+        let serving = ServingModel(name: model, model: try registry.load(loaded))
+        // Validation read every page; large tensors (embedding tables) give theirs back until requests touch them.
+        loaded.releaseResidentPages()
+        return serving
     }
 
     /// Builds a table of every model's active version. A model whose active version fails validation is

@@ -1,0 +1,64 @@
+import ArbiterStore
+import Foundation
+import Testing
+
+/// A loaded version gives back the pages its load read (checksums), keeps its map, and a read faults back
+/// in only what it touches: large tensors cost the process what requests read, not their size.
+@Suite struct ResidentPagesTests {
+    /// Resident kB of the mapping that holds `address`, from /proc/self/smaps.
+    static func residentKB(of address: UnsafeRawPointer) throws -> Int {
+        // /proc files report size 0: read to the end rather than by size.
+        let handle = try #require(FileHandle(forReadingAtPath: "/proc/self/smaps"))
+        defer { try? handle.close() }
+        let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        let a = UInt(bitPattern: Int(bitPattern: address))
+        var inside = false
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let range = fields.first, range.contains("-"), !range.hasSuffix(":") {
+                let ends = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
+                inside = ends.count == 2 && ends[0] <= a && a < ends[1]
+            } else if inside, fields.first == "Rss:", fields.count >= 2 {
+                return Int(fields[1]) ?? -1
+            }
+        }
+        return -1
+    }
+
+    @Test func releasedPagesComeBackOnlyWhereTheyAreRead() throws {
+        let path = temporaryStorePath("resident")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
+        let n = 6 << 20   // 24 MiB of floats
+        let tableKB = 24 * 1024, tableBytes = tableKB * 1024
+        let values = (0..<n).map { Float($0 % 977) }
+        try Catalog(environment: env).publish(model: "m", kind: "k", manifest: Array("{}".utf8),
+                                              tensors: [TensorData(name: "table", shape: [n], values: values),
+                                                        TensorData(name: "small", shape: [4], values: [1, 2, 3, 4])], metrics: [:])
+        let loaded = try LoadedVersion(environment: env, model: "m")
+        let t = try loaded.tensor("table", shape: [n])
+        #expect(t.isMapped)
+        let afterLoad = try Self.residentKB(of: t.pointer)
+        #expect(afterLoad >= tableKB, "loading verified the checksum, reading every page (\(afterLoad) kB)")
+
+        let released = loaded.releaseResidentPages()
+        let lowest = tableBytes - 2 * 4096
+        #expect(released >= lowest && released <= tableBytes)
+        let afterRelease = try Self.residentKB(of: t.pointer)
+        #expect(afterRelease >= 0 && afterRelease < 1024, "\(afterRelease) kB still resident")
+
+        // The view still reads the right values. Each read maps what the kernel maps per fault: a page and its
+        // neighbours (64 KiB by default), or the page cache's whole folio — 2 MiB here (Linux 6.18, ext4 with
+        // large folios). Two reads, 12 MiB apart, bring back at most two folios.
+        #expect(t[0] == 0 && t[n / 2] == Float((n / 2) % 977))
+        let afterTwoReads = try Self.residentKB(of: t.pointer)
+        #expect(afterTwoReads <= afterRelease + 2 * 2048 + 64, "\(afterTwoReads) kB after reading two values")
+        #expect(t.buffer.elementsEqual(values))
+        let afterAll = try Self.residentKB(of: t.pointer)
+        #expect(afterAll >= tableKB)
+        // Small tensors are left alone, and a detached version has nothing to give back.
+        #expect(loaded.releaseResidentPages(minimumBytes: 1 << 30) == 0)
+        let detached = try LoadedVersion(detachedModel: "d", kind: "k", manifest: [], tensors: [TensorData(name: "x", shape: [1], values: [1])])
+        #expect(detached.releaseResidentPages(minimumBytes: 0) == 0)
+    }
+}
