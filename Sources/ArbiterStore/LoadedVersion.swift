@@ -170,6 +170,32 @@ public final class LoadedVersion: Sendable {
         self.snapshot = s
     }
 
+    /// Tensors at least this large have their pages given back by ``releaseResidentPages()``.
+    public static let releaseThreshold = 16 << 20
+
+    /// Gives back to the kernel the pages of every mapped tensor of at least `minimumBytes` that loading
+    /// brought into this process (the checksums, the model's own checks and its golden cases read them all):
+    /// `madvise(MADV_DONTNEED)` on the pages wholly inside each tensor. The pages stay in the page cache and
+    /// the map stays valid; a request that reads a row faults its page back in (a minor fault), so the
+    /// process's resident memory grows only with what is touched — a large embedding table costs its hot
+    /// rows, not its size. Nothing is copied or freed; a detached version has nothing to give back. Returns
+    /// the bytes advised.
+    @discardableResult
+    public func releaseResidentPages(minimumBytes: Int = LoadedVersion.releaseThreshold) -> Int {
+        guard snapshot != nil else { return 0 }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var released = 0
+        for t in tensors.values where t.owner is ReadSnapshot {
+            let bytes = t.count * t.dtype.byteWidth
+            guard bytes >= minimumBytes else { continue }
+            let start = (Int(bitPattern: t.pointer) + page - 1) / page * page
+            let end = (Int(bitPattern: t.pointer) + bytes) / page * page
+            guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { continue }
+            if madvise(p, end - start, MADV_DONTNEED) == 0 { released += end - start }
+        }
+        return released
+    }
+
     /// The number of elements of `shape`, or nil if it overflows.
     static func elementCount(_ shape: [Int]) -> Int? {
         var n = 1
