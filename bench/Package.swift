@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "grpc-peer", targets: ["grpc-peer"]),
         .executable(name: "gbdt-kernel", targets: ["gbdt-kernel"]),
         .executable(name: "embedding-bench", targets: ["embedding-bench"]),
+        .executable(name: "rank-store", targets: ["rank-store"]),
     ],
     dependencies: [
         .package(name: "Arbiter", path: ".."),
@@ -55,6 +56,14 @@ let package = Package(
         .executableTarget(name: "embedding-bench", dependencies: [
             .product(name: "ArbiterModels", package: "Arbiter"),
             .product(name: "ArbiterStore", package: "Arbiter"),
+        ]),
+        // The rank-200 scenario's store: a ranking version of random embeddings and random tree heads at the
+        // issue's size (bench/rank/run.sh).
+        .executableTarget(name: "rank-store", dependencies: [
+            .product(name: "ArbiterModels", package: "Arbiter"),
+            .product(name: "ArbiterStore", package: "Arbiter"),
+            .product(name: "ArbiterTraining", package: "Arbiter"),
+            .product(name: "Ranking", package: "Arbiter"),
         ]),
         // The grpc-swift peer's hand-written codec for scorer.proto (tested against ScorerMessages).
         .target(name: "ScorerCodec"),

@@ -29,6 +29,8 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
     let candidateCount: Int
     let fieldCount: Int
     let encoding: FieldEncoding
+    /// The most factors of any linear head (their working sums come from scratch).
+    let maxFactors: Int
 
     /// A head: its weight in the fusion and how it computes its probability.
     enum Head {
@@ -138,6 +140,7 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
         contextCount = schema.context.count
         candidateCount = schema.candidate.count
         fieldCount = fields.count
+        maxFactors = heads.reduce(0) { if case .linear(_, let fm, _) = $1 { max($0, fm.factorCount) } else { $0 } }
     }
 
     /// Rows of head input built and scored at a time.
@@ -157,33 +160,36 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
         }
         let f = fieldCount, c = contextCount, m = candidateCount, d = users.dimension
         let k = batch.topK > 0 ? min(batch.topK, n) : n
-        let factorMax = heads.reduce(0) { if case .linear(_, let fm, _) = $1 { max($0, fm.factorCount) } else { $0 } }
+        let factorMax = maxFactors
         // Scratch: rows (block × f f32), sums (block f64), the context's and a row's FM sums (2 × factorMax
         // f32), the order by score and the passed-over rows (n i32 each), and the diversity counts.
         let slots = Self.diversitySlots(k)
         let rowsBytes = Self.up(Self.block * f * 4), sumsBytes = Self.up(Self.block * 8), fmBytes = Self.up(2 * max(factorMax, 1) * 4)
+        let vectorBytes = Self.up(Self.block * 8)
         let orderBytes = Self.up(n * 4), countBytes = diversity == nil ? 0 : Self.up(slots * 16)
-        ThreadScratch.with(bytes: rowsBytes + sumsBytes + fmBytes + 2 * orderBytes + countBytes) { raw in
+        ThreadScratch.with(bytes: rowsBytes + sumsBytes + fmBytes + 2 * orderBytes + countBytes + vectorBytes) { raw in
             let rows = raw.bindMemory(to: Float.self, capacity: Self.block * f)
             let sums = (raw + rowsBytes).bindMemory(to: Double.self, capacity: Self.block)
             let fmSums = (raw + rowsBytes + sumsBytes).bindMemory(to: Float.self, capacity: 2 * max(factorMax, 1))
             let byScore = (raw + rowsBytes + sumsBytes + fmBytes).bindMemory(to: Int32.self, capacity: n)
             let passed = (raw + rowsBytes + sumsBytes + fmBytes + orderBytes).bindMemory(to: Int32.self, capacity: n)
             let counts = raw + rowsBytes + sumsBytes + fmBytes + 2 * orderBytes
+            let vectors = (counts + countBytes).bindMemory(to: UnsafePointer<Float>.self, capacity: Self.block)
 
             let user = users.vector(of: subject)
             let dots = out.floatColumn(heads.count)
             var start = 0
             while start < n {
                 let count = min(Self.block, n - start)
+                // The block's item rows first, then their dot products: lookups that do not wait on one another
+                // let the core overlap their cache misses (the index and the rows are spread over the map).
+                for r in 0..<count { vectors[r] = items.vector(of: batch.ids[start + r]) }
                 for r in 0..<count {
                     let i = start + r
                     let row = rows + r * f
                     for j in 0..<c { row[j] = batch.context[j] }
                     if m > 0 { (row + c).update(from: batch.candidates.baseAddress! + i * m, count: m) }
-                    let item = items.vector(of: batch.ids[i])
-                    var dot: Float = 0
-                    for j in 0..<d { dot += user[j] * item[j] }
+                    let dot = Self.dot(user, vectors[r], d)
                     row[f - 1] = dot
                     dots[i] = dot
                 }
@@ -272,6 +278,26 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
             fm.add(index, value, to: &acc)
         }
         return 1 / (1 + expf(-fm.output(acc)))
+    }
+
+    /// `Σ a[j]·b[j]` over `d` values, in eight lanes (summed pairwise at the end): vectorized, where one
+    /// running sum would wait on every add in turn.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ d: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var j = 0
+        while j + 8 <= d {
+            let x = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
+            let y = UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
+            acc.addProduct(x, y)
+            j += 8
+        }
+        var s = acc.sum()
+        while j < d {
+            s += a[j] * b[j]
+            j += 1
+        }
+        return s
     }
 
     /// Slots of the diversity counts for an answer of `k` rows: a power of two, at least twice `k` (every

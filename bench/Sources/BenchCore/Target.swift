@@ -38,18 +38,30 @@ public protocol Target: Sendable {
 /// Arbiter's protocol: PING or SCORE frames, pre-encoded once; only the request id is patched per send.
 public struct ArbiterTarget: Target {
     public let name: String
-    let template: [UInt8]
-    public var requestBytes: Int { template.count }
+    /// The requests, sent in turn (request `seq` is `templates[seq % count]`).
+    let templates: [[UInt8]]
+    public var requestBytes: Int { templates[0].count }
     /// The access token sent in HELLO, for a server that requires one.
     let token: String?
 
     /// `frame` is any request; its id is replaced per send.
     public init(name: String, frame: Frame, token: String? = nil) {
+        self.init(name: name, frames: [frame], token: token)
+    }
+
+    /// Several requests of one size (different users and candidates, say), sent in turn so that the server
+    /// does not see one request's data hot in its caches; each id is replaced per send. Sizes must match:
+    /// the driver copies a template into its reused buffer.
+    public init(name: String, frames: [Frame], token: String? = nil) {
+        precondition(!frames.isEmpty, "a target needs a request")
         self.name = name
         self.token = token
-        var b = ByteBuffer()
-        frame.encode(into: &b)
-        template = Array(b.readableBytesView)
+        templates = frames.map { f in
+            var b = ByteBuffer()
+            f.encode(into: &b)
+            return Array(b.readableBytesView)
+        }
+        precondition(Set(templates.map(\.count)).count == 1, "the requests of one target must be of one size")
     }
 
     public func handshake(_ io: SocketIO) throws {
@@ -73,7 +85,13 @@ public struct ArbiterTarget: Target {
     }
 
     public func encode(seq: UInt64, into buffer: inout [UInt8]) {
-        if buffer.count != template.count { buffer = template }
+        let template = templates[Int(seq % UInt64(templates.count))]
+        if buffer.count != template.count {
+            buffer = template
+        } else if templates.count > 1 {
+            // In place: the buffer is reused, nothing is allocated per send.
+            buffer.withUnsafeMutableBytes { dst in template.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        }
         withUnsafeBytes(of: seq.littleEndian) { id in
             for i in 0..<8 { buffer[8 + i] = id[i] }
         }

@@ -25,14 +25,17 @@ struct Scenario: Sendable {
     let grpc: (@Sendable (_ model: String) -> (path: String, message: [UInt8]))?
     /// The same request as a RESP command's arguments; nil if none.
     let resp: [String]?
+    /// Several Arbiter requests of one size, sent in turn instead of `arbiter`'s one (nil: `arbiter` only).
+    var arbiterVariants: (@Sendable (_ model: String) -> [Frame])? = nil
 
-    static let all: [Scenario] = [.ping, .lead1, .lead100, .gbdt200]
+    static let all: [Scenario] = [.ping, .lead1, .lead100, .gbdt200, .rank200]
 
     static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 
     func target(_ wire: WireProtocol, model: String, host: String, port: Int, token: String? = nil) throws -> any Target {
         switch wire {
         case .arbiter:
+            if let arbiterVariants { return ArbiterTarget(name: name, frames: arbiterVariants(model), token: token) }
             return ArbiterTarget(name: name, frame: arbiter(model), token: token)
         case .grpc:
             guard let grpc else { throw BenchError("scenario \(name) has no gRPC form") }
