@@ -48,8 +48,9 @@ let package = Package(
             "CLMDB", "CXXHash",
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], swiftSettings: servingPath),
+        .target(name: "CPrefetch"),
         .target(name: "ArbiterModels", dependencies: [
-            "ArbiterStore", .product(name: "Atomics", package: "swift-atomics"),
+            "ArbiterStore", "CPrefetch", .product(name: "Atomics", package: "swift-atomics"),
         ], swiftSettings: servingPath),
         .target(name: "LeadGrading", dependencies: ["ArbiterModels", "ArbiterStore"],
                 path: "Plugins/LeadGrading", swiftSettings: servingPath),

@@ -183,7 +183,11 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
                 let count = min(Self.block, n - start)
                 // The block's item rows first, then their dot products: lookups that do not wait on one another
                 // let the core overlap their cache misses (the index and the rows are spread over the map).
-                for r in 0..<count { vectors[r] = items.vector(of: batch.ids[start + r]) }
+                for r in 0..<count { items.prefetchSlot(of: batch.ids[start + r]) }
+                for r in 0..<count {
+                    vectors[r] = items.vector(of: batch.ids[start + r])
+                    items.prefetchRow(vectors[r])
+                }
                 for r in 0..<count {
                     let i = start + r
                     let row = rows + r * f
@@ -289,7 +293,7 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
         while j + 8 <= d {
             let x = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD8<Float>.self)
             let y = UnsafeRawPointer(b + j).loadUnaligned(as: SIMD8<Float>.self)
-            acc.addProduct(x, y)
+            acc += x * y
             j += 8
         }
         var s = acc.sum()
