@@ -104,7 +104,8 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterTrainingTests", dependencies: ["ArbiterTraining", "ArbiterStore", "ArbiterModels", "Gbdt", "ArbiterTestSupport"],
                     exclude: ["Fixtures"]),
-        .testTarget(name: "RankingTests", dependencies: ["Ranking", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "Gbdt", "ArbiterTestSupport"]),
+        .testTarget(name: "RankingTests", dependencies: ["Ranking", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "Gbdt", "ArbiterTestSupport"],
+                    exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
             "ArbiterModels", "LeadGrading", "Gbdt", "Ranking",

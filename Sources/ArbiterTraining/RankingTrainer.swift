@@ -21,6 +21,13 @@ public struct RankingTrainingOptions: Sendable {
     /// Share of each user's impressions held out for validation (weight search, early stopping) and test.
     public var validationShare = 0.1
     public var testShare = 0.2
+    /// Heads to take from a library instead of fitting them, by name (``RankingTrainer/headNames``): a tree
+    /// model trained, for instance, with LightGBM on the rows `headRowsOut` wrote. It must take the head row
+    /// (the context features, the candidate features, the dot product) and output a probability.
+    public var importedHeads: [String: ImportedForest] = [:]
+    /// Where to write every impression's head row (CSV: split, ids, the head's input features, the labels),
+    /// for training a head outside (the dot products are this run's; the same data and seed give the same).
+    public var headRowsOut: URL?
 
     public init() {}
 }
@@ -71,6 +78,19 @@ public enum RankingTrainer {
     public static func train(rows: [Impression], options o: RankingTrainingOptions = RankingTrainingOptions(),
                              progress: (String) -> Void = { _ in }) throws -> TrainedRanking {
         guard !rows.isEmpty else { throw DataError("no impressions to train on") }
+        let fields = RankingLayout.headFields(RankingData.schema)
+        for (name, forest) in o.importedHeads {
+            guard headNames.contains(name) else {
+                throw DataError("there is no head '\(name)' to replace; the heads are \(headNames.joined(separator: ", "))")
+            }
+            guard forest.featureCount == fields.count else {
+                throw DataError("the model for head '\(name)' takes \(forest.featureCount) features; a ranking head's row has \(fields.count): "
+                                + fields.map(\.name).joined(separator: ", "))
+            }
+            guard forest.transform == .logistic else {
+                throw DataError("the model for head '\(name)' is not a binary classifier (its output is not a probability)")
+            }
+        }
         let splits = rows.map { split($0, o) }
         let trainRows = rows.indices.filter { splits[$0] == .train }
         let validationRows = rows.indices.filter { splits[$0] == .validation }
@@ -95,7 +115,6 @@ public enum RankingTrainer {
 
         // 2. Heads: a factorization machine per label over (user features, item features, dot).
         let features = RankingData.schema
-        let fields = RankingLayout.headFields(features)
         let encoding = FieldEncoding(fields: fields)
         let inputs = rows.map { $0.userFeatures + $0.itemFeatures + [dot($0)] }
         var norm = [Float](repeating: 0, count: 2 * fields.count)
@@ -121,6 +140,10 @@ public enum RankingTrainer {
             }
         }
         let labels: [[Bool]] = [rows.map(\.viewed), rows.map(\.chatted), rows.map(\.replied)]
+        if let url = o.headRowsOut {
+            try writeHeadRows(url, rows: rows, splits: splits, inputs: inputs, fields: fields)
+            progress("head rows: wrote \(rows.count) to \(url.path)")
+        }
         var heads: [RankingVersion.Head] = []
         for (k, name) in headNames.enumerated() {
             var fm = FMTrainingOptions()
@@ -130,6 +153,11 @@ public enum RankingTrainer {
             // A funnel: each stage is fitted on the impressions that reached it (p_chat given a view, p_reply
             // given a chat), so the product of the heads is P(reply).
             let reached: (Int) -> Bool = { k == 0 ? true : labels[k - 1][$0] }
+            if let forest = o.importedHeads[name] {
+                progress("head \(name): \(forest.source), \(forest.trees.count) trees")
+                heads.append(RankingVersion.Head(name: name, weight: 1, model: .trees(forest)))
+                continue
+            }
             let fitted = FMTrainer.fit(encoded, labels: labels[k], train: trainRows.filter(reached),
                                        validation: validationRows.filter(reached), options: fm)
             progress("head \(name): fitted")
@@ -187,6 +215,22 @@ public enum RankingTrainer {
             golden.append((r0.userFeatures, [unknownItem] + ids.dropFirst(), candidates, r0.user, 3))
         }
         return TrainedRanking(version: version, validation: validationQuality, test: testQuality, goldenRequests: golden)
+    }
+
+    /// Writes the head rows: `split,user_id,item_id,` the head's input fields, then `view,chat,reply`.
+    static func writeHeadRows(_ url: URL, rows: [Impression], splits: [Split], inputs: [[Float]], fields: [Feature]) throws {
+        var text = (["split", "user_id", "item_id"] + fields.map(\.name) + RankingData.labelColumns).joined(separator: ",") + "\n"
+        text.reserveCapacity(rows.count * 96)
+        for (i, r) in rows.enumerated() {
+            let split = switch splits[i] { case .train: "train"; case .validation: "validation"; case .test: "test" }
+            text += ([split, "\(r.user)", "\(r.item)"] + inputs[i].map { "\($0)" } + [r.viewed, r.chatted, r.replied].map { $0 ? "1" : "0" })
+                .joined(separator: ",") + "\n"
+        }
+        do {
+            try text.write(to: url, atomically: true, encoding: .utf8)
+        } catch {
+            throw DataError("cannot write \(url.path): \(error.localizedDescription)")
+        }
     }
 
     /// One request per user: the user's impressions among `indices`.

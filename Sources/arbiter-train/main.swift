@@ -105,6 +105,11 @@ struct Train: ParsableCommand {
     @Option(help: "Ranking: latent dimension of the matrix factorisation (served vectors carry 2 more: the biases).") var dimension: Int = 16
     @Option(help: "Ranking: a categorical item feature to diversify on (at most --diversity-max items per value in an answer).") var diversityFeature: String?
     @Option(help: "Ranking: most items sharing a value of --diversity-feature in an answer.") var diversityMax: Int = 2
+    @Option(help: ArgumentHelp("Ranking: take a head from a library instead of fitting it: HEAD=FORMAT:FILE (repeatable).",
+                               discussion: "FORMAT is xgboost-json or lightgbm-text; the model takes the head row that --write-head-rows writes (user features, item features, dot) and is a binary classifier."))
+    var head: [String] = []
+    @Option(help: "Ranking: with --head, the library's predictions checked first: HEAD=ROWS.csv:PREDICTIONS (repeatable).") var headCheck: [String] = []
+    @Option(help: "Ranking: write every impression's head row (split, ids, the heads' input features, labels) to this CSV.") var writeHeadRows: String?
 
     func validate() throws {
         guard (1...256).contains(factors) else { throw ValidationError("--factors must be in 1...256") }
@@ -169,6 +174,28 @@ struct Train: ParsableCommand {
         o.headEpochs = maxEpochs
         o.seed = seed
         o.diversity = diversityFeature.map { ($0, diversityMax) }
+        o.headRowsOut = writeHeadRows.map { URL(fileURLWithPath: $0) }
+        func pair(_ item: String, _ flag: String) throws -> (String, String) {
+            guard let eq = item.firstIndex(of: "="), item[..<eq].count > 0 else { throw ValidationError("\(flag) takes HEAD=..., got '\(item)'") }
+            return (String(item[..<eq]), String(item[item.index(after: eq)...]))
+        }
+        for item in head {
+            let (name, spec) = try pair(item, "--head")
+            guard let colon = spec.firstIndex(of: ":"), let format = ForestFormat(rawValue: String(spec[..<colon])) else {
+                throw ValidationError("--head takes HEAD=FORMAT:FILE with FORMAT one of \(ForestFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(item)'")
+            }
+            let file = String(spec[spec.index(after: colon)...])
+            let forest = try ImportedForest.read(format, file: file)
+            if let check = headCheck.first(where: { $0.hasPrefix(name + "=") }) {
+                let (_, files) = try pair(check, "--head-check")
+                let parts = files.split(separator: ":", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { throw ValidationError("--head-check takes HEAD=ROWS.csv:PREDICTIONS, got '\(check)'") }
+                let rows = try GbdtImport.readRows(parts[0], featureCount: forest.featureCount)
+                let worst = try GbdtImport.check(forest, rows: rows, expected: try GbdtImport.readPredictions(parts[1]), file: parts[1])
+                print(String(format: "head %@: checked %d rows against the library's predictions: largest difference %.3g", name, rows.count, worst))
+            }
+            o.importedHeads[name] = forest
+        }
         if let d = o.diversity, !RankingData.schema.candidate.contains(where: { $0.name == d.feature }) {
             // Refused before training, as publishing would refuse it.
             throw ValidationError("--diversity-feature '\(d.feature)' is not an item feature; the item features are \(RankingData.schema.candidate.map(\.name).joined(separator: ", "))")
@@ -185,6 +212,9 @@ struct Train: ParsableCommand {
         print(String(format: "  fused, equal weights                     %.4f", q.equalWeights))
         for name in RankingTrainer.headNames { print(String(format: "  %-40@ %.4f", "head \(name) alone" as NSString, q.heads[name] ?? 0)) }
         print(String(format: "  popularity                               %.4f", q.popularity))
+        for h in trained.version.heads {
+            if case .trees(let forest) = h.model { print("  head \(h.name): imported, \(forest.source), \(forest.trees.count) trees") }
+        }
         print("  fusion weights: \(trained.version.heads.map { "\($0.name) \(String(format: "%.3f", $0.weight))" }.joined(separator: ", "))")
         if let metricsOut {
             let data = try JSONSerialization.data(withJSONObject: q.metrics, options: [.prettyPrinted, .sortedKeys])

@@ -264,6 +264,51 @@ import Testing
                          manifest: manifest).checkGolden()
     }
 
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    /// A head trained with LightGBM on the head rows of generated data (Fixtures/make_fixtures.sh) replaces the
+    /// native p(reply | chat) head: the import reproduces LightGBM's predictions, and the served head column is
+    /// the forest's prediction for each candidate's served head row (the request's features and its dot).
+    @Test func aLightGBMHeadReplacesANativeOneAndServesTheLibrarysNumbers() throws {
+        let file = Self.fixtures.appendingPathComponent("lightgbm-head.txt").path
+        let forest = try ImportedForest.read(.lightgbmText, file: file)
+        #expect(forest.featureCount == 6 && forest.transform == .logistic)
+        let checkRows = try GbdtImport.readRows(Self.fixtures.appendingPathComponent("lightgbm-head-check.csv").path, featureCount: 6)
+        let predictions = try GbdtImport.readPredictions(Self.fixtures.appendingPathComponent("lightgbm-head-check.predictions").path)
+        #expect(checkRows.count >= 1000)
+        #expect(try GbdtImport.check(forest, rows: checkRows, expected: predictions, file: "check") <= 1e-5)
+
+        var o = RankingTrainingOptions()
+        o.headEpochs = 4
+        o.cemIterations = 4
+        o.importedHeads = ["p_reply_given_chat": forest]
+        let data = RankingData.generate(users: 400, items: 200, perUser: 25, seed: 4)
+        let trained = try RankingTrainer.train(rows: data, options: o)
+        guard case .trees = trained.version.heads[2].model else { Issue.record("the reply head is not the imported one"); return }
+        let model = try trained.version.model()
+        let user = data[0].user
+        let mine = data.filter { $0.user == user }
+        let n = mine.count
+        let out = try model.score(context: mine[0].userFeatures, candidates: mine.flatMap(\.itemFeatures), candidateCount: n,
+                                  ids: mine.map(\.item), subject: user, topK: 0)
+        for i in 0..<n {
+            let row = mine[i].userFeatures + mine[i].itemFeatures + [out.floatColumns[3 * n + i]]
+            #expect(abs(Double(out.floatColumns[2 * n + i]) - forest.predict(row)) <= 1e-6)
+        }
+        // The version records where the head came from, and its golden cases replay.
+        let golden = try trained.version.goldenCases(trained.goldenRequests)
+        let (manifest, _) = try trained.version.build(golden: golden)
+        #expect(manifest.training["head p_reply_given_chat"]?.contains("lightgbm") == true)
+
+        // A model for another row, or for a head that does not exist, is refused before anything is fitted.
+        var wrong = forest
+        wrong.featureNames.append("extra")
+        o.importedHeads = ["p_reply_given_chat": wrong]
+        #expect { try RankingTrainer.train(rows: data, options: o) } throws: { "\($0)".contains("takes 7 features; a ranking head's row has 6") }
+        o.importedHeads = ["p_click": forest]
+        #expect { try RankingTrainer.train(rows: data, options: o) } throws: { "\($0)".contains("there is no head 'p_click'") }
+    }
+
     @Test func theCSVRoundTripsAndBadRowsAreNamed() throws {
         let rows = RankingData.generate(users: 5, items: 20, perUser: 4, seed: 1)
         let dir = temporaryPath("ranking-csv")

@@ -27,6 +27,8 @@ if [ ! -f "$WORK/published" ]; then
   "$BBIN/rank-store" "$STORE" rank300 300
   touch "$WORK/published"
 fi
+# The model alone, one thread, in this process (rank-store --time): what a request costs before any serving.
+ALONE=$("$BBIN/rank-store" --time "$STORE" rank; "$BBIN/rank-store" --time "$STORE" rank300)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 "$BIN/arbiterd" --store "$STORE" --listen "127.0.0.1:$PORT" --log-level warning >"$WORK/arbiterd.log" 2>&1 &
 PID=$!
@@ -45,9 +47,10 @@ for i in $(seq 1 "$REPEATS"); do
 done
 RSS_AFTER=$(rss)
 STORE_MB=$(du -sm "$STORE" | cut -f1)
-python3 - "$RAW" "$OUT" "$REPEATS" "$DURATION" "$RATE" "$CONNECTIONS" "$RSS_LOADED" "$RSS_AFTER" "$STORE_MB" <<'PY'
+ALONE_AFTER=$("$BBIN/rank-store" --time "$STORE" rank; "$BBIN/rank-store" --time "$STORE" rank300)
+python3 - "$RAW" "$OUT" "$REPEATS" "$DURATION" "$RATE" "$CONNECTIONS" "$RSS_LOADED" "$RSS_AFTER" "$STORE_MB" "$ALONE" "$ALONE_AFTER" <<'PY'
 import json, statistics, subprocess, sys, datetime, platform
-raw, out, repeats, duration, rate, conns, rss_loaded, rss_after, store_mb = sys.argv[1:]
+raw, out, repeats, duration, rate, conns, rss_loaded, rss_after, store_mb, alone, alone_after = sys.argv[1:]
 runs = [json.loads(l) for l in open(raw) if l.strip()]
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -70,7 +73,9 @@ for model in ["rank", "rank300"]:
                  f"{med(lambda r: r['latency']['p99']):.0f} | {med(lambda r: r['latency']['p999']):.0f} | {med(lambda r: r['latency']['max']):.0f} | "
                  f"{sc('p50'):.0f} / {sc('p99'):.0f} | {med(lambda r: r['achievedRate']):.0f} | {errors} |")
 lines += ["", f"Resident memory of arbiterd (VmRSS): {rss_loaded} MiB once both models were loaded, {rss_after} MiB after the runs; "
-          f"the store holds {store_mb} MiB (two versions, each with its own 256 MiB item table and 25 MiB user table)."]
+          f"the store holds {store_mb} MiB (two versions, each with its own 256 MiB item table and 25 MiB user table).",
+          "", "The model alone (`rank-store --time`: one thread, no server, 2,000 calls of the same kind of request), before and after the runs:",
+          ""] + [f"- {l}" for l in (alone + "\n" + alone_after).splitlines() if l.strip()]
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
