@@ -227,6 +227,7 @@ public enum RankingTrainer {
                 .joined(separator: ",") + "\n"
         }
         do {
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try text.write(to: url, atomically: true, encoding: .utf8)
         } catch {
             throw DataError("cannot write \(url.path): \(error.localizedDescription)")

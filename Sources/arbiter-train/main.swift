@@ -241,7 +241,8 @@ struct Versions: ParsableCommand {
         var rejected: [VersionListing] = []
         for v in list {
             let created = f.string(from: Date(timeIntervalSince1970: Double(v.meta.createdUnixMillis) / 1000))
-            let auc = v.meta.metrics.keys.sorted().filter { $0.hasSuffix(".auc") }
+            // The headline metrics: held-out AUCs (lead grading), NDCG@10 of the fused order and of popularity (ranking).
+            let auc = v.meta.metrics.keys.sorted().filter { $0.hasSuffix(".auc") || $0 == "ndcg10_fused" || $0 == "ndcg10_popularity" }
                 .map { String(format: "%@=%.4f", $0, v.meta.metrics[$0]!) }.joined(separator: " ")
             let verdict = v.validation?.outcome.rawValue ?? "-"
             if v.validation?.outcome == .rejected { rejected.append(v) }
