@@ -22,6 +22,7 @@ let package = Package(
                 .product(name: "ArbiterTraining", package: "Arbiter"),
                 .product(name: "Gbdt", package: "Arbiter"),
                 .product(name: "LeadGrading", package: "Arbiter"),
+                .product(name: "Ranking", package: "Arbiter"),
                 .product(name: "ArbiterServer", package: "Arbiter"),
                 .product(name: "ArbiterWire", package: "Arbiter"),
                 .product(name: "NIOCore", package: "swift-nio"),

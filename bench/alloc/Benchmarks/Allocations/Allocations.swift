@@ -8,6 +8,7 @@ import Foundation
 import Gbdt
 import LeadGrading
 import NIOCore
+import Ranking
 
 /// Allocation counts of the hot paths. Each path is measured at 10 and at 1,000 candidates: a count that
 /// grows with the candidates is an allocation per candidate. The thresholds in Thresholds/ are the counts
@@ -24,9 +25,9 @@ let benchmarks: @Sendable () -> Void = {
             rows.withUnsafeBufferPointer { input in
                 Scratch.withOutputs(n) { out in
                     let batch = ScoreBatch(context: UnsafeBufferPointer(start: nil, count: 0), candidates: input, candidateCount: n)
-                    models.gbdt.score(batch, into: out)  // this thread's scratch grows once
+                    _ = try? models.gbdt.score(batch, into: out)  // this thread's scratch grows once
                     benchmark.startMeasurement()
-                    for _ in benchmark.scaledIterations { models.gbdt.score(batch, into: out) }
+                    for _ in benchmark.scaledIterations { _ = try? models.gbdt.score(batch, into: out) }
                     benchmark.stopMeasurement()
                 }
             }
@@ -38,9 +39,9 @@ let benchmarks: @Sendable () -> Void = {
                 candidates.withUnsafeBufferPointer { input in
                     Scratch.withOutputs(n) { out in
                         let batch = ScoreBatch(context: ctx, candidates: input, candidateCount: n)
-                        models.gbdtWithContext.score(batch, into: out)
+                        _ = try? models.gbdtWithContext.score(batch, into: out)
                         benchmark.startMeasurement()
-                        for _ in benchmark.scaledIterations { models.gbdtWithContext.score(batch, into: out) }
+                        for _ in benchmark.scaledIterations { _ = try? models.gbdtWithContext.score(batch, into: out) }
                         benchmark.stopMeasurement()
                     }
                 }
@@ -53,12 +54,48 @@ let benchmarks: @Sendable () -> Void = {
                     Scratch.withOutputs(n) { out in
                         benchmark.startMeasurement()
                         for _ in benchmark.scaledIterations {
-                            models.leads.score(ScoreBatch(context: ctx, candidates: input, candidateCount: n), into: out)
+                            _ = try? models.leads.score(ScoreBatch(context: ctx, candidates: input, candidateCount: n), into: out)
                         }
                         benchmark.stopMeasurement()
                     }
                 }
             }
+        }
+        // A ranking: embeddings looked up by id, a linear and a tree head, fusion, the order and the diversity
+        // rerank, top 20.
+        let items = Models.rankingItems(n)
+        let ids = (0..<n).map { UInt64($0 % 300 + 1) }
+        Benchmark("ranking-\(n)-candidates-top-20") { benchmark in
+            Models.rankingContext.withUnsafeBufferPointer { ctx in
+                items.withUnsafeBufferPointer { input in
+                    ids.withUnsafeBufferPointer { idp in
+                        Scratch.withOutputs(n) { out in
+                            let batch = ScoreBatch(context: ctx, candidates: input, candidateCount: n, ids: idp, subject: 7, topK: 20)
+                            // This thread's scratch grows once; and the model really ranks (an error would cost nothing).
+                            guard case .ranked(20) = try! models.ranking.score(batch, into: out) else { fatalError("ranking did not rank") }
+                            benchmark.startMeasurement()
+                            for _ in benchmark.scaledIterations { _ = try? models.ranking.score(batch, into: out) }
+                            benchmark.stopMeasurement()
+                        }
+                    }
+                }
+            }
+        }
+        var rankFrame = ByteBuffer()
+        Frame(requestID: 1, message: .score(ScoreRequest(model: "feed", topK: 20, subject: 7, context: Models.rankingContext,
+                                                          candidateIDs: ids, candidateFeatureCount: 3,
+                                                          candidateFeatures: items))).encode(into: &rankFrame)
+        let rankRequest = rankFrame
+        Benchmark("score-frame-through-codec-ranking-\(n)-candidates-top-20") { benchmark in
+            var path = ScorePath(name: "feed", model: models.ranking)
+            var warm = rankRequest
+            blackHole(try path.answer(&warm))
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                var input = rankRequest
+                blackHole(try path.answer(&input))
+            }
+            benchmark.stopMeasurement()
         }
         // A whole SCORE frame through the server's codec: decode, check, score, top-k, encode the RESULT.
         var frame = ByteBuffer()
@@ -85,6 +122,19 @@ final class Models: Sendable {
     let gbdt: any ScoringModel
     let gbdtWithContext: any ScoringModel
     let leads: any ScoringModel
+    let ranking: any ScoringModel
+
+    /// Ranking requests: the generated feed's user features, and item features (category, price, quality).
+    static let rankingContext: [Float] = [1.5, 2]
+
+    static func rankingItems(_ n: Int) -> [Float] {
+        var out: [Float] = []
+        for i in 0..<n {
+            let category = Float(i % 12), price = Float(20 + i % 50), quality = Float(i % 7) / 3 - 1
+            out += [category, price, quality]
+        }
+        return out
+    }
 
     static let gbdtContext: [Float] = [0.5, .nan, -1]
 
@@ -147,6 +197,36 @@ final class Models: Sendable {
         let trained = try! LeadGradingTrainer.train(rows: LeadData.generate(rows: 2000, seed: 1), options: o)
         try! LeadGradingTrainer.publish(trained, model: "leads", catalog: catalog)
         leads = try! registry.load(LoadedVersion(environment: env, model: "leads"))
+
+        // A small trained ranking (linear heads), then its reply head swapped for a tree head: both kinds.
+        registry.register(kind: RankingLayout.kind, factory: RankingModel.factory)
+        var ro = RankingTrainingOptions()
+        ro.headEpochs = 2
+        ro.mfEpochs = 2
+        ro.cemIterations = 2
+        ro.diversity = (feature: "category", max: 2)
+        let trainedRanking = try! RankingTrainer.train(rows: RankingData.generate(users: 300, items: 300, perUser: 10, seed: 1), options: ro)
+        var version = trainedRanking.version
+        let fields = RankingLayout.headFields(RankingData.schema)
+        var r = SplitMix64(seed: 5)
+        func tree(_ depth: Int, _ nodes: inout [ImportedForest.Node]) -> Int {
+            let index = nodes.count
+            nodes.append(.leaf(Float(r.normal() * 0.1)))
+            guard depth < 5 else { return index }
+            let feature = Int(r.next() % UInt64(fields.count))
+            let left = tree(depth + 1, &nodes), right = tree(depth + 1, &nodes)
+            nodes[index] = .split(feature: feature, threshold: Float(r.normal()), missingRight: false, left: left, right: right)
+            return index
+        }
+        let trees = (0..<40).map { _ in
+            var nodes: [ImportedForest.Node] = []
+            _ = tree(0, &nodes)
+            return ImportedForest.Tree(nodes: nodes)
+        }
+        version.heads[2].model = .trees(ImportedForest(trees: trees, featureNames: fields.map(\.name), baseMargin: 0,
+                                                       transform: .logistic, sigmoidScale: 1, source: "random trees"))
+        try! version.publish(model: "feed", golden: version.goldenCases(trainedRanking.goldenRequests), catalog: catalog)
+        ranking = try! registry.load(LoadedVersion(environment: env, model: "feed"))
     }
 }
 
@@ -154,9 +234,10 @@ final class Models: Sendable {
 enum Scratch {
     static func withOutputs(_ n: Int, _ body: (ScoreOutput) -> Void) {
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: n)
-        let floats = UnsafeMutablePointer<Float>.allocate(capacity: 3 * n)
+        let floats = UnsafeMutablePointer<Float>.allocate(capacity: 5 * n)
         let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: n)
-        defer { scores.deallocate(); floats.deallocate(); codes.deallocate() }
-        body(ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+        let order = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+        defer { scores.deallocate(); floats.deallocate(); codes.deallocate(); order.deallocate() }
+        body(ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n, order: order))
     }
 }
