@@ -73,6 +73,7 @@ let package = Package(
             .product(name: "ArbiterModels", package: "Arbiter"),
             .product(name: "LeadGrading", package: "Arbiter"),
             .product(name: "Gbdt", package: "Arbiter"),
+            .product(name: "Ranking", package: "Arbiter"),
             .product(name: "ArbiterStore", package: "Arbiter"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -17,7 +17,8 @@ CONNECTIONS=${CONNECTIONS:-4}
 OUT="$BENCH/results/rank-$(date +%Y-%m-%d).md"
 mkdir -p "$WORK"
 (cd "$ROOT" && swift build -c release -q --product arbiterd)
-(cd "$BENCH" && swift build -c release -q --product rank-store && swift build -c release -q --product arbiter-bench)
+(cd "$BENCH" && swift build -c release -q --product rank-store && swift build -c release -q --product arbiter-bench \
+  && swift build -c release -q --product grpc-peer)
 BIN=$(cd "$ROOT" && swift build -c release --show-bin-path)
 BBIN=$(cd "$BENCH" && swift build -c release --show-bin-path)
 STORE="$WORK/store"
@@ -32,8 +33,13 @@ ALONE=$("$BBIN/rank-store" --time "$STORE" rank; "$BBIN/rank-store" --time "$STO
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 "$BIN/arbiterd" --store "$STORE" --listen "127.0.0.1:$PORT" --log-level warning >"$WORK/arbiterd.log" 2>&1 &
 PID=$!
-trap 'kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+G_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+"$BBIN/grpc-peer" --store "$STORE" --listen "127.0.0.1:$G_PORT" >"$WORK/grpc-peer.log" 2>&1 &
+GPID=$!
+trap 'kill -TERM $PID $GPID 2>/dev/null || true; wait $PID $GPID 2>/dev/null || true' EXIT
+for p in $PORT $G_PORT; do
+  for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+done
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$PID/status"; }
 RSS_LOADED=$(rss)
 RAW="$WORK/runs.jsonl"
@@ -41,7 +47,9 @@ RAW="$WORK/runs.jsonl"
 for i in $(seq 1 "$REPEATS"); do
   for model in rank rank300; do
     echo "== round $i of $REPEATS: $model"
-    "$BBIN/arbiter-bench" run --label "$model" --protocol arbiter --port "$PORT" --scenario rank-200 --model "$model" \
+    "$BBIN/arbiter-bench" run --label "arbiterd $model" --protocol arbiter --port "$PORT" --scenario rank-200 --model "$model" \
+      --rate "$RATE" --connections "$CONNECTIONS" --warmup "$WARMUP" --duration "$DURATION" --out "$RAW" >/dev/null
+    "$BBIN/arbiter-bench" run --label "grpc-swift $model" --protocol grpc --port "$G_PORT" --scenario rank-200 --model "$model" \
       --rate "$RATE" --connections "$CONNECTIONS" --warmup "$WARMUP" --duration "$DURATION" --out "$RAW" >/dev/null
   done
 done
@@ -62,16 +70,22 @@ lines = [f"# rank-200: a ranking model of the issue's size ({datetime.date.today
          "has 100 trees per head, `rank300` 300. The load: arbiter-bench's `rank-200` — each SCORE one user and 200 items (ids spread "
          "over the tables, 256 different requests sent in turn), top 20 after the rerank — open loop at "
          f"{rate}/s over {conns} connections, latency from the scheduled send (coordinated omission corrected); medians of the rounds.", "",
-         "| model | p50 µs | p99 µs | p99.9 µs | max µs | server compute p50 / p99 µs | achieved /s | errors |",
-         "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
-for model in ["rank", "rank300"]:
-    rs = [r for r in runs if r["label"] == model]
+         "The grpc-swift peer (bench/Sources/grpc-peer) serves the same store through the same plugin code and the same "
+         "allocation-free path, over gRPC (bench/proto/scorer.proto: subject_id, top_k, the answered rows' ids).", "",
+         "| server | model | p50 µs | p99 µs | p99.9 µs | max µs | server compute p50 / p99 µs | achieved /s | errors |",
+         "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+for label in ["arbiterd rank", "grpc-swift rank", "arbiterd rank300", "grpc-swift rank300"]:
+    server, model = label.split(" ")
+    rs = [r for r in runs if r["label"] == label]
+    if not rs:
+        continue
     med = lambda f: statistics.median(f(r) for r in rs)
     errors = sum(sum(r["errors"].values()) for r in rs)
+    fmt = lambda v: "—" if v != v else f"{v:.0f}"
     sc = lambda q: med(lambda r: (r.get("serverCompute") or {}).get(q, float("nan")))
-    lines.append(f"| {model} ({'100' if model == 'rank' else '300'} trees per head) | {med(lambda r: r['latency']['p50']):.0f} | "
+    lines.append(f"| {server} | {model} ({'100' if model == 'rank' else '300'} trees per head) | {med(lambda r: r['latency']['p50']):.0f} | "
                  f"{med(lambda r: r['latency']['p99']):.0f} | {med(lambda r: r['latency']['p999']):.0f} | {med(lambda r: r['latency']['max']):.0f} | "
-                 f"{sc('p50'):.0f} / {sc('p99'):.0f} | {med(lambda r: r['achievedRate']):.0f} | {errors} |")
+                 f"{fmt(sc('p50'))} / {fmt(sc('p99'))} | {med(lambda r: r['achievedRate']):.0f} | {errors} |")
 lines += ["", f"Resident memory of arbiterd (VmRSS): {rss_loaded} MiB once both models were loaded, {rss_after} MiB after the runs; "
           f"the store holds {store_mb} MiB (two versions, each with its own 256 MiB item table and 25 MiB user table).",
           "", "The model alone (`rank-store --time`: one thread, no server, 2,000 calls of the same kind of request), before and after the runs:",

@@ -16,7 +16,9 @@ public struct GRPCTarget: Target {
     public let name: String
     /// The handshake's call: the same message, its headers entered into the server's HPACK table.
     let priming: [UInt8]
-    let template: [UInt8]
+    /// The measured requests, sent in turn (request `seq` is `templates[seq % count]`); one size, so that their
+    /// stream ids lie at the same offsets.
+    let templates: [[UInt8]]
     /// Offsets of the 31-bit stream ids in `template`: the HEADERS frame's, then each DATA frame's.
     let streamOffsets: [Int]
     /// HTTP/2's initial SETTINGS_MAX_FRAME_SIZE: a larger message goes out as several DATA frames.
@@ -24,10 +26,17 @@ public struct GRPCTarget: Target {
     static let userAgent = "arbiter-bench grpc-h2"
     /// What the priming call adds to the server's HPACK table; the handshake checks the server allows it.
     let hpackTableBytes: Int
-    public var requestBytes: Int { template.count }
+    public var requestBytes: Int { templates[0].count }
 
     /// `path` is the method's, e.g. "/arbiter.bench.v1.Scorer/Score"; `message` the serialized protobuf.
     public init(name: String, path: String, message: [UInt8], authority: String) {
+        self.init(name: name, path: path, messages: [message], authority: authority)
+    }
+
+    /// Several messages of one size, sent in turn (see ArbiterTarget's variants).
+    public init(name: String, path: String, messages: [[UInt8]], authority: String) {
+        precondition(!messages.isEmpty && Set(messages.map(\.count)).count == 1, "the messages of one target must be of one size")
+        let message = messages[0]
         self.name = name
         // HPACK without Huffman coding. :method POST and :scheme http are in the static table (3 and 6).
         // The others go in as literals with incremental indexing (0x40 | static index of the name, or 0x40
@@ -57,10 +66,10 @@ public struct GRPCTarget: Target {
         // RFC 7541 §4.1: an entry takes its name's and value's lengths plus 32 bytes.
         hpackTableBytes = headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 32 }
 
-        var payload: [UInt8] = [0]  // not compressed
-        payload += withUnsafeBytes(of: UInt32(message.count).bigEndian, Array.init)
-        payload += message
-        func stream(_ block: [UInt8], offsets: inout [Int]) -> [UInt8] {
+        func stream(_ block: [UInt8], message: [UInt8], offsets: inout [Int]) -> [UInt8] {
+            var payload: [UInt8] = [0]  // not compressed
+            payload += withUnsafeBytes(of: UInt32(message.count).bigEndian, Array.init)
+            payload += message
             var t: [UInt8] = []
             offsets.append(5)
             Self.frameHeader(&t, length: block.count, type: 0x1, flags: 0x4, stream: 1)  // END_HEADERS
@@ -76,9 +85,12 @@ public struct GRPCTarget: Target {
             return t
         }
         var unused: [Int] = []
-        priming = stream(literal, offsets: &unused)
+        priming = stream(literal, message: message, offsets: &unused)
         var offsets: [Int] = []
-        template = stream(indexed, offsets: &offsets)
+        templates = messages.map { m in
+            offsets = []
+            return stream(indexed, message: m, offsets: &offsets)
+        }
         streamOffsets = offsets
     }
 
@@ -133,7 +145,12 @@ public struct GRPCTarget: Target {
     }
 
     public func encode(seq: UInt64, into buffer: inout [UInt8]) {
-        if buffer.count != template.count { buffer = template }
+        let template = templates[Int(seq % UInt64(templates.count))]
+        if buffer.count != template.count {
+            buffer = template
+        } else if templates.count > 1 {
+            buffer.withUnsafeMutableBytes { dst in template.withUnsafeBytes { dst.copyMemory(from: $0) } }
+        }
         precondition(seq < 1 << 30 - 2, "HTTP/2 stream ids are 31 bits")
         let stream = UInt32(seq * 2 + 3).bigEndian
         withUnsafeBytes(of: stream) { s in

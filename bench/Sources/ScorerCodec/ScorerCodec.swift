@@ -78,6 +78,11 @@ public struct ScoreRequestFields: Equatable {
     public var candidateFeatureCount = 0
     /// Packed little-endian float32s, row-major.
     public var candidateFeatures: Range<Int> = 0..<0
+    /// The packed varints of the candidate ids (`decodeIDs` reads them).
+    public var candidateIDs: Range<Int> = 0..<0
+    /// The subject id, when the request carries one.
+    public var subject: UInt64?
+    public var topK = 0
 
     public var contextCount: Int { context.count / 4 }
     public var candidateFeatureValues: Int { candidateFeatures.count / 4 }
@@ -109,6 +114,7 @@ public struct ScoreRequestFields: Equatable {
             case (3, 2):
                 try once(3, "candidate_ids")
                 let ids = try r.lengthDelimited()
+                f.candidateIDs = ids
                 // Count the varints: each ends with a byte whose top bit is clear.
                 var count = 0
                 var last: UInt8 = 0
@@ -128,15 +134,38 @@ public struct ScoreRequestFields: Equatable {
                 guard f.candidateFeatures.count % 4 == 0 else {
                     throw ProtoError("candidate_features holds \(f.candidateFeatures.count) bytes, not a whole number of floats")
                 }
+            case (6, 0):
+                f.subject = try r.varint()
+            case (7, 0):
+                let v = try r.varint()
+                guard v <= UInt64(UInt32.max) else { throw ProtoError("top_k \(v) does not fit a uint32") }
+                f.topK = Int(v)
             case (2, 5), (5, 5), (3, 0):
                 throw ProtoError("field \(field) is not packed (this peer reads packed repeated fields only)")
-            case (1...5, _):
+            case (1...7, _):
                 throw ProtoError("field \(field) has wire type \(wireType), not the one scorer.proto gives it")
             default:
                 try r.skip(wireType: wireType)
             }
         }
         return f
+    }
+
+    /// Decodes the `candidateCount` candidate ids into `out` (parse has checked they are whole varints).
+    public func decodeIDs(_ message: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<UInt64>) {
+        var value: UInt64 = 0, shift: UInt64 = 0, k = 0
+        for i in candidateIDs {
+            let b = message[i]
+            if shift < 64 { value |= UInt64(b & 0x7F) << shift }
+            if b & 0x80 == 0 {
+                out[k] = value
+                k += 1
+                value = 0
+                shift = 0
+            } else {
+                shift += 7
+            }
+        }
     }
 }
 
@@ -184,7 +213,8 @@ public struct ScoreReplyWriter: Sendable {
 
     /// An upper bound of the reply's size for `n` candidates.
     public func maxSize(candidates n: Int) -> Int {
-        var size = 11 + 11 + (n > 0 ? 1 + 10 + 4 * n : 0)  // version, compute_micros, scores
+        // version, compute_micros, scores, ids (at most 10 bytes each), sorted
+        var size = 11 + 11 + (n > 0 ? 1 + 10 + 4 * n : 0) + (n > 0 ? 1 + 10 + 10 * n : 0) + 2
         for c in columns {
             let body = Self.columnSize(c, candidates: n)
             size += 1 + Self.varintSize(UInt64(body)) + body
@@ -193,8 +223,10 @@ public struct ScoreReplyWriter: Sendable {
     }
 
     /// Writes the reply at `out` (which has room for `maxSize(candidates:)` bytes); returns the bytes written.
+    /// `n` rows: scores, columns (`n` values each) and, when given, the rows' candidate ids.
     public func write(into out: UnsafeMutableRawPointer, version: UInt64, candidates n: Int, scores: UnsafePointer<Float>,
-                      floatColumns: UnsafePointer<Float>, codeColumns: UnsafePointer<UInt8>, computeMicros: UInt32) -> Int {
+                      floatColumns: UnsafePointer<Float>, codeColumns: UnsafePointer<UInt8>, computeMicros: UInt32,
+                      ids: UnsafePointer<UInt64>? = nil, sorted: Bool = false) -> Int {
         var w = ProtoWriter(out)
         if version != 0 { w.key(1, 0); w.varint(version) }
         if n > 0 { w.key(2, 2); w.floats(scores, n) }
@@ -215,6 +247,14 @@ public struct ScoreReplyWriter: Sendable {
             }
         }
         if computeMicros != 0 { w.key(4, 0); w.varint(UInt64(computeMicros)) }
+        if let ids, n > 0 {
+            var length = 0
+            for i in 0..<n { length += Self.varintSize(ids[i]) }
+            w.key(5, 2)
+            w.varint(UInt64(length))
+            for i in 0..<n { w.varint(ids[i]) }
+        }
+        if sorted { w.key(6, 0); w.varint(1) }
         return w.offset
     }
 }

@@ -73,9 +73,25 @@ public nonisolated struct Arbiter_Bench_V1_ScoreRequest: Sendable {
 
   public var candidateFeatures: [Float] = []
 
+  /// Who the request is about (the user a ranking is for), like SCORE's subject id; absent when not sent.
+  public var subjectID: UInt64 {
+    get {_subjectID ?? 0}
+    set {_subjectID = newValue}
+  }
+  /// Returns true if `subjectID` has been explicitly set.
+  public var hasSubjectID: Bool {self._subjectID != nil}
+  /// Clears the value of `subjectID`. Subsequent reads from it will return its default value.
+  public mutating func clearSubjectID() {self._subjectID = nil}
+
+  /// 0 = every candidate; k > 0 = the best k. The peer applies it for models that order their own rows
+  /// (ranking); for the others it answers every candidate in request order.
+  public var topK: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _subjectID: UInt64? = nil
 }
 
 public nonisolated struct Arbiter_Bench_V1_ScoreReply: Sendable {
@@ -86,7 +102,7 @@ public nonisolated struct Arbiter_Bench_V1_ScoreReply: Sendable {
   /// The model version that served.
   public var version: UInt64 = 0
 
-  /// One score per candidate, in request order.
+  /// One score per row: per candidate in request order, or in the model's order when `sorted`.
   public var scores: [Float] = []
 
   /// The model's extra columns (lead grading: p_contact, p_interview, p_hire, grade).
@@ -94,6 +110,12 @@ public nonisolated struct Arbiter_Bench_V1_ScoreReply: Sendable {
 
   /// Time spent scoring, in microseconds.
   public var computeMicros: UInt32 = 0
+
+  /// Each row's candidate id, in the reply's order (as RESULT names them).
+  public var ids: [UInt64] = []
+
+  /// The rows are the model's own order and cut, best first (ranking), not request order.
+  public var sorted: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -187,7 +209,7 @@ nonisolated extension Arbiter_Bench_V1_PingReply: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScoreRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}context\0\u{3}candidate_ids\0\u{3}candidate_feature_count\0\u{3}candidate_features\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}context\0\u{3}candidate_ids\0\u{3}candidate_feature_count\0\u{3}candidate_features\0\u{3}subject_id\0\u{3}top_k\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -200,12 +222,18 @@ nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, Swif
       case 3: try { try decoder.decodeRepeatedUInt64Field(value: &self.candidateIds) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.candidateFeatureCount) }()
       case 5: try { try decoder.decodeRepeatedFloatField(value: &self.candidateFeatures) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self._subjectID) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.topK) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.model.isEmpty {
       try visitor.visitSingularStringField(value: self.model, fieldNumber: 1)
     }
@@ -221,6 +249,12 @@ nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, Swif
     if !self.candidateFeatures.isEmpty {
       try visitor.visitPackedFloatField(value: self.candidateFeatures, fieldNumber: 5)
     }
+    try { if let v = self._subjectID {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 6)
+    } }()
+    if self.topK != 0 {
+      try visitor.visitSingularUInt32Field(value: self.topK, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -230,6 +264,8 @@ nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, Swif
     if lhs.candidateIds != rhs.candidateIds {return false}
     if lhs.candidateFeatureCount != rhs.candidateFeatureCount {return false}
     if lhs.candidateFeatures != rhs.candidateFeatures {return false}
+    if lhs._subjectID != rhs._subjectID {return false}
+    if lhs.topK != rhs.topK {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -237,7 +273,7 @@ nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Arbiter_Bench_V1_ScoreReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScoreReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}scores\0\u{1}columns\0\u{3}compute_micros\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}scores\0\u{1}columns\0\u{3}compute_micros\0\u{1}ids\0\u{1}sorted\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -249,6 +285,8 @@ nonisolated extension Arbiter_Bench_V1_ScoreReply: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeRepeatedFloatField(value: &self.scores) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.columns) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.computeMicros) }()
+      case 5: try { try decoder.decodeRepeatedUInt64Field(value: &self.ids) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.sorted) }()
       default: break
       }
     }
@@ -267,6 +305,12 @@ nonisolated extension Arbiter_Bench_V1_ScoreReply: SwiftProtobuf.Message, SwiftP
     if self.computeMicros != 0 {
       try visitor.visitSingularUInt32Field(value: self.computeMicros, fieldNumber: 4)
     }
+    if !self.ids.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.ids, fieldNumber: 5)
+    }
+    if self.sorted != false {
+      try visitor.visitSingularBoolField(value: self.sorted, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -275,6 +319,8 @@ nonisolated extension Arbiter_Bench_V1_ScoreReply: SwiftProtobuf.Message, SwiftP
     if lhs.scores != rhs.scores {return false}
     if lhs.columns != rhs.columns {return false}
     if lhs.computeMicros != rhs.computeMicros {return false}
+    if lhs.ids != rhs.ids {return false}
+    if lhs.sorted != rhs.sorted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -5,6 +5,7 @@
 import ArbiterModels
 import Gbdt
 import LeadGrading
+import Ranking
 import ArbiterStore
 import ArgumentParser
 import Foundation
@@ -52,11 +53,13 @@ struct GRPCPeer: AsyncParsableCommand {
         var registry = ModelRegistry()
         registry.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         registry.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
+        registry.register(kind: RankingLayout.kind, factory: RankingModel.factory)
         var models: [String: any ScoringModel] = [:]
         for name in try Catalog(environment: env).models() {
             let loaded = try LoadedVersion(environment: env, model: name)
             let model = try registry.load(loaded)
             try model.checkGolden()
+            loaded.releaseResidentPages()  // as arbiterd does: large tables cost what requests touch
             models[name] = model
             print("grpc-peer: loaded \(name) v\(model.version.meta.version)")
         }
@@ -159,33 +162,66 @@ struct Scorer: RegistrableRPCService {
             guard f.candidateFeatureCount == m, f.candidateFeatureValues == n * m else {
                 throw RPCError(code: .invalidArgument, message: "candidate features do not match the schema's \(m) per candidate")
             }
-            // Scratch: context, candidates, scores, float columns, code columns; each 64-byte aligned.
+            // Scratch: context, candidates, ids, scores, float columns, code columns, the model's order, and the
+            // gathered rows of an answer in the model's order (ids, scores, float and code columns); each
+            // 64-byte aligned.
             func up(_ x: Int) -> Int { (x + 63) & ~63 }
-            let ctxBytes = up(4 * nc), candBytes = up(4 * n * m), scoreBytes = up(4 * n)
-            let floatBytes = up(4 * n * schema.floatColumnCount), codeBytes = up(max(1, n * schema.codeColumnCount))
-            return try Self.scratch.with(bytes: ctxBytes + candBytes + scoreBytes + floatBytes + codeBytes) { p in
-                let ctx = p.bindMemory(to: Float.self, capacity: nc)
-                let cand = (p + ctxBytes).bindMemory(to: Float.self, capacity: n * m)
-                let scores = (p + ctxBytes + candBytes).bindMemory(to: Float.self, capacity: n)
-                let floats = (p + ctxBytes + candBytes + scoreBytes).bindMemory(to: Float.self, capacity: n * schema.floatColumnCount)
-                let codes = (p + ctxBytes + candBytes + scoreBytes + floatBytes).bindMemory(to: UInt8.self, capacity: codeBytes)
+            let fc = schema.floatColumnCount, cc = schema.codeColumnCount
+            let ctxBytes = up(4 * nc), candBytes = up(4 * n * m), idBytes = up(8 * n), scoreBytes = up(4 * n)
+            let floatBytes = up(4 * n * fc), codeBytes = up(max(1, n * cc)), orderBytes = up(4 * n)
+            let rowBytes = idBytes + scoreBytes + floatBytes + codeBytes
+            return try Self.scratch.with(bytes: ctxBytes + candBytes + idBytes + scoreBytes + floatBytes + codeBytes + orderBytes + rowBytes) { p in
+                var at = 0
+                func take<T>(_ bytes: Int, _ type: T.Type, _ count: Int) -> UnsafeMutablePointer<T> {
+                    defer { at += bytes }
+                    return (p + at).bindMemory(to: T.self, capacity: max(count, 1))
+                }
+                let ctx = take(ctxBytes, Float.self, nc), cand = take(candBytes, Float.self, n * m), ids = take(idBytes, UInt64.self, n)
+                let scores = take(scoreBytes, Float.self, n), floats = take(floatBytes, Float.self, n * fc)
+                let codes = take(codeBytes, UInt8.self, n * cc), order = take(orderBytes, Int32.self, n)
+                let rowIDs = take(idBytes, UInt64.self, n), rowScores = take(scoreBytes, Float.self, n)
+                let rowFloats = take(floatBytes, Float.self, n * fc), rowCodes = take(codeBytes, UInt8.self, n * cc)
                 if nc > 0 { UnsafeMutableRawPointer(ctx).copyMemory(from: message.baseAddress! + f.context.lowerBound, byteCount: 4 * nc) }
                 if n * m > 0 { UnsafeMutableRawPointer(cand).copyMemory(from: message.baseAddress! + f.candidateFeatures.lowerBound, byteCount: 4 * n * m) }
+                f.decodeIDs(message, into: ids)
                 let context = UnsafeBufferPointer(start: ctx, count: nc), candidates = UnsafeBufferPointer(start: cand, count: n * m)
                 if let invalid = schema.firstInvalidValue(context: context, candidates: candidates, candidateCount: n) {
                     throw RPCError(code: .invalidArgument, message: invalid)
                 }
+                let answer: RowOrder
                 do throws(ScoringError) {
-                    // The peer's message has no ids, subject or top_k: kinds that need them are not served here.
-                    _ = try entry.model.score(ScoreBatch(context: context, candidates: candidates, candidateCount: n),
-                                              into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n))
+                    answer = try entry.model.score(ScoreBatch(context: context, candidates: candidates, candidateCount: n,
+                                                              ids: UnsafeBufferPointer(start: ids, count: n), subject: f.subject, topK: f.topK),
+                                                   into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes,
+                                                                     candidateCount: n, order: order))
                 } catch {
-                    throw RPCError(code: .invalidArgument, message: error.message)
+                    throw RPCError(code: error.kind == .internalError ? .internalError : .invalidArgument, message: error.message)
+                }
+                // The rows answered: every candidate in request order, or the model's own order and cut, gathered
+                // as arbiterd gathers them.
+                var rows = n
+                var outIDs = ids, outScores = scores, outFloats = floats, outCodes = codes
+                var sorted = false
+                if case .ranked(let count) = answer {
+                    guard count >= 0, count <= n, (0..<count).allSatisfy({ order[$0] >= 0 && Int(order[$0]) < n }) else {
+                        throw RPCError(code: .internalError, message: "the model answered an order outside its \(n) candidates")
+                    }
+                    rows = count
+                    sorted = true
+                    for r in 0..<rows {
+                        let i = Int(order[r])
+                        rowIDs[r] = ids[i]
+                        rowScores[r] = scores[i]
+                        for c in 0..<fc { rowFloats[c * rows + r] = floats[c * n + i] }
+                        for c in 0..<cc { rowCodes[c * rows + r] = codes[c * n + i] }
+                    }
+                    outIDs = rowIDs; outScores = rowScores; outFloats = rowFloats; outCodes = rowCodes
                 }
                 let micros = UInt32(clamping: (DispatchTime.now().uptimeNanoseconds - started) / 1000)
-                let reply = [UInt8](unsafeUninitializedCapacity: entry.writer.maxSize(candidates: n)) { out, count in
-                    count = entry.writer.write(into: out.baseAddress!, version: entry.model.version.meta.version, candidates: n,
-                                               scores: scores, floatColumns: floats, codeColumns: codes, computeMicros: micros)
+                let reply = [UInt8](unsafeUninitializedCapacity: entry.writer.maxSize(candidates: rows)) { out, count in
+                    count = entry.writer.write(into: out.baseAddress!, version: entry.model.version.meta.version, candidates: rows,
+                                               scores: outScores, floatColumns: outFloats, codeColumns: outCodes, computeMicros: micros,
+                                               ids: outIDs, sorted: sorted)
                 }
                 return RawMessage(bytes: reply)
             }

@@ -33,6 +33,22 @@ struct ScorerCodecTests {
         let context = floats(bytes, f.context)
         #expect(context.count == 3 && context[0] == 1.5 && context[1] == -2 && context[2].isNaN)
         #expect(floats(bytes, f.candidateFeatures) == features)
+        var decoded = [UInt64](repeating: 0, count: ids.count)
+        bytes.withUnsafeBytes { raw in decoded.withUnsafeMutableBufferPointer { f.decodeIDs(raw, into: $0.baseAddress!) } }
+        #expect(decoded == ids)
+        #expect(f.subject == nil && f.topK == 0)
+    }
+
+    @Test func readsTheSubjectAndTopK() throws {
+        var r = Arbiter_Bench_V1_ScoreRequest()
+        r.model = "rank"
+        r.candidateIds = [16_384, 999_999]
+        r.subjectID = 0
+        r.topK = 20
+        let bytes = try Array(r.serializedBytes() as [UInt8])
+        let f = try bytes.withUnsafeBytes { try ScoreRequestFields.parse($0) }
+        #expect(f.subject == 0, "a present subject of 0 is a subject")
+        #expect(f.topK == 20 && f.candidateCount == 2)
     }
 
     @Test func emptyFieldsAreAbsentNotWrong() throws {
@@ -70,8 +86,8 @@ struct ScorerCodecTests {
         }
     }
 
-    @Test(arguments: [0, 1, 31, 32, 200, 5_000])
-    func writesWhatGeneratedCodeReads(n: Int) throws {
+    @Test(arguments: [(0, false), (1, true), (31, false), (32, true), (200, true), (5_000, false)])
+    func writesWhatGeneratedCodeReads(n: Int, ranked: Bool) throws {
         let writer = ScoreReplyWriter(columns: [
             ReplyColumn(name: "p_contact", kind: .float(index: 0)),
             ReplyColumn(name: "p_hire", kind: .float(index: 1)),
@@ -80,11 +96,12 @@ struct ScorerCodecTests {
         let scores = (0..<n).map { Float($0) / 7 }
         let floatColumns = (0..<2 * n).map { Float($0) * -0.25 }
         let codes = (0..<n).map { UInt8($0 % 4) }
+        let ids: [UInt64] = (0..<n).map { $0 % 3 == 0 ? UInt64($0) : UInt64.max - UInt64($0) }
         let capacity = writer.maxSize(candidates: n)
         var bytes = [UInt8](repeating: 0, count: capacity)
         let written = bytes.withUnsafeMutableBytes { out in
             writer.write(into: out.baseAddress!, version: 300, candidates: n, scores: scores, floatColumns: floatColumns,
-                         codeColumns: codes, computeMicros: 17)
+                         codeColumns: codes, computeMicros: 17, ids: ids, sorted: ranked)
         }
         #expect(written <= capacity)
         let reply = try Arbiter_Bench_V1_ScoreReply(serializedBytes: Array(bytes[..<written]))
@@ -95,6 +112,7 @@ struct ScorerCodecTests {
         #expect(reply.columns[1].values == Array(floatColumns[n...]))
         #expect(reply.columns[2].codes == Data(codes))
         #expect(reply.columns[2].codeLabels == ["A", "B", "C", "D"])
+        #expect(reply.ids == ids && reply.sorted == ranked)
         // Byte for byte what the generated code writes for the same message.
         #expect(Array(bytes[..<written]) == (try reply.serializedBytes() as [UInt8]))
     }

@@ -1,4 +1,5 @@
 import ArbiterWire
+import ScorerMessages
 
 extension Scenario {
     /// A feed request: 200 candidate items for one user, the best 20 after the model's diversity rerank. The
@@ -9,7 +10,23 @@ extension Scenario {
     static let rank200 = Scenario(
         name: "rank-200", about: "SCORE of 200 items for a user, top 20, with a ranking model (1M items, three tree heads)",
         arbiter: { model in rankRequests(model, count: 1)[0] },
-        grpc: nil, resp: nil, arbiterVariants: { model in rankRequests(model, count: 256) })
+        grpc: { model in ("/arbiter.bench.v1.Scorer/Score", grpcMessage(rankRequests(model, count: 1)[0])) },
+        resp: nil, arbiterVariants: { model in rankRequests(model, count: 256) },
+        grpcVariants: { model in ("/arbiter.bench.v1.Scorer/Score", rankRequests(model, count: 256).map(grpcMessage)) })
+
+    /// The same request in scorer.proto's form.
+    static func grpcMessage(_ frame: Frame) -> [UInt8] {
+        guard case .score(let r) = frame.message else { return [] }
+        var m = Arbiter_Bench_V1_ScoreRequest()
+        m.model = r.model
+        m.context = r.context
+        m.candidateIds = r.candidateIDs
+        m.candidateFeatureCount = UInt32(r.candidateFeatureCount)
+        m.candidateFeatures = r.candidateFeatures
+        if let subject = r.subject { m.subjectID = subject }
+        m.topK = r.topK
+        return m.bytes
+    }
 
     static func rankRequests(_ model: String, count: Int) -> [Frame] {
         var state: UInt64 = 0x5EED
@@ -22,8 +39,9 @@ extension Scenario {
         }
         func uniform(_ n: Int) -> Float { Float(next() % UInt64(n)) }
         return (0..<count).map { _ in
-            let user = 1 + next() % 100_000
-            let ids = (0..<200).map { _ in 1 + next() % 1_000_000 }
+            // Ids of one varint length (3 bytes: 16,384 and up), so that the gRPC messages are of one size too.
+            let user = 16_384 + next() % (100_000 - 16_384)
+            let ids = (0..<200).map { _ in 16_384 + next() % (1_000_000 - 16_384) }
             var features: [Float] = []
             features.reserveCapacity(200 * 8)
             for _ in 0..<200 {

@@ -27,6 +27,8 @@ struct Scenario: Sendable {
     let resp: [String]?
     /// Several Arbiter requests of one size, sent in turn instead of `arbiter`'s one (nil: `arbiter` only).
     var arbiterVariants: (@Sendable (_ model: String) -> [Frame])? = nil
+    /// The same requests over gRPC (one method, messages of one size), instead of `grpc`'s one.
+    var grpcVariants: (@Sendable (_ model: String) -> (path: String, messages: [[UInt8]]))? = nil
 
     static let all: [Scenario] = [.ping, .lead1, .lead100, .gbdt200, .rank200]
 
@@ -38,6 +40,10 @@ struct Scenario: Sendable {
             if let arbiterVariants { return ArbiterTarget(name: name, frames: arbiterVariants(model), token: token) }
             return ArbiterTarget(name: name, frame: arbiter(model), token: token)
         case .grpc:
+            if let grpcVariants {
+                let (path, messages) = grpcVariants(model)
+                return GRPCTarget(name: name, path: path, messages: messages, authority: "\(host):\(port)")
+            }
             guard let grpc else { throw BenchError("scenario \(name) has no gRPC form") }
             let (path, message) = grpc(model)
             return GRPCTarget(name: name, path: path, message: message, authority: "\(host):\(port)")
