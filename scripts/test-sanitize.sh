@@ -13,7 +13,8 @@ export SWIFT_BACKTRACE=enable=no
 # As in scripts/test.sh: NIO misuse crashes instead of printing.
 export SWIFTNIO_STRICT=1
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}"
-export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
+# Suppressions: one false positive of Swift's uninstrumented concurrency runtime (see the file).
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan-suppressions.txt}"
 for s in "${sanitizers[@]}"; do
   case "$s" in address|thread) ;; *) echo "unknown sanitizer '$s' (address or thread)"; exit 2 ;; esac
   dir=".build-$s"

@@ -181,7 +181,7 @@ import Glibc
             Frame(requestID: UInt64(id), message: .score(Fixture.scoreRequest(n: 100))).encode(into: &batch)
         }
         // Blocks once the buffers are full; ends when the server closes the connection.
-        sendOnThread(fd: c.fd, Array(batch.readableBytesView))
+        sendOnThread(c, Array(batch.readableBytesView))
         try await waitUntil("the server stops reading (its answers are not being read)") {
             server.connectionCount.withLockedValue { $0 } == 1
         }

@@ -48,6 +48,11 @@ enum Fixture {
         // No shedding by wait: the suites run in parallel on two cores, where a request can wait 300 ms for a
         // loop that another test keeps busy. QueueDelayTests and OverloadTests turn it on.
         c.maxQueueMillis = 0
+        // Nor by the HELLO and frame clocks (10 s by default): under the sanitizers every test shares one slow,
+        // busy process, where a client's next bytes can wait seconds for a thread. The tests of those timeouts
+        // set their own.
+        c.helloTimeoutMillis = 60_000
+        c.frameTimeoutMillis = 60_000
         return c
     }
 
@@ -130,7 +135,9 @@ struct ClientTestError: Error, CustomStringConvertible {
 
 /// Polls `condition` every millisecond until it holds; fails the test (throws) after `seconds`, so a
 /// broken server cannot hang the suite.
-func waitUntil(_ what: String, seconds: Double = 10, _ condition: () throws -> Bool) async throws {
+/// 60 s by default: the wait ends as soon as the condition holds, and under the sanitizers the whole test
+/// process can stall for tens of seconds while other suites compute.
+func waitUntil(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) async throws {
     let deadline = ContinuousClock.now + .seconds(seconds)
     while try !condition() {
         guard ContinuousClock.now < deadline else { throw ClientTestError("gave up after \(seconds) s waiting until \(what)") }
@@ -148,31 +155,31 @@ struct Handed<T>: @unchecked Sendable {
     let value: T
 }
 
-/// Runs blocking work (a socket read that waits for the server) on a thread of its own, so that it does not
-/// hold one of the few threads Swift concurrency runs every test's tasks on: a test blocked there for
-/// seconds delays other tests' sleeps and timeouts by as much.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}
 
-/// Writes all of `bytes` to socket `fd`, blocking while the kernel's buffers are full; false once the peer is
-/// gone (tests that must keep sending to a server that stops reading call it from a thread of their own).
+/// Writes all of `bytes` to `connection`'s socket, blocking while the kernel's buffers are full; false once
+/// the peer is gone (tests that must keep sending to a server that stops reading call it from a thread of
+/// their own). It takes the connection, not its descriptor: the connection — and so its descriptor — stays
+/// open for as long as this writes. (A thread that kept writing to a bare descriptor number after its
+/// connection was closed wrote into whatever socket the process opened next under that number: another
+/// test's connection, which the server then reset. That broke whole sanitizer runs.)
 @discardableResult
-func sendAll(fd: Int32, _ bytes: [UInt8]) -> Bool {
-    var off = 0
-    while off < bytes.count {
-        let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        if n <= 0 { return false }
-        off += n
+func sendAll(_ connection: BlockingConnection, _ bytes: [UInt8]) -> Bool {
+    withExtendedLifetime(connection) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return false }
+            off += n
+        }
+        return true
     }
-    return true
 }
 
-/// Sends `bytes` to `fd` from a thread of its own (see `sendAll`).
-func sendOnThread(fd: Int32, _ bytes: [UInt8]) {
-    Thread { sendAll(fd: fd, bytes) }.start()
+/// Sends `bytes` on `connection` from a thread of its own (see `sendAll`), which holds the connection open
+/// until it is done.
+func sendOnThread(_ connection: BlockingConnection, _ bytes: [UInt8]) {
+    let held = Handed(value: connection)
+    Thread { sendAll(held.value, bytes) }.start()
 }
 
 /// arbiterd as an operator runs it, as a process of its own, on a port the kernel picks.

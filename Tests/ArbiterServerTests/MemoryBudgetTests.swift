@@ -103,7 +103,7 @@ import Glibc
                 let c = try RawConnection(port: port)
                 try c.hello()
                 // Sent from a thread: once the server stops reading, the kernel's buffers fill and send blocks.
-                sendOnThread(fd: c.fd, partial)
+                sendOnThread(c, partial)
                 clients.append(c)
             }
             try await Task.sleep(for: .seconds(2))
@@ -145,7 +145,7 @@ import Glibc
         for _ in 0..<8 {
             let c = try RawConnection(port: port)
             try c.hello(compression: .zstd)
-            sendOnThread(fd: c.fd, frames)
+            sendOnThread(c, frames)
             clients.append(c)
         }
         var peak = 0

@@ -80,7 +80,7 @@ import Glibc
             }
         }
         reader.start()
-        let fd = c.fd
+        let held = Handed(value: c)
         let sender = Thread {
             let start = DispatchTime.now().uptimeNanoseconds
             for i in 0..<total {
@@ -92,7 +92,7 @@ import Glibc
                 frame.header.sendStamp = FrameHeader.sendStampNow()
                 frame.encode(into: &b)
                 sentAt.withLockedValue { $0[UInt64(i + 1)] = DispatchTime.now().uptimeNanoseconds }
-                guard sendAll(fd: fd, Array(b.readableBytesView)) else { return }
+                guard sendAll(held.value, Array(b.readableBytesView)) else { return }
             }
         }
         sender.start()

@@ -50,7 +50,7 @@ import Glibc
         for id in 2...4_000 {
             Frame(requestID: UInt64(id), message: .score(Fixture.scoreRequest(n: 100))).encode(into: &batch)
         }
-        sendOnThread(fd: c.fd, Array(batch.readableBytesView))
+        sendOnThread(c, Array(batch.readableBytesView))
         try await Task.sleep(for: .milliseconds(500))
 
         kill(p.processIdentifier, SIGTERM)

@@ -244,13 +244,16 @@ import Testing
         #expect { try other.checkGolden() } throws: { "\($0)".contains("rows answered") }
     }
 
-    @Test func aTrainedRankingBeatsPopularityEachHeadAloneAndEqualWeights() throws {
-        let rows = RankingData.generate(users: 1200, items: 600, perUser: 30, seed: 3)
-        var o = RankingTrainingOptions()
-        o.cemIterations = 8
-        o.mfEpochs = 8
-        o.headEpochs = 8
-        let trained = try RankingTrainer.train(rows: rows, options: o)
+    @Test func aTrainedRankingBeatsPopularityEachHeadAloneAndEqualWeights() async throws {
+        // Seconds of training (a minute under the sanitizers): off the threads every test's awaits share.
+        let trained = try await offPool {
+            let rows = RankingData.generate(users: 1200, items: 600, perUser: 30, seed: 3)
+            var o = RankingTrainingOptions()
+            o.cemIterations = 8
+            o.mfEpochs = 8
+            o.headEpochs = 8
+            return try RankingTrainer.train(rows: rows, options: o)
+        }
         let q = trained.test
         #expect(q.users > 300)
         #expect(q.fused > q.popularity + 0.03, "\(q)")
@@ -269,7 +272,7 @@ import Testing
     /// A head trained with LightGBM on the head rows of generated data (Fixtures/make_fixtures.sh) replaces the
     /// native p(reply | chat) head: the import reproduces LightGBM's predictions, and the served head column is
     /// the forest's prediction for each candidate's served head row (the request's features and its dot).
-    @Test func aLightGBMHeadReplacesANativeOneAndServesTheLibrarysNumbers() throws {
+    @Test func aLightGBMHeadReplacesANativeOneAndServesTheLibrarysNumbers() async throws {
         let file = Self.fixtures.appendingPathComponent("lightgbm-head.txt").path
         let forest = try ImportedForest.read(.lightgbmText, file: file)
         #expect(forest.featureCount == 6 && forest.transform == .logistic)
@@ -283,7 +286,8 @@ import Testing
         o.cemIterations = 4
         o.importedHeads = ["p_reply_given_chat": forest]
         let data = RankingData.generate(users: 400, items: 200, perUser: 25, seed: 4)
-        let trained = try RankingTrainer.train(rows: data, options: o)
+        let options = o
+        let trained = try await offPool { try RankingTrainer.train(rows: data, options: options) }
         guard case .trees = trained.version.heads[2].model else { Issue.record("the reply head is not the imported one"); return }
         let model = try trained.version.model()
         let user = data[0].user
