@@ -161,7 +161,7 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
         let f = fieldCount, c = contextCount, m = candidateCount, d = users.dimension
         let k = batch.topK > 0 ? min(batch.topK, n) : n
         let factorMax = maxFactors
-        // Scratch: rows (block × f f32), sums (block f64), the context's and a row's FM sums (2 × factorMax
+        // Scratch: rows (block × f f32), sums (block f64), a row's FM sums (factorMax, room for 2 ×
         // f32), the order by score and the passed-over rows (n i32 each), and the diversity counts.
         let slots = Self.diversitySlots(k)
         let rowsBytes = Self.up(Self.block * f * 4), sumsBytes = Self.up(Self.block * 8), fmBytes = Self.up(2 * max(factorMax, 1) * 4)
