@@ -106,7 +106,12 @@ import Glibc
         #expect(o.overloaded > total / 4, "shed \(o.overloaded) of \(total)")
         // Some are served (how many depends on the machine: under ThreadSanitizer, a few hundred).
         #expect(o.accepted.count > 0, "accepted \(o.accepted.count)")
-        #expect(p99 < 500_000_000, "accepted p99 \(p99 / 1_000_000) ms (accepted \(o.accepted.count), shed \(o.overloaded))")
+        // The bound tells a queue that sheds (tens of ms) from one that grows with the backlog (seconds). Under
+        // the sanitizers the whole test process stalls for longer than that while other suites compute, so
+        // there the latency measures the process, not the server: only the shedding is checked.
+        if !sanitized {
+            #expect(p99 < 500_000_000, "accepted p99 \(p99 / 1_000_000) ms (accepted \(o.accepted.count), shed \(o.overloaded))")
+        }
         c.shutdownWrite()
         try await server.shutdown()
         withExtendedLifetime(c) {}
