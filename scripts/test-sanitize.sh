@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # make test-sanitize: the whole suite under AddressSanitizer, then under ThreadSanitizer, each in its own
 # build folder (.build-address, .build-thread). Fails on any sanitizer report. On the 2-core CI machine,
-# from a clean clone: about a minute each, instrumented build included (63 s and 71 s on 2026-12-01).
+# from a clean clone: a few minutes each, instrumented build included.
+# Tests run one at a time here (--no-parallel). In parallel, every test target shares one process whose
+# Swift-concurrency pool has two threads; under the sanitizers a test that computes for a while holds one of them
+# 5-15x longer, and CI saw every other test's awaits stall for 90 s at once (servers timed their clients out,
+# waits gave up). Serially, TSan took 154 s here against 110 s in parallel (2026-12-02), and no test waits on
+# another's computation.
 #   scripts/test-sanitize.sh            both
 #   scripts/test-sanitize.sh thread     one
 set -euo pipefail
@@ -24,7 +29,7 @@ for s in "${sanitizers[@]}"; do
   swift build --build-tests --sanitize="$s" --scratch-path "$dir" 2>&1 | grep -E "error|warning: .*sanitiz" || true
   echo "== $s sanitizer: testing"
   status=0
-  swift test --skip-build --sanitize="$s" --scratch-path "$dir" >"$log" 2>&1 || status=$?
+  swift test --skip-build --no-parallel --sanitize="$s" --scratch-path "$dir" >"$log" 2>&1 || status=$?
   total=$(grep -Eo 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
   if grep -qE "ERROR: AddressSanitizer|WARNING: ThreadSanitizer|SUMMARY: (Address|Thread)Sanitizer" "$log"; then
     grep -E -A40 "ERROR: AddressSanitizer|WARNING: ThreadSanitizer" "$log" | head -120
