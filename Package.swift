@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "LeadGrading", targets: ["LeadGrading"]),
         .library(name: "Gbdt", targets: ["Gbdt"]),
         .library(name: "Ranking", targets: ["Ranking"]),
+        .library(name: "Routing", targets: ["Routing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -30,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        // Tests only: property-based checks (the routing kind's eligibility).
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         // System libraries, found through pkg-config (Debian: liblmdb-dev, libzstd-dev, libxxhash-dev).
@@ -58,6 +61,8 @@ let package = Package(
                 path: "Plugins/Gbdt", swiftSettings: servingPath),
         .target(name: "Ranking", dependencies: ["ArbiterModels", "ArbiterStore"],
                 path: "Plugins/Ranking", swiftSettings: servingPath),
+        .target(name: "Routing", dependencies: ["ArbiterModels", "ArbiterStore"],
+                path: "Plugins/Routing", swiftSettings: servingPath),
         .target(name: "ArbiterServer", dependencies: [
             "ArbiterWire", "ArbiterStore", "ArbiterModels",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -75,16 +80,16 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         .target(name: "ArbiterTraining", dependencies: [
-            "ArbiterStore", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking",
+            "ArbiterStore", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",
         ]),
         // The composition root: links the plugins and hands their factories to the server (ServedKinds.swift).
         .executableTarget(name: "arbiterd", dependencies: [
-            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking",
+            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "arbiter-train", dependencies: [
-            "ArbiterTraining", "ArbiterStore",
+            "ArbiterTraining", "ArbiterStore", "ArbiterModels", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "arbiter", dependencies: [
@@ -106,9 +111,13 @@ let package = Package(
                     exclude: ["Fixtures"]),
         .testTarget(name: "RankingTests", dependencies: ["Ranking", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "Gbdt", "ArbiterTestSupport"],
                     exclude: ["Fixtures"]),
+        .testTarget(name: "RoutingTests", dependencies: [
+            "Routing", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "Gbdt", "ArbiterTestSupport",
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
-            "ArbiterModels", "LeadGrading", "Gbdt", "Ranking",
+            "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

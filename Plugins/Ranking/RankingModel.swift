@@ -224,7 +224,7 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
             }
             // Best first (ties to the lower position), and each candidate's rank before the rerank.
             for i in 0..<n { byScore[i] = Int32(i) }
-            Self.sortByScore(byScore, n, out.scores)
+            ScoreOrder.sortDescending(byScore, n, by: out.scores)
             let ranks = out.floatColumn(heads.count + 1)
             for r in 0..<n { ranks[Int(byScore[r])] = Float(r + 1) }
 
@@ -313,50 +313,4 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
     }
 
     static func up(_ x: Int) -> Int { (x + 63) & ~63 }
-
-    /// Sorts `idx[0..<n]` by `score` descending, ties to the lower index: a heapsort, in place, allocating
-    /// nothing.
-    static func sortByScore(_ idx: UnsafeMutablePointer<Int32>, _ n: Int, _ score: UnsafePointer<Float>) {
-        // `a` comes after `b` in the answer.
-        @inline(__always) func after(_ a: Int32, _ b: Int32) -> Bool {
-            let sa = score[Int(a)], sb = score[Int(b)]
-            return sa < sb || (sa == sb && a > b)
-        }
-        @inline(__always) func siftDown(_ start: Int, _ end: Int) {
-            var root = start
-            while true {
-                var child = 2 * root + 1
-                if child >= end { return }
-                // A heap whose top is the candidate that comes last; popping it to the back leaves the best first.
-                if child + 1 < end && after(idx[child + 1], idx[child]) { child += 1 }
-                if after(idx[child], idx[root]) {
-                    idx.swapAt(root, child)
-                    root = child
-                } else {
-                    return
-                }
-            }
-        }
-        guard n > 1 else { return }
-        var i = n / 2 - 1
-        while i >= 0 {
-            siftDown(i, n)
-            i -= 1
-        }
-        var end = n - 1
-        while end > 0 {
-            idx.swapAt(0, end)
-            siftDown(0, end)
-            end -= 1
-        }
-    }
-}
-
-extension UnsafeMutablePointer {
-    @inline(__always)
-    fileprivate func swapAt(_ a: Int, _ b: Int) {
-        let t = self[a]
-        self[a] = self[b]
-        self[b] = t
-    }
 }

@@ -50,6 +50,11 @@ public struct FMParameters: Sendable {
 
     /// Predicted probabilities for `rows` of `data`.
     public func predict(_ data: EncodedRows, rows: [Int]) -> [Float] {
+        predictRaw(data, rows: rows).map(Kernels.sigmoid)
+    }
+
+    /// The machine's raw outputs (logits, or a regression's values) for `rows` of `data`.
+    public func predictRaw(_ data: EncodedRows, rows: [Int]) -> [Float] {
         withMachine { fm in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: factorCount) { sums in
                 rows.map { r in
@@ -57,7 +62,7 @@ public struct FMParameters: Sendable {
                     for j in 0..<data.fields {
                         fm.add(Int(data.indices[r * data.fields + j]), data.values[r * data.fields + j], to: &acc)
                     }
-                    return Kernels.sigmoid(fm.output(acc))
+                    return fm.output(acc)
                 }
             }
         }
@@ -72,18 +77,50 @@ public struct EpochReport: Sendable {
     public var improved: Bool
 }
 
-/// Fits a factorization machine with AdaGrad on log loss, with L2 and early stopping on a validation set.
+/// Fits a factorization machine with AdaGrad, with L2 and early stopping on a validation set: on log loss
+/// (``fit(_:labels:train:validation:options:progress:)``) or on squared error (``fitRegression``).
 public enum FMTrainer {
     public static func fit(_ data: EncodedRows, labels: [Bool], train: [Int], validation: [Int],
                            options o: FMTrainingOptions, progress: (EpochReport) -> Void = { _ in }) -> FMParameters {
+        // Start the bias at the base rate's logit.
+        let pos = train.reduce(0) { $0 + (labels[$1] ? 1 : 0) }
+        let rate = min(max(Double(pos) / Double(max(train.count, 1)), 1e-4), 1 - 1e-4)
+        let validationLabels = validation.map { labels[$0] }
+        return fit(data, train: train, options: o, bias: Float(_log(rate / (1 - rate))), progress: progress,
+                   step: { r, y in
+                       let prob = Kernels.sigmoid(y)
+                       let q = Double(min(max(prob, 1e-7), 1 - 1e-7))
+                       return (labels[r] ? -_log(q) : -_log(1 - q), prob - (labels[r] ? 1 : 0))
+                   },
+                   validationLoss: validation.isEmpty ? nil : { p in
+                       Metrics.logLoss(probabilities: p.predict(data, rows: validation), labels: validationLabels)
+                   })
+    }
+
+    /// Fits the machine's raw output to `targets` by squared error (a regression; scale the targets first —
+    /// the learning rate assumes values of order 1). The reported losses are mean squared errors.
+    public static func fitRegression(_ data: EncodedRows, targets: [Float], train: [Int], validation: [Int],
+                                     options o: FMTrainingOptions, progress: (EpochReport) -> Void = { _ in }) -> FMParameters {
+        let mean = train.reduce(0.0) { $0 + Double(targets[$1]) } / Double(max(train.count, 1))
+        return fit(data, train: train, options: o, bias: Float(mean), progress: progress,
+                   step: { r, y in
+                       let e = y - targets[r]
+                       return (Double(e * e), e)
+                   },
+                   validationLoss: validation.isEmpty ? nil : { p in
+                       let y = p.predictRaw(data, rows: validation)
+                       return zip(y, validation).reduce(0.0) { $0 + Double(($1.0 - targets[$1.1]) * ($1.0 - targets[$1.1])) } / Double(validation.count)
+                   })
+    }
+
+    /// The AdaGrad loop: `step(row, output)` gives the example's loss and the loss's derivative in the output.
+    static func fit(_ data: EncodedRows, train: [Int], options o: FMTrainingOptions, bias: Float, progress: (EpochReport) -> Void,
+                    step: (Int, Float) -> (loss: Double, gradient: Float), validationLoss: ((FMParameters) -> Double)?) -> FMParameters {
         let d = data.dimension, k = o.factors, F = data.fields
         var rng = SplitMix64(seed: o.seed)
         var p = FMParameters(bias: 0, linear: [Float](repeating: 0, count: d),
                              factors: (0..<d * k).map { _ in Float(rng.normal()) * o.initScale }, factorCount: k)
-        // Start the bias at the base rate's logit.
-        let pos = train.reduce(0) { $0 + (labels[$1] ? 1 : 0) }
-        let rate = min(max(Double(pos) / Double(max(train.count, 1)), 1e-4), 1 - 1e-4)
-        p.bias = Float(_log(rate / (1 - rate)))
+        p.bias = bias
 
         var gBias: Float = 1e-8
         var gLinear = [Float](repeating: 1e-8, count: d)
@@ -92,7 +129,6 @@ public enum FMTrainer {
         var bestLoss = Double.infinity
         var stale = 0
         var order = train
-        let validationLabels = validation.map { labels[$0] }
         let lr = o.learningRate, l2 = o.l2
         var sums = [Float](repeating: 0, count: k)
 
@@ -118,12 +154,8 @@ public enum FMTrainer {
                         }
                         var pair: Float = 0
                         for f in 0..<k { pair += sums[f] * sums[f] }
-                        let y = lin + 0.5 * (pair - sq)
-                        let prob = Kernels.sigmoid(y)
-                        let label: Float = labels[r] ? 1 : 0
-                        let q = Double(min(max(prob, 1e-7), 1 - 1e-7))
-                        lossSum -= labels[r] ? _log(q) : _log(1 - q)
-                        let g = prob - label
+                        let (loss, g) = step(r, lin + 0.5 * (pair - sq))
+                        lossSum += loss
                         // Backward, AdaGrad.
                         gBias += g * g
                         p.bias -= lr * g / gBias.squareRoot()
@@ -142,8 +174,7 @@ public enum FMTrainer {
                     }
                 }
             }
-            let vloss = validation.isEmpty ? lossSum / Double(max(order.count, 1))
-                : Metrics.logLoss(probabilities: p.predict(data, rows: validation), labels: validationLabels)
+            let vloss = validationLoss?(p) ?? lossSum / Double(max(order.count, 1))
             let improved = vloss < bestLoss - 1e-5
             progress(EpochReport(epoch: epoch, trainLogLoss: lossSum / Double(max(order.count, 1)),
                                  validationLogLoss: vloss, improved: improved))

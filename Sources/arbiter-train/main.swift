@@ -3,6 +3,8 @@ import ArbiterTraining
 import ArgumentParser
 import Foundation
 import LeadGrading
+import ArbiterModels
+import Routing
 
 #if canImport(Glibc)
 import Glibc
@@ -12,13 +14,14 @@ struct ArbiterTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter-train",
         abstract: "Generate data, train models and publish them as versions into an Arbiter store.",
-        subcommands: [GenData.self, Train.self, Import.self, Versions.self, Activate.self])
+        subcommands: [GenData.self, Train.self, Import.self, Replay.self, Versions.self, Activate.self])
 }
 
 /// Model kinds this trainer can produce.
 enum Kind: String, ExpressibleByArgument, CaseIterable {
     case leadGrading = "lead-grading"
     case ranking
+    case routing
 }
 
 struct StoreOptions: ParsableArguments {
@@ -54,6 +57,9 @@ struct GenData: ParsableCommand {
     @Option(help: "Users (ranking).") var users: Int = 2000
     @Option(help: "Items (ranking).") var items: Int = 1000
     @Option(help: "Impressions per user (ranking).") var perUser: Int = 40
+    @Option(help: "Applicants (routing).") var applicants: Int = 20_000
+    @Option(help: "Lenders (routing).") var lenders: Int = 30
+    @Option(help: "Routing: where to write the lender table (ids, take rates, priorities, capacities, rules).") var lendersOut: String?
     @Option(help: "Random seed; the same seed writes the same file.") var seed: UInt64 = 1
     @Option(help: "Output CSV path.") var out: String
 
@@ -67,10 +73,25 @@ struct GenData: ParsableCommand {
             guard (1...10_000_000).contains(items) else { throw ValidationError("--items must be in 1...10000000") }
             guard (1...10_000).contains(perUser) else { throw ValidationError("--per-user must be in 1...10000") }
             guard users * min(perUser, items) <= 50_000_000 else { throw ValidationError("--users × --per-user must be at most 50000000 impressions") }
+        case .routing:
+            guard (1...5_000_000).contains(applicants) else { throw ValidationError("--applicants must be in 1...5000000") }
+            guard (2...1000).contains(lenders) else { throw ValidationError("--lenders must be in 2...1000") }
+            guard lendersOut != nil else { throw ValidationError("--lenders-out is required for --kind routing (the lender table training needs)") }
         }
     }
 
     func run() throws {
+        if kind == .routing {
+            let world = RoutingWorld(seed: seed, lenders: lenders)
+            let rows = world.submissions(applicants: applicants, stream: seed)
+            try RoutingData.writeCSV(rows, to: URL(fileURLWithPath: out))
+            try RoutingData.writeLenders(world.lenders, to: URL(fileURLWithPath: lendersOut!))
+            let approved = rows.filter(\.approved)
+            print("wrote \(rows.count) submissions of \(Set(rows.map(\.applicant)).count) applicants to \(out) (approved \(pct(approved.count, rows.count)), "
+                  + String(format: "mean funded %.0f", approved.map { Double($0.fundedAmount) }.reduce(0, +) / Double(max(approved.count, 1)))
+                  + ") and \(lenders) lenders to \(lendersOut!)")
+            return
+        }
         if kind == .ranking {
             let data = RankingData.generate(users: users, items: items, perUser: perUser, seed: seed)
             try RankingData.writeCSV(data, to: URL(fileURLWithPath: out))
@@ -109,7 +130,17 @@ struct Train: ParsableCommand {
                                discussion: "FORMAT is xgboost-json or lightgbm-text; the model takes the head row that --write-head-rows writes (user features, item features, dot) and is a binary classifier."))
     var head: [String] = []
     @Option(help: "Ranking: with --head, the library's predictions checked first: HEAD=ROWS.csv:PREDICTIONS (repeatable).") var headCheck: [String] = []
-    @Option(help: "Ranking: write every impression's head row (split, ids, the heads' input features, labels) to this CSV.") var writeHeadRows: String?
+    @Option(help: "Ranking, routing: write every row's head input (split, ids, the heads' input features, labels) to this CSV.") var writeHeadRows: String?
+    @Option(help: "Routing: the lender table (as gen-data writes it: lender_id,take_rate,priority,daily_capacity, then min:F, max:F, allow:F rules).") var lenders: String?
+    @Option(help: "Routing: the model's share of every channel's applicants (the rest get the baseline).") var share: Float = 0.1
+    @Option(help: "Routing: a channel's own share, CODE=SHARE (repeatable).") var channelShare: [String] = []
+    @Option(help: "Routing: probability that a model-arm applicant gets one eligible lender below the top promoted to the top.") var epsilon: Double = 0.05
+    @Option(help: "Routing: answer at most this many eligible lenders (withdrawal mode; 0: no cap).") var maxProducts: Int = 0
+    @Option(help: "Routing: what a lender is worth: revenue (p × amount × take rate), funded (p × amount) or approval (p).") var value: String = "revenue"
+    @Option(help: "Routing: the baseline arm's order: priority (the table's list) or rules (average amount × take rate).") var baseline: String = "priority"
+    @Option(help: "Routing: the traffic split's salt (keep it to keep applicants on their arms across versions).") var splitSalt: UInt64 = 0
+    @Flag(help: "Routing: separate heads for new and returning applicants.") var splitReturning = false
+    @Option(help: "Routing: the seed the data was generated with: replay fresh applicants of that world before publishing, and record the result.") var replaySeed: UInt64?
 
     func validate() throws {
         guard (1...256).contains(factors) else { throw ValidationError("--factors must be in 1...256") }
@@ -121,6 +152,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         if kind == .ranking { return try runRanking() }
+        if kind == .routing { return try runRouting() }
         let rows = try LeadData.readCSV(URL(fileURLWithPath: data))
         var o = FMTrainingOptions()
         o.factors = factors
@@ -225,6 +257,114 @@ struct Train: ParsableCommand {
         let v = try trained.version.publish(model: model, golden: golden, catalog: catalog, metrics: q.metrics, activate: !noActivate)
         print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
     }
+
+    func runRouting() throws {
+        guard let lenders else { throw ValidationError("--lenders is required for --kind routing (the lender table: ids, take rates, priorities, rules)") }
+        guard (0...1).contains(share) else { throw ValidationError("--share must be in 0...1") }
+        guard (0...1).contains(epsilon) else { throw ValidationError("--epsilon must be in 0...1") }
+        guard maxProducts >= 0 else { throw ValidationError("--max-products must be ≥ 0") }
+        guard splitSalt < 1 << 53 else { throw ValidationError("--split-salt must be below 2^53") }
+        var o = RoutingTrainingOptions()
+        o.factors = factors
+        o.maxEpochs = maxEpochs
+        o.learningRate = learningRate
+        o.seed = seed
+        o.share = share
+        o.epsilon = epsilon
+        o.maxProducts = maxProducts
+        o.salt = splitSalt
+        o.splitReturning = splitReturning
+        o.headRowsOut = writeHeadRows.map { URL(fileURLWithPath: $0) }
+        switch value {
+        case "revenue": o.value = .revenue
+        case "funded": o.value = .fundedAmount
+        case "approval": o.value = .approval
+        default: throw ValidationError("--value must be revenue, funded or approval, got '\(value)'")
+        }
+        switch baseline {
+        case "priority": o.baseline = .priority
+        case "rules": o.baseline = .staticValue
+        default: throw ValidationError("--baseline must be priority or rules, got '\(baseline)'")
+        }
+        for item in channelShare {
+            let parts = item.split(separator: "=")
+            guard parts.count == 2, let c = Int(parts[0]), let v = Float(parts[1]), (0...1).contains(v) else {
+                throw ValidationError("--channel-share takes CODE=SHARE with SHARE in 0...1, got '\(item)'")
+            }
+            o.channelShares[c] = v
+        }
+        for item in head {
+            guard let eq = item.firstIndex(of: "="), let role = ["approve": RoutingLayout.Role.approve, "amount": .amount][String(item[..<eq])] else {
+                throw ValidationError("--head takes approve=FORMAT:FILE or amount=FORMAT:FILE for routing, got '\(item)'")
+            }
+            let spec = item[item.index(after: eq)...]
+            guard let colon = spec.firstIndex(of: ":"), let format = ForestFormat(rawValue: String(spec[..<colon])) else {
+                throw ValidationError("--head takes ROLE=FORMAT:FILE with FORMAT one of \(ForestFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(item)'")
+            }
+            o.importedHeads[role] = try ImportedForest.read(format, file: String(spec[spec.index(after: colon)...]))
+        }
+        let table = try RoutingData.readLenders(URL(fileURLWithPath: lenders))
+        let rows = try RoutingData.readCSV(URL(fileURLWithPath: data))
+        let tty = isatty(STDERR_FILENO) == 1
+        let start = Date()
+        let trained = try RoutingTrainer.train(rows: rows, lenders: table, options: o) { line in
+            if tty { FileHandle.standardError.write(Data("\(line)\n".utf8)) }
+        }
+        let q = trained.test
+        print(String(format: "trained on %d submissions to %d lenders in %.1f s; held-out (test applicants, %d submissions):",
+                     rows.count, table.count, Date().timeIntervalSince(start), q.submissions))
+        print(String(format: "  p(approve)  AUC %.4f  logloss %.4f", q.approveAUC, q.approveLogLoss))
+        print(String(format: "  amount      RMSE %.1f  (each lender's average: %.1f)", q.amountRMSE, q.lenderAverageRMSE))
+        var metrics = q.metrics
+        var version = trained.version
+        if let replaySeed {
+            let replay = try RoutingReplay.run(model: try version.model(), seed: replaySeed, applicants: 20_000)
+            print(replay.report)
+            metrics.merge(replay.metrics) { $1 }
+            version.notes["replay"] = replay.report
+        }
+        if let metricsOut {
+            let data = try JSONSerialization.data(withJSONObject: metrics, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: metricsOut))
+        }
+        let golden = try version.goldenCases(trained.goldenRequests)
+        let catalog = try storeOptions.open(create: true)
+        let v = try version.publish(model: model, golden: golden, catalog: catalog, metrics: metrics, activate: !noActivate)
+        print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
+    }
+}
+
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replay a published routing version on fresh applicants of a generated world, against the baseline and a rules-only router.",
+        discussion: """
+            The world is the one `gen-data --kind routing --seed SEED` generated the training data from; its \
+            applicants here are new ones. Each policy routes every applicant down its order of eligible lenders \
+            until one approves (at most --tries), and earns the world's true expected funded amount and revenue.
+            """)
+    @Option(help: "Model kind (routing).") var kind: Kind
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name.") var model: String
+    @Option(help: "Version (default: the active one).") var version: UInt64 = 0
+    @Option(help: "The seed the training data was generated with.") var seed: UInt64
+    @Option(help: "Fresh applicants to replay.") var applicants: Int = 20_000
+    @Option(help: "Lenders an applicant is sent to, in order, until one approves.") var tries: Int = 3
+
+    func validate() throws {
+        guard kind == .routing else { throw ValidationError("replay is for --kind routing") }
+        guard (1...5_000_000).contains(applicants) else { throw ValidationError("--applicants must be in 1...5000000") }
+        guard (1...100).contains(tries) else { throw ValidationError("--tries must be in 1...100") }
+    }
+
+    func run() throws {
+        let catalog = try storeOptions.open(create: false)
+        let loaded = try LoadedVersion(environment: catalog.environment, model: model, version: version)
+        let manifest = try ModelManifest.decode(loaded.manifest)
+        guard manifest.kind == RoutingLayout.kind else { throw ValidationError("\(model) v\(loaded.version) is a \(manifest.kind) model, not routing") }
+        let routing = try RoutingModel(version: loaded, manifest: manifest)
+        print("\(model) v\(loaded.version):")
+        print(try RoutingReplay.run(model: routing, seed: seed, applicants: applicants, tries: tries).report)
+    }
 }
 
 struct Versions: ParsableCommand {
@@ -241,8 +381,10 @@ struct Versions: ParsableCommand {
         var rejected: [VersionListing] = []
         for v in list {
             let created = f.string(from: Date(timeIntervalSince1970: Double(v.meta.createdUnixMillis) / 1000))
-            // The headline metrics: held-out AUCs (lead grading), NDCG@10 of the fused order and of popularity (ranking).
-            let auc = v.meta.metrics.keys.sorted().filter { $0.hasSuffix(".auc") || $0 == "ndcg10_fused" || $0 == "ndcg10_popularity" }
+            // The headline metrics: held-out AUCs (lead grading, routing's approve head), NDCG@10 of the fused order and
+            // of popularity (ranking), the replay's funded amount per applicant by the model and the baseline (routing).
+            let auc = v.meta.metrics.keys.sorted().filter { $0.hasSuffix(".auc") || $0.hasSuffix("_auc") || $0 == "ndcg10_fused" || $0 == "ndcg10_popularity"
+                || $0 == "replay.model.funded" || $0 == "replay.baseline.funded" }
                 .map { String(format: "%@=%.4f", $0, v.meta.metrics[$0]!) }.joined(separator: " ")
             let verdict = v.validation?.outcome.rawValue ?? "-"
             if v.validation?.outcome == .rejected { rejected.append(v) }

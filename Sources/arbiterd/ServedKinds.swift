@@ -2,6 +2,7 @@ import ArbiterModels
 import Gbdt
 import LeadGrading
 import Ranking
+import Routing
 
 /// The model kinds this executable serves: one line per plugin it links. Adding a kind is a folder under
 /// `Plugins/`, its target in Package.swift as a dependency of `arbiterd`, and one line here.
@@ -11,6 +12,7 @@ enum ServedKinds {
         r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
         r.register(kind: RankingLayout.kind, factory: RankingModel.factory)
+        r.register(kind: RoutingLayout.kind, factory: RoutingModel.factory)
         return r
     }
 }

@@ -3,6 +3,7 @@ import ArbiterModels
 import Gbdt
 import LeadGrading
 import Ranking
+import Routing
 import ArbiterServer
 import ArbiterStore
 import ArbiterTestSupport
@@ -62,6 +63,7 @@ enum Fixture {
         r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
         r.register(kind: RankingLayout.kind, factory: RankingModel.factory)
+        r.register(kind: RoutingLayout.kind, factory: RoutingModel.factory)
         return r
     }
 
