@@ -10,11 +10,11 @@ import ArbiterModels
 /// - `lender.id` u64 `[L]`; `lender.amount` f32 `[L]` (average funded amount, ≥ 0); `lender.take_rate` f32 `[L]`
 ///   (in 0...1); `lender.priority` i32 `[L]` (the baseline's fixed order: lower first).
 /// - Range rules on numeric applicant features: parameter `range.<feature>` = its column `r` in `lender.min`
-///   and `lender.max` (f32 `[L, ranges]`; ±infinity for no bound). The applicant passes when min ≤ x ≤ max; a
-///   missing value (NaN) never passes.
+///   and `lender.max` (f32 `[L, ranges]`; ∓`noBound`, the largest finite f32, for no bound — stored tensors are
+///   finite). The applicant passes when min ≤ x ≤ max; a missing value (NaN) passes only a lender with no bound.
 /// - Allowed values of categorical applicant features: parameter `allow.<feature>` = its offset `o` in
 ///   `lender.allowed` (u8 `[L, allowed_width]`, one byte per code: 1 allowed). Code `c` passes when
-///   `allowed[o + c]` is 1; a missing value never passes.
+///   `allowed[o + c]` is 1; a missing value passes only a lender that allows every code.
 /// Rules name features by name; a version whose rules name a feature the schema lacks (or one of the wrong
 /// kind or cardinality) is refused at load.
 ///
@@ -107,6 +107,10 @@ public enum RoutingLayout {
     public static func outOfRange(_ feature: String) -> String { "out_of_range:\(feature)" }
     public static let armLabels = ["model", "baseline"]
     public static let exploredLabels = ["no", "yes"]
+
+    /// A range bound that is no bound: `-noBound` as a minimum, `noBound` as a maximum (every finite value
+    /// passes; the server refuses infinite features).
+    public static let noBound = Float.greatestFiniteMagnitude
 
     /// Most lenders a version's table may hold, and most heads.
     public static let maxLenders = 65_536

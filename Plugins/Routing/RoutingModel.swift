@@ -179,8 +179,8 @@ public final class RoutingModel: ScoringModel, @unchecked Sendable {
         }
         let minTensor = try tensor(RoutingLayout.lenderMin, [l, rangeCount], as: Float.self)
         let maxTensor = try tensor(RoutingLayout.lenderMax, [l, rangeCount], as: Float.self)
-        for i in 0..<(l * rangeCount) where minTensor[i].isNaN || maxTensor[i].isNaN || minTensor[i] > maxTensor[i] {
-            throw ModelError.invalidParameters("lender \(idTensor[i / rangeCount]): the range on '\(ranges[i % rangeCount].name)' is [\(minTensor[i]), \(maxTensor[i])]; bounds must be numbers (±infinity for none) with min ≤ max")
+        for i in 0..<(l * rangeCount) where !minTensor[i].isFinite || !maxTensor[i].isFinite || minTensor[i] > maxTensor[i] {
+            throw ModelError.invalidParameters("lender \(idTensor[i / rangeCount]): the range on '\(ranges[i % rangeCount].name)' is [\(minTensor[i]), \(maxTensor[i])]; bounds must be finite (∓\(RoutingLayout.noBound) for none) with min ≤ max")
         }
         let allowedTensor = try tensor(RoutingLayout.lenderAllowed, [l, allowedWidth], as: UInt8.self)
         for i in 0..<(l * allowedWidth) where allowedTensor[i] > 1 {
@@ -333,7 +333,7 @@ public final class RoutingModel: ScoringModel, @unchecked Sendable {
             let x = context[rule.feature]
             let lo = minimums[row * rangeCount + rule.column], hi = maximums[row * rangeCount + rule.column]
             if x.isNaN {
-                if lo != -.infinity || hi != .infinity { return UInt8(code) }
+                if lo > -RoutingLayout.noBound || hi < RoutingLayout.noBound { return UInt8(code) }
             } else if x < lo || x > hi {
                 return UInt8(code)
             }

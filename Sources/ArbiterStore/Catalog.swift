@@ -8,6 +8,14 @@ public struct TensorData: Sendable {
     /// The elements' bytes, little-endian, `dtype.byteWidth` each.
     public var bytes: [UInt8]
 
+    /// A tensor of `dtype` from its elements' bytes (little-endian).
+    public init(name: String, shape: [Int], dtype: TensorDType, bytes: [UInt8]) {
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self.bytes = bytes
+    }
+
     /// A float32 tensor.
     public init(name: String, shape: [Int], values: [Float]) {
         self.init(name: name, shape: shape, elements: values)

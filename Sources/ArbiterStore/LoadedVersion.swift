@@ -44,6 +44,9 @@ public struct StoredTensor: @unchecked Sendable {
     let pointer: UnsafeRawPointer
     let owner: any AnyObject & Sendable
 
+    /// The element bytes, as stored (for tools that copy a version).
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count * dtype.byteWidth) }
+
     /// This tensor as `T`, which must be its element type.
     public func typed<T: TensorElement>(as type: T.Type = T.self) throws(StoreError) -> Tensor<T> {
         guard T.dtype == dtype else {

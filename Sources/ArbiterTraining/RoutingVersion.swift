@@ -148,8 +148,8 @@ public struct RoutingVersion: Sendable {
         }
         p[RoutingLayout.allowedWidthParameter] = Double(width)
         var allowed = [UInt8](repeating: 1, count: lenders.count * width)
-        var minimums = [Float](repeating: -.infinity, count: lenders.count * rangeNames.count)
-        var maximums = [Float](repeating: .infinity, count: lenders.count * rangeNames.count)
+        var minimums = [Float](repeating: -RoutingLayout.noBound, count: lenders.count * rangeNames.count)
+        var maximums = [Float](repeating: RoutingLayout.noBound, count: lenders.count * rangeNames.count)
         for (row, l) in lenders.enumerated() {
             for (name, codes) in l.allowed {
                 let f = context.first { $0.name == name }!
@@ -163,8 +163,9 @@ public struct RoutingVersion: Sendable {
                 guard !range.min.isNaN, !range.max.isNaN, range.min <= range.max else {
                     throw DataError("lender \(l.id): the range on '\(name)' is [\(range.min), \(range.max)]")
                 }
-                minimums[row * rangeNames.count + r] = range.min
-                maximums[row * rangeNames.count + r] = range.max
+                // An infinite bound (no bound) is stored as the largest finite one.
+                minimums[row * rangeNames.count + r] = max(range.min, -RoutingLayout.noBound)
+                maximums[row * rangeNames.count + r] = min(range.max, RoutingLayout.noBound)
             }
         }
         let amounts = lenders.map { averageAmounts[$0.id] ?? 0 }
