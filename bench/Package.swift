@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "gbdt-kernel", targets: ["gbdt-kernel"]),
         .executable(name: "embedding-bench", targets: ["embedding-bench"]),
         .executable(name: "rank-store", targets: ["rank-store"]),
+        .executable(name: "route-store", targets: ["route-store"]),
     ],
     dependencies: [
         .package(name: "Arbiter", path: ".."),
@@ -65,6 +66,14 @@ let package = Package(
             .product(name: "ArbiterTraining", package: "Arbiter"),
             .product(name: "Ranking", package: "Arbiter"),
         ]),
+        // The route-30 scenario's store: a routing version over generated lenders with two random tree heads
+        // (bench/route/run.sh).
+        .executableTarget(name: "route-store", dependencies: [
+            .product(name: "ArbiterModels", package: "Arbiter"),
+            .product(name: "ArbiterStore", package: "Arbiter"),
+            .product(name: "ArbiterTraining", package: "Arbiter"),
+            .product(name: "Routing", package: "Arbiter"),
+        ]),
         // The grpc-swift peer's hand-written codec for scorer.proto (tested against ScorerMessages).
         .target(name: "ScorerCodec"),
         .executableTarget(name: "grpc-peer", dependencies: [
@@ -74,6 +83,7 @@ let package = Package(
             .product(name: "LeadGrading", package: "Arbiter"),
             .product(name: "Gbdt", package: "Arbiter"),
             .product(name: "Ranking", package: "Arbiter"),
+            .product(name: "Routing", package: "Arbiter"),
             .product(name: "ArbiterStore", package: "Arbiter"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -83,6 +83,7 @@ public struct ScoreRequestFields: Equatable {
     /// The subject id, when the request carries one.
     public var subject: UInt64?
     public var topK = 0
+    public var routingKey: UInt64 = 0
 
     public var contextCount: Int { context.count / 4 }
     public var candidateFeatureValues: Int { candidateFeatures.count / 4 }
@@ -140,9 +141,11 @@ public struct ScoreRequestFields: Equatable {
                 let v = try r.varint()
                 guard v <= UInt64(UInt32.max) else { throw ProtoError("top_k \(v) does not fit a uint32") }
                 f.topK = Int(v)
+            case (8, 0):
+                f.routingKey = try r.varint()
             case (2, 5), (5, 5), (3, 0):
                 throw ProtoError("field \(field) is not packed (this peer reads packed repeated fields only)")
-            case (1...7, _):
+            case (1...8, _):
                 throw ProtoError("field \(field) has wire type \(wireType), not the one scorer.proto gives it")
             default:
                 try r.skip(wireType: wireType)

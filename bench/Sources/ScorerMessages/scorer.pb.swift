@@ -87,6 +87,10 @@ public nonisolated struct Arbiter_Bench_V1_ScoreRequest: Sendable {
   /// (ranking); for the others it answers every candidate in request order.
   public var topK: UInt32 = 0
 
+  /// The caller's stable key for traffic splits (routing: the applicant's arm and exploration), like SCORE's
+  /// routing key; 0 when not sent.
+  public var routingKey: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -209,7 +213,7 @@ nonisolated extension Arbiter_Bench_V1_PingReply: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScoreRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}context\0\u{3}candidate_ids\0\u{3}candidate_feature_count\0\u{3}candidate_features\0\u{3}subject_id\0\u{3}top_k\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}model\0\u{1}context\0\u{3}candidate_ids\0\u{3}candidate_feature_count\0\u{3}candidate_features\0\u{3}subject_id\0\u{3}top_k\0\u{3}routing_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -224,6 +228,7 @@ nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, Swif
       case 5: try { try decoder.decodeRepeatedFloatField(value: &self.candidateFeatures) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self._subjectID) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.topK) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.routingKey) }()
       default: break
       }
     }
@@ -255,6 +260,9 @@ nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, Swif
     if self.topK != 0 {
       try visitor.visitSingularUInt32Field(value: self.topK, fieldNumber: 7)
     }
+    if self.routingKey != 0 {
+      try visitor.visitSingularUInt64Field(value: self.routingKey, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -266,6 +274,7 @@ nonisolated extension Arbiter_Bench_V1_ScoreRequest: SwiftProtobuf.Message, Swif
     if lhs.candidateFeatures != rhs.candidateFeatures {return false}
     if lhs._subjectID != rhs._subjectID {return false}
     if lhs.topK != rhs.topK {return false}
+    if lhs.routingKey != rhs.routingKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

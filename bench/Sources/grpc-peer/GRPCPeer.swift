@@ -6,6 +6,7 @@ import ArbiterModels
 import Gbdt
 import LeadGrading
 import Ranking
+import Routing
 import ArbiterStore
 import ArgumentParser
 import Foundation
@@ -54,6 +55,7 @@ struct GRPCPeer: AsyncParsableCommand {
         registry.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         registry.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
         registry.register(kind: RankingLayout.kind, factory: RankingModel.factory)
+        registry.register(kind: RoutingLayout.kind, factory: RoutingModel.factory)
         var models: [String: any ScoringModel] = [:]
         for name in try Catalog(environment: env).models() {
             let loaded = try LoadedVersion(environment: env, model: name)
@@ -191,7 +193,8 @@ struct Scorer: RegistrableRPCService {
                 let answer: RowOrder
                 do throws(ScoringError) {
                     answer = try entry.model.score(ScoreBatch(context: context, candidates: candidates, candidateCount: n,
-                                                              ids: UnsafeBufferPointer(start: ids, count: n), subject: f.subject, topK: f.topK),
+                                                              ids: UnsafeBufferPointer(start: ids, count: n), routingKey: f.routingKey,
+                                                              subject: f.subject, topK: f.topK),
                                                    into: ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes,
                                                                      candidateCount: n, order: order))
                 } catch {

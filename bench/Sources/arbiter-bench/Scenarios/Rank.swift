@@ -25,6 +25,7 @@ extension Scenario {
         m.candidateFeatures = r.candidateFeatures
         if let subject = r.subject { m.subjectID = subject }
         m.topK = r.topK
+        m.routingKey = r.routingKey
         return m.bytes
     }
 
