@@ -114,7 +114,7 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: [
             "Routing", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "Gbdt", "ArbiterTestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
-        ]),
+        ], exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
             "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",

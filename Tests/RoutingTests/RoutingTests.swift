@@ -430,4 +430,40 @@ import Testing
             try RoutingData.readLenders(lenders)
         }
     }
+
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    /// A p(approve) head trained with XGBoost on the head rows of generated data (Fixtures/make_fixtures.sh)
+    /// replaces the native one; the served p_approve of held-out submissions is XGBoost's own prediction, and
+    /// the version passes the server's load (the registry's checks and its golden cases).
+    @Test func anXGBoostApproveHeadIsServedWithTheLibrarysNumbers() async throws {
+        let forest = try ImportedForest.read(.xgboostJSON, file: Self.fixtures.appendingPathComponent("xgboost-approve.json").path)
+        let rows = try GbdtImport.readRows(Self.fixtures.appendingPathComponent("xgboost-approve-check.csv").path, featureCount: forest.featureCount)
+        let expected = try GbdtImport.readPredictions(Self.fixtures.appendingPathComponent("xgboost-approve-check.predictions").path)
+        #expect(rows.count == 500 && expected.count == 500)
+        let trained = try await offPool {
+            let world = RoutingWorld(seed: 2, lenders: 12)
+            var o = RoutingTrainingOptions()
+            o.maxEpochs = 2
+            o.importedHeads[.approve] = forest
+            return try RoutingTrainer.train(rows: world.submissions(applicants: 3000, stream: 2), lenders: world.lenders, options: o)
+        }
+        let m = try trained.version.model()
+        let table = trained.version.sortedLenders
+        var worst = 0.0, eligible = 0
+        for (row, want) in zip(rows, expected) {
+            let out = try m.score(context: Array(row[0..<8]), candidates: Array(row[8..<10]), candidateCount: 1, ids: [table[Int(row[10])].id])
+            if out.codeColumns[0] == 0 { eligible += 1 }
+            worst = max(worst, abs(Double(out.floatColumns[0]) - want))
+        }
+        #expect(eligible == rows.count, "logged submissions went to eligible lenders with capacity")
+        #expect(worst < 1e-6, "largest difference from XGBoost's predictions: \(worst)")
+        // As the server loads it.
+        let (manifest, tensors) = try trained.version.build(golden: try trained.version.goldenCases(trained.goldenRequests))
+        let loaded = try LoadedVersion(detachedModel: "route", kind: RoutingLayout.kind, manifest: manifest.encoded(), tensors: tensors)
+        var registry = ModelRegistry()
+        registry.register(kind: RoutingLayout.kind, factory: RoutingModel.factory)
+        #expect(try registry.load(loaded) is RoutingModel)
+    }
+
 }
