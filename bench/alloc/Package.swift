@@ -23,6 +23,7 @@ let package = Package(
                 .product(name: "Gbdt", package: "Arbiter"),
                 .product(name: "LeadGrading", package: "Arbiter"),
                 .product(name: "Ranking", package: "Arbiter"),
+                .product(name: "Routing", package: "Arbiter"),
                 .product(name: "ArbiterServer", package: "Arbiter"),
                 .product(name: "ArbiterWire", package: "Arbiter"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -9,6 +9,7 @@ import Gbdt
 import LeadGrading
 import NIOCore
 import Ranking
+import Routing
 
 /// Allocation counts of the hot paths. Each path is measured at 10 and at 1,000 candidates: a count that
 /// grows with the candidates is an allocation per candidate. The thresholds in Thresholds/ are the counts
@@ -97,6 +98,41 @@ let benchmarks: @Sendable () -> Void = {
             }
             benchmark.stopMeasurement()
         }
+        // A routing: lender lookups, eligibility rules, a linear approve head and a tree amount head, the value,
+        // the order, exploration, top 5. Lenders repeat past the table's 12, and one id in seven is unknown.
+        let lenders = Models.routingLenders(n)
+        let lenderIDs = (0..<n).map { $0 % 7 == 6 ? UInt64(1) : models.routingIDs[$0 % models.routingIDs.count] }
+        Benchmark("routing-\(n)-candidates-top-5") { benchmark in
+            Models.routingApplicant.withUnsafeBufferPointer { ctx in
+                lenders.withUnsafeBufferPointer { input in
+                    lenderIDs.withUnsafeBufferPointer { idp in
+                        Scratch.withOutputs(n) { out in
+                            let batch = ScoreBatch(context: ctx, candidates: input, candidateCount: n, ids: idp, routingKey: 77, topK: 5)
+                            guard case .ranked(let k) = try! models.routing.score(batch, into: out), k > 0 else { fatalError("routing did not rank") }
+                            benchmark.startMeasurement()
+                            for _ in benchmark.scaledIterations { _ = try? models.routing.score(batch, into: out) }
+                            benchmark.stopMeasurement()
+                        }
+                    }
+                }
+            }
+        }
+        var routeFrame = ByteBuffer()
+        Frame(requestID: 1, message: .score(ScoreRequest(model: "route", routingKey: 77, topK: 5, context: Models.routingApplicant,
+                                                          candidateIDs: lenderIDs, candidateFeatureCount: 2,
+                                                          candidateFeatures: lenders))).encode(into: &routeFrame)
+        let routeRequest = routeFrame
+        Benchmark("score-frame-through-codec-routing-\(n)-candidates-top-5") { benchmark in
+            var path = ScorePath(name: "route", model: models.routing)
+            var warm = routeRequest
+            blackHole(try path.answer(&warm))
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                var input = routeRequest
+                blackHole(try path.answer(&input))
+            }
+            benchmark.stopMeasurement()
+        }
         // A whole SCORE frame through the server's codec: decode, check, score, top-k, encode the RESULT.
         var frame = ByteBuffer()
         Frame(requestID: 1, message: .score(ScoreRequest(model: "leads", topK: 5, context: Models.leadContext,
@@ -123,6 +159,23 @@ final class Models: Sendable {
     let gbdtWithContext: any ScoringModel
     let leads: any ScoringModel
     let ranking: any ScoringModel
+    let routing: any ScoringModel
+    /// The routing model's lender ids.
+    let routingIDs: [UInt64]
+
+    /// A routing applicant (RoutingData's schema): channel, returning, region, credit score, income, amount
+    /// requested, years employed, debt ratio.
+    static let routingApplicant: [Float] = [2, 1, 3, 690, 4200, 6000, 5, 0.25]
+
+    /// Lender states: capacity (none for one in ten), load.
+    static func routingLenders(_ n: Int) -> [Float] {
+        var out: [Float] = []
+        for i in 0..<n {
+            let capacity: Float = i % 10 == 9 ? 0 : Float(5 + i % 40)
+            out += [capacity, Float(i % 9) / 10]
+        }
+        return out
+    }
 
     /// Ranking requests: the generated feed's user features, and item features (category, price, quality).
     static let rankingContext: [Float] = [1.5, 2]
@@ -227,6 +280,38 @@ final class Models: Sendable {
                                                        transform: .logistic, sigmoidScale: 1, source: "random trees"))
         try! version.publish(model: "feed", golden: version.goldenCases(trainedRanking.goldenRequests), catalog: catalog)
         ranking = try! registry.load(LoadedVersion(environment: env, model: "feed"))
+
+        // A small trained routing (linear heads), its amount head swapped for a tree head; every applicant on
+        // the model arm, exploring half the time.
+        registry.register(kind: RoutingLayout.kind, factory: RoutingModel.factory)
+        let world = RoutingWorld(seed: 1, lenders: 12)
+        var so = RoutingTrainingOptions()
+        so.maxEpochs = 2
+        so.share = 1
+        so.epsilon = 0.5
+        let trainedRouting = try! RoutingTrainer.train(rows: world.submissions(applicants: 1500, stream: 1), lenders: world.lenders, options: so)
+        var route = trainedRouting.version
+        let routeFields = RoutingLayout.headFields(RoutingData.schema, lenders: 12)
+        let amountTrees = (0..<40).map { _ in
+            var nodes: [ImportedForest.Node] = []
+            func grow(_ depth: Int) -> Int {
+                let index = nodes.count
+                nodes.append(.leaf(Float(3000 + 500 * r.normal())))
+                guard depth < 5 else { return index }
+                let feature = Int(r.next() % UInt64(routeFields.count))
+                let left = grow(depth + 1), right = grow(depth + 1)
+                nodes[index] = .split(feature: feature, threshold: Float(r.uniform() * 10), missingRight: false, left: left, right: right)
+                return index
+            }
+            _ = grow(0)
+            return ImportedForest.Tree(nodes: nodes)
+        }
+        let amountIndex = route.heads.firstIndex { $0.role == .amount }!
+        route.heads[amountIndex].model = .trees(ImportedForest(trees: amountTrees, featureNames: routeFields.map(\.name), baseMargin: 0,
+                                                               transform: .identity, sigmoidScale: 1, source: "random trees"))
+        try! route.publish(model: "route", golden: route.goldenCases(trainedRouting.goldenRequests), catalog: catalog)
+        routing = try! registry.load(LoadedVersion(environment: env, model: "route"))
+        routingIDs = world.lenders.map(\.id)
     }
 }
 
@@ -235,7 +320,7 @@ enum Scratch {
     static func withOutputs(_ n: Int, _ body: (ScoreOutput) -> Void) {
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: n)
         let floats = UnsafeMutablePointer<Float>.allocate(capacity: 5 * n)
-        let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: n)
+        let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: 5 * n)
         let order = UnsafeMutablePointer<Int32>.allocate(capacity: n)
         defer { scores.deallocate(); floats.deallocate(); codes.deallocate(); order.deallocate() }
         body(ScoreOutput(scores: scores, floatColumns: floats, codeColumns: codes, candidateCount: n, order: order))
