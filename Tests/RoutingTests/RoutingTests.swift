@@ -400,6 +400,16 @@ import Testing
         #expect(v["model"]!.fundedAmount > 1.03 * v["rules"]!.fundedAmount, "\(replay.report)")
         #expect(v["model"]!.revenue > v["baseline"]!.revenue && v["model"]!.revenue > v["rules"]!.revenue, "\(replay.report)")
         #expect(v["oracle"]!.revenue >= v["model"]!.revenue)
+        // Separate heads for new and returning applicants: two of each role, and the version loads.
+        let split = try await offPool {
+            let world = RoutingWorld(seed: 3, lenders: 20)
+            var o = RoutingTrainingOptions()
+            o.maxEpochs = 2
+            o.splitReturning = true
+            return try RoutingTrainer.train(rows: world.submissions(applicants: 1500, stream: 3), lenders: world.lenders, options: o)
+        }
+        #expect(split.version.heads.map { "\($0.role)/\($0.population)" } == ["approve/new", "approve/returning", "amount/new", "amount/returning"])
+        _ = try split.version.model()
         // The golden cases the trainer chose cover both arms and an explored answer.
         let golden = try trained.version.goldenCases(trained.goldenRequests)
         let arms = Set(golden.map { g in g.codeColumns[g.candidateCount] })
