@@ -126,8 +126,8 @@ struct Train: ParsableCommand {
     @Option(help: "Ranking: latent dimension of the matrix factorisation (served vectors carry 2 more: the biases).") var dimension: Int = 16
     @Option(help: "Ranking: a categorical item feature to diversify on (at most --diversity-max items per value in an answer).") var diversityFeature: String?
     @Option(help: "Ranking: most items sharing a value of --diversity-feature in an answer.") var diversityMax: Int = 2
-    @Option(help: ArgumentHelp("Ranking: take a head from a library instead of fitting it: HEAD=FORMAT:FILE (repeatable).",
-                               discussion: "FORMAT is xgboost-json or lightgbm-text; the model takes the head row that --write-head-rows writes (user features, item features, dot) and is a binary classifier."))
+    @Option(help: ArgumentHelp("Ranking, routing: take a head from a library instead of fitting it: HEAD=FORMAT:FILE (repeatable; routing's heads are approve and amount).",
+                               discussion: "FORMAT is xgboost-json or lightgbm-text; the model takes the head row that --write-head-rows writes (ranking: user features, item features, dot; routing: applicant features, lender features, lender) and is a binary classifier (a regression for routing's amount)."))
     var head: [String] = []
     @Option(help: "Ranking: with --head, the library's predictions checked first: HEAD=ROWS.csv:PREDICTIONS (repeatable).") var headCheck: [String] = []
     @Option(help: "Ranking, routing: write every row's head input (split, ids, the heads' input features, labels) to this CSV.") var writeHeadRows: String?
