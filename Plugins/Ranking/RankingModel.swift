@@ -274,14 +274,7 @@ public final class RankingModel: ScoringModel, @unchecked Sendable {
     /// A linear head's probability for one input row: its factorization machine over the row's encoding.
     @inline(__always)
     func linearHead(_ fm: FactorizationMachine, norm: UnsafePointer<Float>, row: UnsafePointer<Float>, sums: UnsafeMutablePointer<Float>) -> Float {
-        var acc = FactorizationMachine.Accumulator(sums: sums, factorCount: fm.factorCount)
-        for j in 0..<fieldCount {
-            let x = row[j]
-            if x.isNaN { continue }
-            let (index, value) = encoding.encode(field: j, x, mean: norm[2 * j], invStd: norm[2 * j + 1])
-            fm.add(index, value, to: &acc)
-        }
-        return 1 / (1 + expf(-fm.output(acc)))
+        1 / (1 + expf(-fm.output(row: row, fieldCount: fieldCount, encoding: encoding, norm: norm, sums: sums)))
     }
 
     /// `Σ a[j]·b[j]` over `d` values, in eight lanes (summed pairwise at the end): vectorized, where one

@@ -480,15 +480,7 @@ public final class RoutingModel: ScoringModel, @unchecked Sendable {
             forest.predict(rows: rows, count: count, sums: sums, into: out)
         case .linear(let fm, let norm, let logistic, let scale, let offset):
             for r in 0..<count {
-                let row = rows + r * fieldCount
-                var acc = FactorizationMachine.Accumulator(sums: fmSums, factorCount: fm.factorCount)
-                for j in 0..<fieldCount {
-                    let v = row[j]
-                    if v.isNaN { continue }
-                    let (index, value) = encoding.encode(field: j, v, mean: norm[2 * j], invStd: norm[2 * j + 1])
-                    fm.add(index, value, to: &acc)
-                }
-                let y = fm.output(acc)
+                let y = fm.output(row: rows + r * fieldCount, fieldCount: fieldCount, encoding: encoding, norm: norm, sums: fmSums)
                 out[r] = logistic ? 1 / (1 + expf(-y)) : offset + scale * y
             }
         }

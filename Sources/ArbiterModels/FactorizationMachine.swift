@@ -55,6 +55,22 @@ public struct FactorizationMachine {
         to.sums.update(from: from.sums, count: factorCount)
     }
 
+    /// The machine's output for one row of `fieldCount` raw field values: each field encoded by `encoding`
+    /// (a one-hot code, or a number standardised with `norm`'s mean and inverse deviation per field), a missing
+    /// value (NaN) adding nothing — the field's mean. `sums`: room for `factorCount` floats.
+    @inlinable
+    public func output(row: UnsafePointer<Float>, fieldCount: Int, encoding: FieldEncoding, norm: UnsafePointer<Float>,
+                       sums: UnsafeMutablePointer<Float>) -> Float {
+        var acc = Accumulator(sums: sums, factorCount: factorCount)
+        for j in 0..<fieldCount {
+            let x = row[j]
+            if x.isNaN { continue }
+            let (index, value) = encoding.encode(field: j, x, mean: norm[2 * j], invStd: norm[2 * j + 1])
+            add(index, value, to: &acc)
+        }
+        return output(acc)
+    }
+
     /// The model's output (a logit) for the accumulated input.
     @inlinable
     public func output(_ acc: Accumulator) -> Float {

@@ -10,6 +10,41 @@ public struct EncodedRows: Sendable {
     public var count: Int { indices.count / max(fields, 1) }
 }
 
+extension EncodedRows {
+    /// Each numeric field's mean and inverse standard deviation over `rows` of `inputs` (categorical fields: 0
+    /// and 1): the `[fields × 2]` normalisation a linear head stores beside its machine.
+    public static func normalisation(fields: [Feature], inputs: [[Float]], rows: [Int]) -> [Float] {
+        var norm = [Float](repeating: 0, count: 2 * fields.count)
+        for (j, f) in fields.enumerated() {
+            guard f.kind == .numeric else {
+                norm[2 * j + 1] = 1
+                continue
+            }
+            let values = rows.map { Double(inputs[$0][j]) }
+            let mean = values.reduce(0, +) / Double(max(values.count, 1))
+            let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(max(values.count, 1))
+            norm[2 * j] = Float(mean)
+            norm[2 * j + 1] = Float(1 / max(variance.squareRoot(), 1e-6))
+        }
+        return norm
+    }
+
+    /// `inputs` (rows of raw field values) encoded by `encoding` with `norm`, as the serving code encodes them.
+    public init(encoding: FieldEncoding, norm: [Float], inputs: [[Float]]) {
+        let fields = encoding.fields.count
+        self.init(fields: fields, dimension: encoding.dimension, indices: [], values: [])
+        indices.reserveCapacity(inputs.count * fields)
+        values.reserveCapacity(inputs.count * fields)
+        for input in inputs {
+            for j in 0..<fields {
+                let (index, value) = encoding.encode(field: j, input[j], mean: norm[2 * j], invStd: norm[2 * j + 1])
+                indices.append(Int32(index))
+                values.append(value)
+            }
+        }
+    }
+}
+
 /// Hyper-parameters of one factorization machine fit.
 public struct FMTrainingOptions: Sendable {
     public var factors = 8

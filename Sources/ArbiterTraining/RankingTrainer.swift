@@ -117,28 +117,8 @@ public enum RankingTrainer {
         let features = RankingData.schema
         let encoding = FieldEncoding(fields: fields)
         let inputs = rows.map { $0.userFeatures + $0.itemFeatures + [dot($0)] }
-        var norm = [Float](repeating: 0, count: 2 * fields.count)
-        for (j, f) in fields.enumerated() {
-            guard f.kind == .numeric else {
-                norm[2 * j + 1] = 1
-                continue
-            }
-            let values = trainRows.map { Double(inputs[$0][j]) }
-            let mean = values.reduce(0, +) / Double(values.count)
-            let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count)
-            norm[2 * j] = Float(mean)
-            norm[2 * j + 1] = Float(1 / max(variance.squareRoot(), 1e-6))
-        }
-        var encoded = EncodedRows(fields: fields.count, dimension: encoding.dimension, indices: [], values: [])
-        encoded.indices.reserveCapacity(rows.count * fields.count)
-        encoded.values.reserveCapacity(rows.count * fields.count)
-        for input in inputs {
-            for j in 0..<fields.count {
-                let (index, value) = encoding.encode(field: j, input[j], mean: norm[2 * j], invStd: norm[2 * j + 1])
-                encoded.indices.append(Int32(index))
-                encoded.values.append(value)
-            }
-        }
+        let norm = EncodedRows.normalisation(fields: fields, inputs: inputs, rows: trainRows)
+        let encoded = EncodedRows(encoding: encoding, norm: norm, inputs: inputs)
         let labels: [[Bool]] = [rows.map(\.viewed), rows.map(\.chatted), rows.map(\.replied)]
         if let url = o.headRowsOut {
             try writeHeadRows(url, rows: rows, splits: splits, inputs: inputs, fields: fields)

@@ -100,28 +100,8 @@ public enum RoutingTrainer {
 
         // Field normalisation and the encoding, from the training rows.
         let encoding = FieldEncoding(fields: fields)
-        var norm = [Float](repeating: 0, count: 2 * fields.count)
-        for (j, f) in fields.enumerated() {
-            guard f.kind == .numeric else {
-                norm[2 * j + 1] = 1
-                continue
-            }
-            let values = trainRows.map { Double(inputs[$0][j]) }
-            let mean = values.reduce(0, +) / Double(values.count)
-            let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count)
-            norm[2 * j] = Float(mean)
-            norm[2 * j + 1] = Float(1 / max(variance.squareRoot(), 1e-6))
-        }
-        var encoded = EncodedRows(fields: fields.count, dimension: encoding.dimension, indices: [], values: [])
-        encoded.indices.reserveCapacity(rows.count * fields.count)
-        encoded.values.reserveCapacity(rows.count * fields.count)
-        for input in inputs {
-            for j in 0..<fields.count {
-                let (index, value) = encoding.encode(field: j, input[j], mean: norm[2 * j], invStd: norm[2 * j + 1])
-                encoded.indices.append(Int32(index))
-                encoded.values.append(value)
-            }
-        }
+        let norm = EncodedRows.normalisation(fields: fields, inputs: inputs, rows: trainRows)
+        let encoded = EncodedRows(encoding: encoding, norm: norm, inputs: inputs)
         var fm = FMTrainingOptions()
         fm.factors = o.factors
         fm.maxEpochs = o.maxEpochs

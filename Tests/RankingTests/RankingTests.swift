@@ -55,30 +55,8 @@ import Testing
         for head in v.heads {
             switch head.model {
             case .linear(let fm, let norm):
-                // One-hot encoding by hand: offsets per field; a missing value adds nothing.
-                var active: [(Int, Double)] = []
-                var offset = 0
-                for (j, f) in fields.enumerated() {
-                    let x = row[j]
-                    if f.kind == .categorical {
-                        if !x.isNaN { active.append((offset + Int(x), 1)) }
-                        offset += f.cardinality
-                    } else {
-                        if !x.isNaN { active.append((offset, (Double(x) - Double(norm[2 * j])) * Double(norm[2 * j + 1]))) }
-                        offset += 1
-                    }
-                }
-                var y = Double(fm.bias)
-                for (i, x) in active { y += Double(fm.linear[i]) * x }
-                for f in 0..<fm.factorCount {
-                    var s = 0.0, sq = 0.0
-                    for (i, x) in active {
-                        let vx = Double(fm.factors[i * fm.factorCount + f]) * x
-                        s += vx
-                        sq += vx * vx
-                    }
-                    y += 0.5 * (s * s - sq)
-                }
+                let y = referenceFactorizationMachine(bias: fm.bias, linear: fm.linear, factors: fm.factors, factorCount: fm.factorCount,
+                                                      fields: fields, norm: norm, row: row)
                 heads.append(1 / (1 + Foundation.exp(-y)))
             case .trees(let forest):
                 heads.append(forest.predict(row))

@@ -24,7 +24,7 @@ import Testing
         let dimension = FieldEncoding(fields: fields).dimension
         // Means and inverse deviations of the numeric fields (categorical ones: 0, 1).
         var norm = [Float](repeating: 0, count: 2 * fields.count)
-        for (j, f) in fields.enumerated() { norm[2 * j + 1] = 1 }
+        for j in fields.indices { norm[2 * j + 1] = 1 }
         for (name, mean, sd) in [("credit_score", 650, 75), ("income", 4000, 2000), ("requested_amount", 5000, 4000),
                                  ("employment_years", 5, 5), ("debt_ratio", 0.3, 0.15), ("capacity", 100, 100), ("load", 0.5, 0.3)] as [(String, Float, Float)] {
             let j = fields.firstIndex { $0.name == name }!
@@ -146,29 +146,8 @@ import Testing
         let fields = RoutingLayout.headFields(v.features, lenders: v.lenders.count)
         let row = applicant + state + [Float(lender)]
         func machine(_ fm: FMParameters, _ norm: [Float]) -> Double {
-            var active: [(Int, Double)] = []
-            var offset = 0
-            for (j, f) in fields.enumerated() {
-                if f.kind == .categorical {
-                    active.append((offset + Int(row[j]), 1))
-                    offset += f.cardinality
-                } else {
-                    active.append((offset, (Double(row[j]) - Double(norm[2 * j])) * Double(norm[2 * j + 1])))
-                    offset += 1
-                }
-            }
-            var y = Double(fm.bias)
-            for (i, x) in active { y += Double(fm.linear[i]) * x }
-            for f in 0..<fm.factorCount {
-                var s = 0.0, sq = 0.0
-                for (i, x) in active {
-                    let vx = Double(fm.factors[i * fm.factorCount + f]) * x
-                    s += vx
-                    sq += vx * vx
-                }
-                y += 0.5 * (s * s - sq)
-            }
-            return y
+            referenceFactorizationMachine(bias: fm.bias, linear: fm.linear, factors: fm.factors, factorCount: fm.factorCount,
+                                          fields: fields, norm: norm, row: row)
         }
         let returning = applicant[1] >= 0.5
         var p = 0.0, amount = 0.0
