@@ -188,6 +188,83 @@ public struct Catalog: Sendable {
         }
     }
 
+    /// Rolls `model` back: makes active the newest version older than the active one that a server recorded
+    /// as having passed validation (a version no server has loaded, or one that was rejected, is passed over).
+    /// Returns it. One write transaction, as activation.
+    @discardableResult
+    public func rollback(model: String) throws -> UInt64 {
+        let listing = try versions(model: model)
+        guard let active = listing.first(where: \.isActive)?.meta.version else {
+            throw StoreError.unknownModel(model)
+        }
+        guard let target = listing.last(where: { $0.meta.version < active && $0.validation?.outcome == .passed })?.meta.version else {
+            throw StoreError.noRollbackTarget(model: model, active: active)
+        }
+        try environment.write { txn in
+            // The same check inside the transaction: another writer may have moved `active` since the listing.
+            guard try txn.getUInt64(StoreKeys.active(model)) == active else {
+                throw StoreError.concurrentChange("\(model)'s active version changed while rolling back; look again (arbiter-train versions)")
+            }
+            try txn.put(StoreKeys.active(model), uint64: target)
+            try txn.put(StoreKeys.generation, uint64: (try txn.getUInt64(StoreKeys.generation) ?? 0) + 1)
+        }
+        return target
+    }
+
+    /// What `gc` removed.
+    public struct Collected: Equatable, Sendable {
+        /// The versions deleted, oldest first.
+        public var versions: [UInt64]
+        /// Their tensors' and manifests' bytes: what later writes can reuse.
+        public var bytes: Int
+        /// The versions kept, oldest first.
+        public var kept: [UInt64]
+    }
+
+    /// Deletes `model`'s old versions in one write transaction, keeping the active one and the newest `keep`
+    /// others (what servers retain for pins and what a rollback goes back to). Version numbers are never
+    /// reused. Servers that still have a deleted version loaded keep it intact: its pages belong to their
+    /// snapshot until they let it go, and LMDB reuses them only after. The generation is left alone.
+    @discardableResult
+    public func gc(model: String, keep: Int) throws -> Collected {
+        try StoreKeys.validate(model: model)
+        precondition(keep >= 0, "keep must be at least 0")
+        return try environment.write { txn in
+            guard let active = try txn.getUInt64(StoreKeys.active(model)), let latest = try txn.getUInt64(StoreKeys.latest(model)) else {
+                throw StoreError.unknownModel(model)
+            }
+            var present: [(UInt64, VersionMeta)] = []
+            for v in stride(from: latest, through: 1, by: -1) {
+                guard let bytes = try txn.get(StoreKeys.meta(model, v)) else { continue }
+                present.append((v, try decodeMeta(Data(bytes), key: StoreKeys.meta(model, v))))
+            }
+            // Newest first: the active one always, then the newest `keep` others.
+            var kept: [UInt64] = [], deleted: [UInt64] = []
+            var others = 0, bytes = 0
+            for (v, meta) in present {
+                if v == active {
+                    kept.append(v)
+                    continue
+                }
+                if others < keep {
+                    others += 1
+                    kept.append(v)
+                    continue
+                }
+                for t in meta.tensors {
+                    _ = try txn.delete(StoreKeys.tensor(model, v, t.name))
+                    bytes += t.byteCount
+                }
+                _ = try txn.delete(StoreKeys.manifest(model, v))
+                _ = try txn.delete(StoreKeys.validation(model, v))
+                _ = try txn.delete(StoreKeys.meta(model, v))
+                bytes += meta.manifestBytes
+                deleted.append(v)
+            }
+            return Collected(versions: deleted.reversed(), bytes: bytes, kept: kept.reversed())
+        }
+    }
+
     /// Makes `version` the active one (also how to roll back), bumping the generation.
     public func activate(model: String, version: UInt64) throws {
         try StoreKeys.validate(model: model)

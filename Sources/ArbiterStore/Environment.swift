@@ -224,6 +224,31 @@ public final class StoreEnvironment: @unchecked Sendable {
         }
     }
 
+    /// What `mdb_stat -e` reports of the store's size: the page size, the pages in use (the last page
+    /// number + 1: the file's high-water mark, which deleting data does not lower — freed pages are reused by
+    /// later writes instead), the pages the map allows, and `data.mdb`'s size in bytes.
+    public struct PageStatistics: Equatable, Sendable {
+        public var pageSize: Int
+        public var pagesUsed: Int
+        public var maxPages: Int
+        public var fileBytes: Int
+    }
+
+    public func pageStatistics() -> PageStatistics {
+        transactions.withLockedValue { _ in
+            var info = MDB_envinfo()
+            var stat = MDB_stat()
+            var fd: Int32 = -1
+            var st = Glibc.stat()
+            guard mdb_env_info(env, &info) == 0, mdb_env_stat(env, &stat) == 0, mdb_env_get_fd(env, &fd) == 0, fstat(fd, &st) == 0 else {
+                return PageStatistics(pageSize: 0, pagesUsed: 0, maxPages: 0, fileBytes: 0)
+            }
+            let page = Int(stat.ms_psize)
+            return PageStatistics(pageSize: page, pagesUsed: info.me_last_pgno + 1, maxPages: info.me_mapsize / max(page, 1),
+                                  fileBytes: Int(st.st_size))
+        }
+    }
+
     /// How many snapshots and write transactions this process has open on the store.
     public var openTransactions: Int {
         transactions.withLockedValue { $0.open }

@@ -22,6 +22,10 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case mapFull(path: String?, mapSize: Int)
     /// A write was asked of a store this process opened read-only.
     case readOnly(path: String)
+    /// A rollback found no earlier version that a server recorded as valid.
+    case noRollbackTarget(model: String, active: UInt64)
+    /// Another writer changed what an operation was based on; nothing was written.
+    case concurrentChange(String)
 
     public var description: String {
         switch self {
@@ -42,6 +46,10 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "\(open) transaction(s) of this process pin the current map, so it cannot move: what is loaded keeps serving, "
                 + "and newer versions load after a restart"
         case .readOnly(let p): "the store at \(p) was opened read-only; nothing was written"
+        case .noRollbackTarget(let m, let active):
+            "no version of '\(m)' older than the active v\(active) passed a server's validation; nothing was changed. "
+                + "`arbiter-train versions` lists them; `arbiter-train activate --version N` activates any"
+        case .concurrentChange(let s): "\(s); nothing was written"
         case .mapFull(let p, let size):
             "the store\(p.map { " at \($0)" } ?? "")'s map of \(gib(size)) is full; nothing was written. Raise it with --map-size-gib "
                 + "(address space, not memory), then restart running servers so they can load what lies beyond their map"

@@ -14,7 +14,7 @@ struct ArbiterTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter-train",
         abstract: "Generate data, train models and publish them as versions into an Arbiter store.",
-        subcommands: [GenData.self, Train.self, Import.self, Replay.self, Versions.self, Activate.self])
+        subcommands: [GenData.self, Train.self, Import.self, Replay.self, Versions.self, Activate.self, Rollback.self, GC.self])
 }
 
 /// Model kinds this trainer can produce.
@@ -388,7 +388,11 @@ struct Versions: ParsableCommand {
                 .map { String(format: "%@=%.4f", $0, v.meta.metrics[$0]!) }.joined(separator: " ")
             let verdict = v.validation?.outcome.rawValue ?? "-"
             if v.validation?.outcome == .rejected { rejected.append(v) }
-            print(String(format: "%7llu  %-6@  %@  %-12@  %-10@  %@", v.meta.version, v.isActive ? "*" : "", created, v.meta.kind, verdict, auc))
+            // Padded by hand: Foundation's %@ ignores widths on Linux.
+            func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
+            let line = String(format: "%7llu  ", v.meta.version) + pad(v.isActive ? "*" : "", 6) + "  " + pad(created, 20) + "  "
+                + pad(v.meta.kind, 12) + "  " + pad(verdict, 10) + "  " + auc
+            print(line.replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression))
         }
         // "-": no server has recorded loading it (not loaded yet, or only by read-only servers).
         for v in rejected {
@@ -408,6 +412,56 @@ struct Activate: ParsableCommand {
         let catalog = try storeOptions.open(create: false)
         try catalog.activate(model: model, version: version)
         print("\(model) v\(version) is now active")
+    }
+}
+
+struct Rollback: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make active the newest version older than the active one that a server validated.",
+        discussion: "Versions no server has loaded, and rejected ones, are passed over. One transaction; servers swap at their next poll.")
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name.") var model: String
+
+    func run() throws {
+        let catalog = try storeOptions.open(create: false)
+        let before = try catalog.activeVersion(model: model)
+        let v = try catalog.rollback(model: model)
+        print("\(model): rolled back from v\(before.map(String.init) ?? "-") to v\(v), now active")
+    }
+}
+
+struct GC: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Delete a model's old versions in one transaction: the active one and the newest --keep others stay.",
+        discussion: """
+            LMDB does not shrink data.mdb: the freed pages are reused by later publishes, so a store under a \
+            publish–gc loop stops growing. Servers that still have a deleted version loaded keep serving it \
+            until they swap; its pages are reused only after.
+            """)
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name.") var model: String
+    @Option(help: "Versions to keep besides the active one (the newest; what a rollback or a pin can use).") var keep: Int = 2
+
+    func validate() throws {
+        guard (0...1_000_000).contains(keep) else { throw ValidationError("--keep must be in 0...1000000") }
+    }
+
+    func run() throws {
+        let catalog = try storeOptions.open(create: false)
+        let before = catalog.environment.pageStatistics()
+        let collected = try catalog.gc(model: model, keep: keep)
+        let after = catalog.environment.pageStatistics()
+        if collected.versions.isEmpty {
+            print("\(model): nothing to delete (kept v\(collected.kept.map(String.init).joined(separator: ", v")))")
+        } else {
+            print(String(format: "%@: deleted %d version(s) (v%@), %.1f MiB of tensors and manifests; kept v%@", model, collected.versions.count,
+                         collected.versions.map(String.init).joined(separator: ", v"), Double(collected.bytes) / 1_048_576,
+                         collected.kept.map(String.init).joined(separator: ", v")))
+        }
+        // As `mdb_stat -e` shows them: the high-water mark does not drop; freed pages wait on LMDB's free list.
+        print(String(format: "store: %d pages of %d bytes in use before and %d after (data.mdb %.1f MiB); freed pages are reused by later writes",
+                     before.pagesUsed, before.pageSize, after.pagesUsed, Double(after.fileBytes) / 1_048_576))
     }
 }
 
