@@ -35,7 +35,9 @@ public struct RoutingReplay: Sendable {
     public static func run(model: RoutingModel, seed: UInt64, applicants: Int, tries: Int = 3) throws -> RoutingReplay {
         let ids = Array(model.lenderIDs)
         let world = RoutingWorld(seed: seed, lenders: ids.count)
-        guard world.lenders.map(\.id) == ids else {
+        // The same ids come from every seed; the take rates and the priority list tell the worlds apart.
+        guard world.lenders.map(\.id) == ids,
+              world.lenders.allSatisfy({ l in model.lender(l.id).map { $0.takeRate == l.takeRate && $0.priority == l.priority } ?? false }) else {
             throw DataError("this version's lender table (\(ids.count) lenders) is not the one gen-data makes with seed \(seed): replay the seed the data was generated with")
         }
         let requests = world.requests(count: applicants, firstID: 10_000_000, stream: seed ^ 0x7E57_5EED)

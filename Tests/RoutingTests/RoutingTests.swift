@@ -379,6 +379,8 @@ import Testing
         #expect(v["model"]!.fundedAmount > 1.03 * v["rules"]!.fundedAmount, "\(replay.report)")
         #expect(v["model"]!.revenue > v["baseline"]!.revenue && v["model"]!.revenue > v["rules"]!.revenue, "\(replay.report)")
         #expect(v["oracle"]!.revenue >= v["model"]!.revenue)
+        // Replaying another seed's world is refused (the same ids, other lenders).
+        #expect(throws: DataError.self) { try RoutingReplay.run(model: try trained.version.model(), seed: 4, applicants: 10) }
         // Separate heads for new and returning applicants: two of each role, and the version loads.
         let split = try await offPool {
             let world = RoutingWorld(seed: 3, lenders: 20)
