@@ -9,7 +9,11 @@ import struct
 
 MAGIC = b"ARBT"
 OPCODES = {"HELLO": 0x01, "PING": 0x02, "LIST_MODELS": 0x03, "MODEL_INFO": 0x04, "SCORE": 0x05,
-           "HELLO_OK": 0x81, "PONG": 0x82, "MODELS": 0x83, "SCHEMA": 0x84, "RESULT": 0x85, "ERROR": 0xFF}
+           "MODEL_STATUS": 0x06, "RELOAD": 0x07,
+           "HELLO_OK": 0x81, "PONG": 0x82, "MODELS": 0x83, "SCHEMA": 0x84, "RESULT": 0x85,
+           "STATUS": 0x86, "RELOADED": 0x87, "ERROR": 0xFF}
+ROLES = {"active": 1, "split": 2, "shadow": 4}
+OUTCOMES = {"loaded": 1, "rejected": 2, "unloaded": 3}
 STATUSES = ["OK", "BAD_MAGIC", "UNSUPPORTED_VERSION", "FRAME_TOO_LARGE", "UNKNOWN_OPCODE", "MALFORMED",
             "HELLO_REQUIRED", "UNKNOWN_MODEL", "UNKNOWN_VERSION", "SCHEMA_MISMATCH", "TOO_MANY_CANDIDATES",
             "INVALID_FEATURE", "COMPRESSION_NOT_NEGOTIATED", "BAD_COMPRESSION", "OVERLOADED", "DEADLINE_EXCEEDED",
@@ -106,7 +110,41 @@ def body_of(opcode, m):
         return result_body(m)
     if opcode == "ERROR":
         return s16(m["message"])
+    if opcode == "MODEL_STATUS":
+        return s16(m["model"])
+    if opcode == "STATUS":
+        return status_body(m)
+    if opcode == "RELOAD":
+        return b""
+    if opcode == "RELOADED":
+        b = struct.pack("<QI", m["generation"], len(m["events"]))
+        for e in m["events"]:
+            b += struct.pack("<QB", e["version"], OUTCOMES[e["outcome"]]) + s16(e["model"]) + s16(e["detail"])
+        return b
     raise ValueError(opcode)
+
+
+def status_body(m):
+    b = struct.pack("<I", len(m["models"]))
+    for e in m["models"]:
+        b += struct.pack("<QQ", e["active"], e["latest"]) + s16(e["name"]) + s16(e["kind"]) + s16(e["failure"])
+        b += struct.pack("<H", len(e["versions"]))
+        for v in e["versions"]:
+            roles = sum(ROLES[r] for r in v["roles"])
+            b += struct.pack("<QBBHf", v["version"], roles, 0, 0, v["split_weight"])
+        b += struct.pack("<H", len(e["rejected"]))
+        for r in e["rejected"]:
+            b += struct.pack("<Q", r["version"]) + s16(r["reason"])
+        shadow = e.get("shadow")
+        if shadow is None:
+            b += b"\x00"
+            continue
+        b += b"\x01" + struct.pack("<QfH", shadow["version"], shadow["sample"], len(shadow["comparisons"]))
+        for c in shadow["comparisons"]:
+            b += struct.pack("<QQQddQd", c["served"], c["requests"], c["rows"], c["mean_abs_difference"],
+                             c["max_abs_difference"], c["ranked_requests"], c["mean_rank_correlation"])
+            b += struct.pack("<QQQQ", c["code_rows"], c["changed_codes"], c["dropped"], c["failed"]) + s16(c["code_column"])
+    return b
 
 
 def write(name, description, opcode, request_id, message, time=0, status="OK", send_stamp=0):
@@ -162,6 +200,26 @@ def main():
           {"models": [{"name": "leads", "kind": "lead-grading", "version": 3, "context_feature_count": 2,
                        "candidate_feature_count": 6}]})
     write("model_info", "MODEL_INFO for the active version", "MODEL_INFO", 4, {"model": "leads", "version": 0})
+    write("model_status", "MODEL_STATUS for every model (empty name)", "MODEL_STATUS", 13, {"model": ""})
+    write("status", "STATUS: a 90/10 split of v7 and v8, v6 retained, v9 in the shadow at 5%, v5 rejected", "STATUS", 13,
+          {"models": [{"name": "leads", "kind": "lead-grading", "active": 7, "latest": 9, "failure": "",
+                       "versions": [{"version": 6, "roles": [], "split_weight": 0.0},
+                                    {"version": 7, "roles": ["active", "split"], "split_weight": 0.875},
+                                    {"version": 8, "roles": ["split"], "split_weight": 0.125},
+                                    {"version": 9, "roles": ["shadow"], "split_weight": 0.0}],
+                       "rejected": [{"version": 5, "reason": "golden case 2: score 0.25, recorded 0.5"}],
+                       "shadow": {"version": 9, "sample": 0.0625,
+                                  "comparisons": [{"served": 7, "requests": 40, "rows": 320, "mean_abs_difference": 0.015625,
+                                                   "max_abs_difference": 0.125, "ranked_requests": 40,
+                                                   "mean_rank_correlation": 0.9375, "code_rows": 320, "changed_codes": 12,
+                                                   "dropped": 0, "failed": 0, "code_column": "grade"}]}}]})
+    write("reload", "RELOAD: check the store now", "RELOAD", 14, {})
+    write("reloaded", "RELOADED: generation 31; v9 loaded, v10 rejected, v6 let go", "RELOADED", 14,
+          {"generation": 31, "events": [{"model": "leads", "version": 9, "outcome": "loaded", "detail": "validated"},
+                                        {"model": "leads", "version": 10, "outcome": "rejected",
+                                         "detail": "checksum mismatch in leads v10: tensor w"},
+                                        {"model": "leads", "version": 6, "outcome": "unloaded",
+                                         "detail": "no longer active, split, shadow or retained"}]}, time=1800)
     write("schema", "SCHEMA of a small lead-grading model", "SCHEMA", 4, LEAD_SCHEMA)
     write("schema_missing", "SCHEMA of a gbdt model whose numeric features accept missing values (kind bit 7)",
           "SCHEMA", 5, GBDT_SCHEMA)
@@ -212,7 +270,7 @@ def main():
         "MALFORMED": "body ends before field 'top_k'",
         "HELLO_REQUIRED": "send HELLO before SCORE",
         "UNKNOWN_MODEL": "no model named 'nope' is served (served: leads)",
-        "UNKNOWN_VERSION": "model 'leads' has no loaded version 7; it serves version 3",
+        "UNKNOWN_VERSION": "model 'leads' has no version 7 (the newest is 3); this server has 3 loaded, 3 active",
         "SCHEMA_MISMATCH": "SCORE carries 3 context features; leads v3 takes 2: job_category, job_salary",
         "TOO_MANY_CANDIDATES": "20000 candidates, over the limit of 10000",
         "INVALID_FEATURE": "candidate row 0 feature 'distance_km' is nan, not a finite number",

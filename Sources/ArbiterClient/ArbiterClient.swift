@@ -225,6 +225,22 @@ public final class ArbiterClient: Sendable {
         return s
     }
 
+    /// Every model's deployment as the server serves it (or one model's): the versions loaded and what each is
+    /// for, a split's weights, the shadow's comparisons, the versions rejected and why.
+    public func status(model: String = "") async throws -> [ModelStatus] {
+        let f = try await send(.modelStatus(model))
+        guard case .status(let list) = f.message else { throw ClientError.protocolError("expected STATUS, got \(f.message.opcode)") }
+        return list
+    }
+
+    /// Asks the server to check the store now; returns once what it loaded serves (or what it rejected).
+    /// Needs a loopback connection (unless the server takes remote RELOADs) and, with tokens, the admin right.
+    public func reload(deadline: TimeAmount? = .seconds(60)) async throws -> ReloadReport {
+        let f = try await send(.reload, deadline: deadline)
+        guard case .reloaded(let r) = f.message else { throw ClientError.protocolError("expected RELOADED, got \(f.message.opcode)") }
+        return r
+    }
+
     /// Scores a batch of candidates.
     public func score(_ request: ScoreRequest, deadline: TimeAmount? = nil) async throws -> ScoreResult {
         let f = try await send(.score(request), deadline: deadline)

@@ -30,6 +30,8 @@ public final class ArbiterServer: Sendable {
     let state: ServingState
     /// Scores large requests off the event loops (see `ServerConfiguration.offloadCandidates`).
     let pool: NIOThreadPool?
+    /// Scores sampled requests with a shadow version, on a thread of its own.
+    let shadowScorer = ShadowScorer()
     /// What `start` and `shutdown` change.
     private let lifecycle = NIOLockedValueBox(Lifecycle())
     /// What the store watcher remembers between polls.
@@ -80,7 +82,9 @@ public final class ArbiterServer: Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         loaderGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         watcher = NIOLockedValueBox(Watcher(lastGeneration: (try? Catalog(environment: environment).generation()) ?? 0))
-        let table = loader.loadAll()
+        // Only what must serve at start-up (active versions, a split's, a shadow): the retained others load
+        // just after the port opens, so the first answer does not wait for them.
+        let table = loader.loadAll(retain: 0).table
         state = ServingState(table, loops: Array(group.makeIterator()))
         if configuration.offloadCandidates > 0 {
             let p = NIOThreadPool(numberOfThreads: max(1, configuration.offloadThreads))
@@ -105,6 +109,12 @@ public final class ArbiterServer: Sendable {
         let refusalLog = self.refusalLog, acceptLog = self.acceptLog, handshakeLog = self.handshakeLog
         let authLog = self.authLog
         let credentials = self.credentials
+        let admin = AdminHooks(shadow: shadowScorer, reload: { [weak self] in
+            guard let self else {
+                return MultiThreadedEventLoopGroup.singleton.next().makeFailedFuture(ServerError.invalidConfiguration("the server is gone"))
+            }
+            return self.loaderGroup.next().flatSubmit { self.reloadNow() }
+        }, status: { [weak self] in self?.status() ?? [] })
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -144,7 +154,7 @@ public final class ArbiterServer: Sendable {
                     }
                     let handler = ConnectionHandler(config: config, loopTable: state.local(for: channel.eventLoop),
                                                     pool: pool, logger: logger, budget: budget, tokens: access.tokens,
-                                                    authLog: authLog)
+                                                    authLog: authLog, admin: admin)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -155,6 +165,13 @@ public final class ArbiterServer: Sendable {
                                                            delay: .milliseconds(config.pollIntervalMillis)) { [weak self] _ in
                 self?.poll()
             }
+        }
+        if config.retainedVersions > 0 {
+            loaderGroup.next().execute { [weak self] in self?.reloadNow() }
+        }
+        // Shadow comparisons reach the store about once a second.
+        let shadowFlush = loaderGroup.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
+            self?.flushShadowRecords()
         }
         // The process's memory against the budget, every 100 ms, off the event loops (and freed memory given
         // back to the OS when the allocator keeps much of it).
@@ -172,7 +189,7 @@ public final class ArbiterServer: Sendable {
         lifecycle.withLockedValue {
             $0.channel = ch
             $0.watchTask = task
-            $0.sweepTasks = sweeps + [trim]
+            $0.sweepTasks = sweeps + [trim, shadowFlush]
         }
         budget.sample()
         var memory = "memory budget \(config.memoryBudgetBytes >> 20) MiB"
@@ -203,17 +220,37 @@ public final class ArbiterServer: Sendable {
     /// The port actually bound (useful with port 0).
     public var port: Int? { lifecycle.withLockedValue { $0.channel?.localAddress?.port } }
 
-    /// What is served now: name, version, kind.
+    /// What is served now: name, active version, kind.
     public var served: [(name: String, version: UInt64, kind: String)] {
-        state.table.models.values.map { ($0.name, $0.version, $0.summary.kind) }.sorted { $0.name < $1.name }
+        state.table.models.values.map { ($0.name, $0.active.version, $0.active.summary.kind) }.sorted { $0.name < $1.name }
     }
 
-    /// Checks the store now and swaps in any new active versions (after validating them). Returns once
-    /// every event loop serves the result: a request sent after this returns is answered by it. Throws
-    /// when the store cannot be read (for instance ``StoreError/mapOutgrown(path:mapSize:openTransactions:)``);
-    /// the models already loaded keep serving.
-    public func reload() async throws {
+    /// The versions of `model` loaded now (any of them may be pinned), oldest first.
+    public func loadedVersions(of model: String) -> [UInt64] {
+        state.table.models[model]?.loaded.map(\.version) ?? []
+    }
+
+    /// Checks the store now and swaps in what changed (after validating it). Returns once every event loop
+    /// serves the result: a request sent after this returns is answered by it. Throws when the store cannot
+    /// be read (for instance ``StoreError/mapOutgrown(path:mapSize:openTransactions:)``); the models already
+    /// loaded keep serving.
+    @discardableResult
+    public func reload() async throws -> ReloadReport {
         try await loaderGroup.next().flatSubmit { self.reloadNow() }.get()
+    }
+
+    /// Writes every shadow version's new comparisons to the store (on the loader thread).
+    private func flushShadowRecords() {
+        guard !environment.readOnly else { return }
+        let catalog = Catalog(environment: environment)
+        for m in state.table.models.values {
+            guard let shadow = m.shadow, let record = shadow.recorder.takeChanges(by: ModelLoader.identity) else { continue }
+            do {
+                try catalog.recordShadow(model: m.name, version: shadow.model.version, record)
+            } catch {
+                logger.warning("could not record the shadow comparisons of \(m.name) v\(shadow.model.version): \(error)")
+            }
+        }
     }
 
     /// One tick of the watcher, on the loader thread.
@@ -261,27 +298,63 @@ public final class ArbiterServer: Sendable {
     }
 
     @discardableResult
-    private func reloadNow() -> EventLoopFuture<Void> {
+    private func reloadNow() -> EventLoopFuture<ReloadReport> {
         let loop = loaderGroup.next()
-        let outcome = watcher.withLockedValue { w -> Result<ModelTable, any Error> in
+        let outcome = watcher.withLockedValue { w -> Result<(ModelTable, ReloadReport), any Error> in
+            let generation: UInt64
             switch readGeneration(&w) {
-            case .success(let g): w.lastGeneration = g
+            case .success(let g): generation = g
             case .failure(let error): return .failure(error)
             }
+            w.lastGeneration = generation
             let before = state.table
-            let after = loader.loadAll(keeping: before)
-            for (name, m) in after.models where before.models[name]?.version != m.version {
-                logger.info("swapped in \(name) v\(m.version)")
+            let (after, events) = loader.loadAll(keeping: before, retain: configuration.retainedVersions)
+            for (name, m) in after.models where before.models[name]?.active.version != m.active.version {
+                logger.info("swapped in \(name) v\(m.active.version)")
             }
-            return .success(after)
+            return .success((after, ReloadReport(generation: generation, events: events.map {
+                ReloadEvent(model: $0.model, version: $0.version, outcome: ReloadEvent.Outcome(rawValue: $0.outcome.rawValue) ?? .loaded,
+                            detail: $0.detail)
+            })))
         }
         switch outcome {
-        case .success(let table):
+        case .success(let (table, report)):
             let switched = state.replace(table)
             environment.clearStaleReaders()
-            return switched.hop(to: loop)
+            return switched.hop(to: loop).map { report }
         case .failure(let error):
             return loop.makeFailedFuture(error)
+        }
+    }
+
+    /// Every model's deployment as this server serves it (MODEL_STATUS), sorted by name.
+    func status() -> [ModelStatus] {
+        let table = state.table
+        let names = Set(table.models.keys).union(table.failures.keys).union(table.rejected.keys).sorted()
+        return names.map { name in
+            let m = table.models[name]
+            var versions: [VersionStatus] = []
+            for v in m?.loaded ?? [] {
+                var roles: VersionRoles = []
+                if v.version == m?.active.version { roles.insert(.active) }
+                let weight = m?.configuredSplit?.weight(of: v.version)
+                if weight != nil { roles.insert(.split) }
+                if m?.shadow?.model.version == v.version { roles.insert(.shadow) }
+                versions.append(VersionStatus(version: v.version, roles: roles, splitWeight: Float(weight ?? 0)))
+            }
+            let rejected = (table.rejected[name] ?? [:]).sorted { $0.key < $1.key }.map { RejectedVersion(version: $0.key, reason: $0.value) }
+            var shadow: ShadowStatus?
+            if let s = m?.shadow {
+                shadow = ShadowStatus(version: s.model.version, sample: Float(s.sample), comparisons: s.recorder.comparisons.map {
+                    ShadowStatus.Comparison(served: $0.served, requests: $0.requests, rows: $0.rows,
+                                            meanAbsDifference: $0.meanAbsDifference, maxAbsDifference: $0.maxAbsDifference,
+                                            rankedRequests: $0.rankedRequests, meanRankCorrelation: $0.meanRankCorrelation,
+                                            codeRows: $0.codeRows, changedCodes: $0.changedCodes, dropped: $0.dropped,
+                                            failed: $0.failed, codeColumn: $0.codeColumn ?? "")
+                })
+            }
+            return ModelStatus(name: name, kind: m?.active.summary.kind ?? "", active: m?.active.version ?? 0, latest: m?.latest ?? 0,
+                               failure: table.failures[name] ?? "", versions: versions, rejected: rejected, shadow: shadow)
         }
     }
 
@@ -336,6 +409,8 @@ public final class ArbiterServer: Sendable {
         // The pool first: work still queued there is failed back to its connection's event loop, which
         // must still be running to take it.
         try await pool?.shutdownGracefully()
+        try await shadowScorer.shutdown()
+        try await loaderGroup.next().submit { self.flushShadowRecords() }.get()
         try await group.shutdownGracefully()
         try await loaderGroup.shutdownGracefully()
         logger.info("stopped")

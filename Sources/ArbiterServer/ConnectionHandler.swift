@@ -1,4 +1,5 @@
 import ArbiterModels
+import ArbiterStore
 import ArbiterWire
 import Logging
 import NIOCore
@@ -73,10 +74,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private static let readingWithinNanos: UInt64 = 300_000_000
     private var lastAnswerAt: UInt64 = 0
     private var lastWriteAt: UInt64 = 0
+    private let admin: AdminHooks?
+    /// The shadow sample's draw: a SplitMix64 sequence seeded per connection.
+    private var shadowDraw: UInt64
 
     init(config: ServerConfiguration, loopTable: LoopTable, pool: NIOThreadPool?, logger: Logger, clock: ServerClock = .system,
-         budget: MemoryBudget? = nil, tokens: TokenTable? = nil, authLog: RateLimitedLog? = nil) {
+         budget: MemoryBudget? = nil, tokens: TokenTable? = nil, authLog: RateLimitedLog? = nil, admin: AdminHooks? = nil) {
         self.authLog = authLog
+        self.admin = admin
+        self.shadowDraw = UInt64(truncatingIfNeeded: clock.nanoseconds())
         self.budget = budget ?? MemoryBudget(limit: config.memoryBudgetBytes)
         self.tokens = tokens
         self.rights = tokens == nil ? .all : []
@@ -392,20 +398,33 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let at = outbox.writerIndex
             ResultEncoder.encodePong(requestID: h.requestID, payload: body, into: &outbox)
             finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
-        case .listModels, .modelInfo, .score:
+        case .listModels, .modelInfo, .score, .modelStatus, .reload:
             guard life.helloDone else { throw WireError(.helloRequired, "send HELLO before \(op)") }
-            let needed: Rights = op == .score ? .score : .info
+            let needed: Rights = op == .score ? .score : op == .reload ? .admin : .info
             guard rights.allow(needed) else {
                 throw WireError(.forbidden, "the token '\(tokenName)' may not \(op) (its rights: \(rights))")
             }
             switch op {
             case .listModels:
                 guard body.readableBytes == 0 else { throw WireError(.malformed, "LIST_MODELS has an empty body") }
-                let list = loopTable.table.models.values.map(\.summary).sorted { $0.name < $1.name }
+                let list = loopTable.table.models.values.map(\.active.summary).sorted { $0.name < $1.name }
                 reply(h, .models(list), context: context, receivedAt: receivedAt)
+            case .modelStatus:
+                guard case .modelStatus(let name) = try Message.decodeBody(opcode: .modelStatus, status: 0, body: body) else { return }
+                var list = admin?.status() ?? []
+                if !name.isEmpty {
+                    list = list.filter { $0.name == name }
+                    guard !list.isEmpty else {
+                        throw WireError(.unknownModel, "no model named '\(name)' is known to this server (known: \(loopTable.table.models.keys.sorted().joined(separator: ", ")))")
+                    }
+                }
+                reply(h, .status(list), context: context, receivedAt: receivedAt)
+            case .reload:
+                guard body.readableBytes == 0 else { throw WireError(.malformed, "RELOAD has an empty body") }
+                try reload(h, context: context, receivedAt: receivedAt)
             case .modelInfo:
                 guard case .modelInfo(let r) = try Message.decodeBody(opcode: .modelInfo, status: 0, body: body) else { return }
-                let m = try servingModel(r.model, version: r.version)
+                let (_, m) = try servingModel(r.model, version: r.version)
                 reply(h, .schema(m.wireSchema), context: context, receivedAt: receivedAt)
             default:
                 try score(h, body, context: context, receivedAt: receivedAt, sentAt: sentAt)
@@ -449,18 +468,61 @@ final class ConnectionHandler: ChannelDuplexHandler {
               context: context, receivedAt: 0)
     }
 
-    private func servingModel(_ name: String, version: UInt64) throws(WireError) -> ServingModel {
+    /// The model named, and the version of it that serves this request: the pinned one, or the split's
+    /// choice for the routing key, or the active one.
+    private func servingModel(_ name: String, version: UInt64, routingKey: UInt64 = 0) throws(WireError) -> (ServedModel, ServingModel) {
         let table = loopTable.table
-        guard let m = table.models[name] else {
+        guard let served = table.models[name] else {
             let known = table.models.keys.sorted().joined(separator: ", ")
             var why = "no model named '\(name)' is served (served: \(known.isEmpty ? "none" : known))"
             if let failure = table.failures[name] { why = "model '\(name)' is not served: \(failure)" }
             throw WireError(.unknownModel, why)
         }
-        if version != 0 && version != m.version {
-            throw WireError(.unknownVersion, "model '\(name)' has no loaded version \(version); it serves version \(m.version)")
+        guard let m = served.serving(version: version, routingKey: routingKey) else {
+            throw WireError(.unknownVersion, served.notLoaded(version))
         }
-        return m
+        return (served, m)
+    }
+
+    /// RELOAD: the store is checked now, on the loader thread; the answer goes out when every event loop
+    /// serves what it loaded. Only from loopback unless `remoteAdmin`.
+    private func reload(_ h: FrameHeader, context: ChannelHandlerContext, receivedAt: UInt64) throws(WireError) {
+        guard let admin else { throw WireError(.forbidden, "this server does not take RELOAD") }
+        if !config.remoteAdmin && !Self.isLoopback(context.channel.remoteAddress) {
+            throw WireError(.forbidden, "RELOAD is taken from loopback only (this connection is from \(context.channel.remoteAddress?.ipAddress ?? "?")); start arbiterd with --remote-admin to allow it")
+        }
+        guard life.pending < Int(config.limits.maxInFlight) else {
+            throw WireError(.overloaded, "\(life.pending) requests are already being worked on off the event loop for this connection; retry later")
+        }
+        life.workStarted()
+        let requestID = h.requestID
+        let bound = NIOLoopBound(OffloadTarget(handler: self, context: context), eventLoop: context.eventLoop)
+        admin.reload().hop(to: context.eventLoop).whenComplete { outcome in
+            let handler = bound.value.handler, context = bound.value.context
+            let next = handler.life.workFinished(now: handler.clock.nanoseconds())
+            defer { if handler.life.phase != .closed { handler.resumeIfPossible(context) } }
+            guard !handler.life.dropsInput || next != .none else { return }
+            handler.reuseOutbox()
+            switch outcome {
+            case .success(let report):
+                handler.reply(FrameHeader(opcode: Opcode.reload.rawValue, requestID: requestID), .reloaded(report),
+                              context: context, receivedAt: receivedAt)
+            case .failure(let error):
+                handler.fail(WireError(.internalError, "the store could not be read: \(error)", requestID: requestID), context: context)
+            }
+            handler.writeOutbox(context)
+            context.flush()
+            handler.perform(next)
+        }
+    }
+
+    static func isLoopback(_ address: SocketAddress?) -> Bool {
+        switch address {
+        case .v4(let a): return UInt32(bigEndian: a.address.sin_addr.s_addr) >> 24 == 127
+        case .v6: return address?.ipAddress == "::1" || (address?.ipAddress?.hasPrefix("::ffff:127.") ?? false)
+        case .unixDomainSocket: return true
+        case nil: return false
+        }
     }
 
     // MARK: SCORE, the hot path
@@ -472,7 +534,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard view.trailingBytes == 0 else {
             throw WireError(.malformed, "SCORE body has \(view.trailingBytes) bytes after the candidate matrix")
         }
-        let m = try servingModel(view.model, version: view.version)
+        let (served, m) = try servingModel(view.model, version: view.version, routingKey: view.routingKey)
         let n = view.candidateCount
         guard n <= Int(config.limits.maxCandidates) else {
             throw WireError(.tooManyCandidates, "\(n) candidates, over the limit of \(config.limits.maxCandidates)")
@@ -484,18 +546,29 @@ final class ConnectionHandler: ChannelDuplexHandler {
             throw WireError(.schemaMismatch, "SCORE carries \(view.candidateFeatureCount) features per candidate; \(m.name) v\(m.version) takes \(m.candidateFeatureCount): \(m.wireSchema.candidateFeatures.map(\.name).joined(separator: ", "))")
         }
         if let pool, config.offloadCandidates > 0, n >= config.offloadCandidates {
-            try offload(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: receivedAt, sentAt: sentAt, pool: pool, context: context)
+            try offload(view, body: body, model: m, served: served, requestID: h.requestID, budget: h.time, receivedAt: receivedAt, sentAt: sentAt, pool: pool, context: context)
             return
         }
         let at = outbox.writerIndex
         try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: sentAt,
                                          scratch: &scratch, clientMaxFrame: clientMaxFrame, clock: clock, into: &outbox)
         finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
+        if let shadow = served.shadow, view.version == 0 { sampleForShadow(body, served: m, shadow: shadow) }
+    }
+
+    /// Hands a copy of an answered request to the shadow thread, for a `sample` share of them. Costs the
+    /// event loop one draw per request, and a copy of the body for those sampled.
+    @inline(__always)
+    private func sampleForShadow(_ body: ByteBuffer, served: ServingModel, shadow: ShadowTarget) {
+        shadowDraw = shadowDraw &+ 0x9E37_79B9_7F4A_7C15
+        guard TrafficSplit.bucket(key: shadowDraw, salt: 0) < shadow.threshold || shadow.threshold == UInt64.max,
+              let admin, served !== shadow.model else { return }
+        admin.shadow.submit(ByteBuffer(buffer: body), served: served, shadow: shadow)
     }
 
     /// Scores a large request on the thread pool, so the requests behind it on this connection are answered
     /// meanwhile (its answer then comes out of order).
-    private func offload(_ view: ScoreRequestView, model m: ServingModel, requestID: UInt64, budget: UInt64, receivedAt: UInt64,
+    private func offload(_ view: ScoreRequestView, body: ByteBuffer, model m: ServingModel, served: ServedModel, requestID: UInt64, budget: UInt64, receivedAt: UInt64,
                          sentAt: UInt64, pool: NIOThreadPool, context: ChannelHandlerContext) throws(WireError) {
         guard life.pending < Int(config.limits.maxInFlight) else {
             throw WireError(.overloaded, "\(life.pending) large requests are already being scored on this connection; retry later")
@@ -538,6 +611,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 handler.writeOutbox(context)
                 handler.finishFrame(at: out.readerIndex, in: &out, receivedAt: receivedAt, allocator: context.channel.allocator)
                 context.writeAndFlush(handler.wrapOutboundOut(out), promise: nil)
+                if let shadow = served.shadow, view.version == 0 { handler.sampleForShadow(body, served: m, shadow: shadow) }
             case .success(.failure(var e)):
                 e.requestID = requestID
                 handler.fail(e, context: context)
@@ -616,6 +690,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
             closeWhenWritten(context)
         }
     }
+}
+
+/// What the server lends its connections for the operator's requests and the shadow.
+struct AdminHooks: Sendable {
+    let shadow: ShadowScorer
+    /// Checks the store now (RELOAD).
+    let reload: @Sendable () -> EventLoopFuture<ReloadReport>
+    /// Every model's deployment (MODEL_STATUS).
+    let status: @Sendable () -> [ModelStatus]
 }
 
 /// What an offloaded job's completion needs, bound to the connection's event loop.

@@ -18,46 +18,130 @@ struct ModelLoader: Sendable {
         return serving
     }
 
-    /// Builds a table of every model's active version. A model whose active version fails validation is
-    /// served from its newest earlier version that passes, if any, and the failure is recorded.
-    func loadAll(keeping previous: ModelTable? = nil) -> ModelTable {
+    /// What a reload did to one model's versions (RELOAD's answer, and the log).
+    struct Event: Sendable, Equatable {
+        enum Outcome: UInt8, Sendable { case loaded = 1, rejected = 2, unloaded = 3 }
+        var model: String
+        var version: UInt64
+        var outcome: Outcome
+        var detail: String
+    }
+
+    /// Builds the table of every model from the store: for each, its active version, a split's versions, the
+    /// shadow, and the newest `retain` others (0 at start-up, so that the first answer waits only for the
+    /// active versions). Versions already in `previous` are reused as they are; new ones are loaded and
+    /// validated first. A version that fails validation never serves: if it is the active one, the
+    /// previous active version keeps serving (at start-up, the newest earlier version that validates), and
+    /// a split's share of it is served by the active version. Verdicts are recorded in the store.
+    func loadAll(keeping previous: ModelTable? = nil, retain: Int) -> (table: ModelTable, events: [Event]) {
         var table = ModelTable()
+        var events: [Event] = []
         let catalog = Catalog(environment: environment)
         let names: [String]
         do { names = try catalog.models() } catch {
             logger.error("cannot list models in the store: \(error)")
-            return previous ?? table
+            return (previous ?? table, [])
         }
         for name in names {
-            let active: UInt64?
-            do { active = try catalog.activeVersion(model: name) } catch {
-                table.failures[name] = "\(error)"
-                continue
-            }
-            guard let active else { continue }
-            if let current = previous?.models[name], current.version == active {
-                table.models[name] = current
-                continue
-            }
+            var rejected = previous?.rejected[name] ?? [:]
+            let before = previous?.models[name]
+            let deployment: Deployment, listing: [VersionListing]
             do {
-                table.models[name] = try load(model: name, version: active)
-                logger.info("loaded \(name) v\(active)")
-                record(name, active, ValidationRecord(outcome: .passed, by: Self.identity), catalog: catalog)
+                deployment = try catalog.deployment(model: name)
+                listing = try catalog.versions(model: name)
             } catch {
-                let why = "v\(active) failed validation: \(error)"
-                record(name, active, ValidationRecord(outcome: .rejected, reason: "\(error)", by: Self.identity), catalog: catalog)
-                table.failures[name] = why
-                logger.error("model \(name) \(why)")
-                if let current = previous?.models[name] {
-                    logger.warning("model \(name): still serving v\(current.version)")
-                    table.models[name] = current
-                } else if let fallback = loadFallback(name, below: active, catalog: catalog) {
-                    logger.warning("model \(name): serving v\(fallback.version), the newest earlier version that validates")
-                    table.models[name] = fallback
+                // What serves keeps serving; the operator sees why in MODEL_STATUS and the log.
+                logger.error("cannot read \(name)'s versions from the store: \(error)")
+                table.failures[name] = "\(error)"
+                if let before { table.models[name] = before }
+                if !rejected.isEmpty { table.rejected[name] = rejected }
+                continue
+            }
+            guard let active = deployment.active else { continue }
+            // What must be loaded, then the newest others that no server has rejected, for pins.
+            var wanted = deployment.required
+            var others = 0
+            for v in listing.reversed() where others < retain {
+                let version = v.meta.version
+                if wanted.contains(version) || rejected[version] != nil || v.validation?.outcome == .rejected { continue }
+                wanted.insert(version)
+                others += 1
+            }
+            var loaded: [UInt64: ServingModel] = [:]
+            for version in wanted.sorted() {
+                if let m = before?.loaded.first(where: { $0.version == version }) {
+                    loaded[version] = m
+                    continue
+                }
+                if rejected[version] != nil { continue }
+                do {
+                    let m = try load(model: name, version: version)
+                    loaded[version] = m
+                    logger.info("loaded \(name) v\(version)")
+                    events.append(Event(model: name, version: version, outcome: .loaded, detail: "validated"))
+                    record(name, version, ValidationRecord(outcome: .passed, by: Self.identity), catalog: catalog)
+                } catch {
+                    rejected[version] = "\(error)"
+                    logger.error("model \(name) v\(version) failed validation and will not serve: \(error)")
+                    events.append(Event(model: name, version: version, outcome: .rejected, detail: "\(error)"))
+                    record(name, version, ValidationRecord(outcome: .rejected, reason: "\(error)", by: Self.identity), catalog: catalog)
                 }
             }
+            // Only the newest rejections are kept (a store full of bad versions must not grow the table).
+            if rejected.count > Self.rejectionsKept {
+                for v in rejected.keys.sorted().dropLast(Self.rejectionsKept) { rejected[v] = nil }
+            }
+            if !rejected.isEmpty { table.rejected[name] = rejected }
+
+            var serving = loaded[active]
+            if serving == nil {
+                let why = "v\(active) failed validation: \(rejected[active] ?? "unknown")"
+                table.failures[name] = why
+                if let current = before?.active {
+                    logger.warning("model \(name): still serving v\(current.version)")
+                    serving = current
+                } else if let fallback = loadFallback(name, below: active, catalog: catalog) {
+                    logger.warning("model \(name): serving v\(fallback.version), the newest earlier version that validates")
+                    serving = fallback
+                }
+                if let s = serving { loaded[s.version] = s }
+            }
+            guard let serving else { continue }
+            var shadow: ShadowTarget?
+            if let config = deployment.shadow, let m = loaded[config.version] {
+                let recorder: ShadowRecorder
+                if let old = before?.shadow, old.model.version == config.version {
+                    recorder = old.recorder
+                } else {
+                    recorder = ShadowRecorder(model: name, version: config.version, codeColumn: ShadowRecorder.codeColumn(of: m.schema),
+                                              initial: try? catalog.shadowRecord(model: name, version: config.version))
+                }
+                shadow = ShadowTarget(model: m, sample: config.sample, recorder: recorder)
+            }
+            for m in before?.loaded ?? [] where loaded[m.version] == nil {
+                events.append(Event(model: name, version: m.version, outcome: .unloaded, detail: "no longer active, split, shadow or retained"))
+            }
+            let served = ServedModel(name: name, active: serving, loaded: Array(loaded.values), split: deployment.split,
+                                     shadow: shadow, latest: deployment.latest ?? active)
+            table.models[name] = served
+            recordRetained(served, deployment.retained, catalog: catalog)
         }
-        return table
+        return (table, events)
+    }
+
+    /// Rejections remembered per model.
+    static let rejectionsKept = 16
+
+    /// Records the versions kept loaded, so that `gc` keeps them, when they changed.
+    private func recordRetained(_ m: ServedModel, _ old: RetainedRecord?, catalog: Catalog) {
+        guard !environment.readOnly else { return }
+        let versions = m.loaded.map(\.version)
+        if let old, old.versions == versions, old.by == Self.identity { return }
+        do {
+            try catalog.recordRetained(model: m.name, RetainedRecord(versions: versions, by: Self.identity))
+        } catch {
+            logger.warning("could not record the versions of \(m.name) kept loaded: \(error)")
+        }
     }
 
     /// "arbiterd pid N on HOST", for validation records.

@@ -26,6 +26,12 @@ public struct ServerConfiguration: Sendable {
     public var compressionThreshold = 4096
     /// How often the store's generation is polled for new versions, in milliseconds (0 = never). Default 100.
     public var pollIntervalMillis: Int64 = 100
+    /// Versions of each model kept loaded for pins beyond the active one, a split's and a shadow: the newest
+    /// this many others that no server rejected. Default 2.
+    public var retainedVersions: Int = 2
+    /// Accept RELOAD from any address (with a token that has the `admin` right when tokens are required);
+    /// otherwise only from loopback. Default off.
+    public var remoteAdmin = false
     /// SCOREs with at least this many candidates are scored on a thread pool, so that the small requests
     /// behind them on the same connection are not held up (their answers then come out of order).
     /// 0 scores everything inline on the event loop. Default 1,000.

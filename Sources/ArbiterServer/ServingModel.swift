@@ -57,9 +57,3 @@ final class ServingModel: Sendable {
     }
 }
 
-/// The models being served, by name. Immutable: a swap builds a new table.
-struct ModelTable: Sendable {
-    var models: [String: ServingModel] = [:]
-    /// Why a model in the store is not being served (failed validation), by name; shown by `versions`.
-    var failures: [String: String] = [:]
-}

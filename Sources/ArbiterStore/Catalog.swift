@@ -39,6 +39,19 @@ public struct VersionListing: Sendable {
     public var isActive: Bool
     /// What the last server that loaded this version found, if one has recorded it.
     public var validation: ValidationRecord?
+    /// Its share of the traffic while a split holds.
+    public var splitWeight: Double?
+    /// Whether it is scored in the shadow of the served versions.
+    public var isShadow = false
+    /// Whether a server recorded that it keeps it loaded (for pins, a split or a shadow).
+    public var isRetained = false
+    /// How it scored in the shadow, if it was.
+    public var shadowRecord: ShadowRecord?
+
+    init(meta: VersionMeta, isActive: Bool) {
+        self.meta = meta
+        self.isActive = isActive
+    }
 }
 
 /// A server's verdict on a version it loaded: whether it passed validation (its checksums, its kind's
@@ -102,6 +115,7 @@ public struct Catalog: Sendable {
         let active = try s.getUInt64(StoreKeys.active(model))
         var out: [VersionListing] = []
         var verdicts: [String: ValidationRecord] = [:]
+        var shadows: [String: ShadowRecord] = [:]
         try s.forEach(prefix: StoreKeys.versionPrefix(model)) { key, value in
             if key.hasSuffix("/meta") {
                 let meta = try decodeMeta(value, key: key)
@@ -109,9 +123,21 @@ public struct Catalog: Sendable {
             } else if key.hasSuffix("/validation") {
                 // A record that does not decode is shown as none: it is advice, never what decides serving.
                 verdicts[String(key.dropLast("validation".count))] = try? JSONDecoder().decode(ValidationRecord.self, from: Data(value))
+            } else if key.hasSuffix("/shadow") {
+                shadows[String(key.dropLast("shadow".count))] = try? JSONDecoder().decode(ShadowRecord.self, from: Data(value))
             }
         }
-        for i in out.indices { out[i].validation = verdicts[StoreKeys.version(model, out[i].meta.version)] }
+        let split = try? decodeRecord(TrafficSplit.self, s.bytes(StoreKeys.split(model)), key: StoreKeys.split(model))
+        let shadow = try? decodeRecord(ShadowConfig.self, s.bytes(StoreKeys.shadow(model)), key: StoreKeys.shadow(model))
+        let retained = Set((try? decodeRecord(RetainedRecord.self, s.bytes(StoreKeys.retained(model)), key: StoreKeys.retained(model)))?.versions ?? [])
+        for i in out.indices {
+            let v = out[i].meta.version, prefix = StoreKeys.version(model, v)
+            out[i].validation = verdicts[prefix]
+            out[i].shadowRecord = shadows[prefix]
+            out[i].splitWeight = split?.weight(of: v)
+            out[i].isShadow = shadow?.version == v
+            out[i].isRetained = retained.contains(v)
+        }
         return out
     }
 
@@ -138,7 +164,8 @@ public struct Catalog: Sendable {
     }
 
     /// Publishes a version in one write transaction: tensors, manifest, meta (with checksums), the model's
-    /// `latest`, optionally `active`, then the bumped generation. Returns the new version number.
+    /// `latest`, optionally `active`, then the bumped generation. Returns the new version number. Activating
+    /// ends any traffic split (the newest decision wins: a trainer that publishes live replaces a canary).
     ///
     /// A process killed at any instant before the commit leaves the store exactly as it was.
     ///
@@ -182,15 +209,18 @@ public struct Catalog: Sendable {
             encoder.outputFormatting = [.sortedKeys]
             try txn.put(StoreKeys.meta(model, version), Array(try encoder.encode(meta)))
             try txn.put(StoreKeys.latest(model), uint64: version)
-            if activate { try txn.put(StoreKeys.active(model), uint64: version) }
-            try txn.put(StoreKeys.generation, uint64: (try txn.getUInt64(StoreKeys.generation) ?? 0) + 1)
+            if activate {
+                try Self.setActive(txn, model, version)
+            } else {
+                try Self.bumpGeneration(txn)
+            }
             return version
         }
     }
 
     /// Rolls `model` back: makes active the newest version older than the active one that a server recorded
     /// as having passed validation (a version no server has loaded, or one that was rejected, is passed over).
-    /// Returns it. One write transaction, as activation.
+    /// Returns it. One write transaction, as activation; it ends any split.
     @discardableResult
     public func rollback(model: String) throws -> UInt64 {
         let listing = try versions(model: model)
@@ -205,8 +235,7 @@ public struct Catalog: Sendable {
             guard try txn.getUInt64(StoreKeys.active(model)) == active else {
                 throw StoreError.concurrentChange("\(model)'s active version changed while rolling back; look again (arbiter-train versions)")
             }
-            try txn.put(StoreKeys.active(model), uint64: target)
-            try txn.put(StoreKeys.generation, uint64: (try txn.getUInt64(StoreKeys.generation) ?? 0) + 1)
+            try Self.setActive(txn, model, target)
         }
         return target
     }
@@ -221,8 +250,8 @@ public struct Catalog: Sendable {
         public var kept: [UInt64]
     }
 
-    /// Deletes `model`'s old versions in one write transaction, keeping the active one and the newest `keep`
-    /// others (what servers retain for pins and what a rollback goes back to). Version numbers are never
+    /// Deletes `model`'s old versions in one write transaction, keeping the active one, the split's, the shadow,
+    /// the versions a server recorded as retained, and the newest `keep` others (what a rollback goes back to). Version numbers are never
     /// reused. Servers that still have a deleted version loaded keep it intact: its pages belong to their
     /// snapshot until they let it go, and LMDB reuses them only after. The generation is left alone.
     @discardableResult
@@ -233,16 +262,26 @@ public struct Catalog: Sendable {
             guard let active = try txn.getUInt64(StoreKeys.active(model)), let latest = try txn.getUInt64(StoreKeys.latest(model)) else {
                 throw StoreError.unknownModel(model)
             }
+            var required: Set<UInt64> = [active]
+            if let split = try decodeRecord(TrafficSplit.self, txn.get(StoreKeys.split(model)), key: StoreKeys.split(model)) {
+                required.formUnion(split.versions)
+            }
+            if let shadow = try decodeRecord(ShadowConfig.self, txn.get(StoreKeys.shadow(model)), key: StoreKeys.shadow(model)) {
+                required.insert(shadow.version)
+            }
+            if let retained = try? decodeRecord(RetainedRecord.self, txn.get(StoreKeys.retained(model)), key: StoreKeys.retained(model)) {
+                required.formUnion(retained.versions)
+            }
             var present: [(UInt64, VersionMeta)] = []
             for v in stride(from: latest, through: 1, by: -1) {
                 guard let bytes = try txn.get(StoreKeys.meta(model, v)) else { continue }
                 present.append((v, try decodeMeta(Data(bytes), key: StoreKeys.meta(model, v))))
             }
-            // Newest first: the active one always, then the newest `keep` others.
+            // Newest first: the required ones always, then the newest `keep` others.
             var kept: [UInt64] = [], deleted: [UInt64] = []
             var others = 0, bytes = 0
             for (v, meta) in present {
-                if v == active {
+                if required.contains(v) {
                     kept.append(v)
                     continue
                 }
@@ -257,6 +296,7 @@ public struct Catalog: Sendable {
                 }
                 _ = try txn.delete(StoreKeys.manifest(model, v))
                 _ = try txn.delete(StoreKeys.validation(model, v))
+                _ = try txn.delete(StoreKeys.shadowRecord(model, v))
                 _ = try txn.delete(StoreKeys.meta(model, v))
                 bytes += meta.manifestBytes
                 deleted.append(v)
@@ -265,15 +305,15 @@ public struct Catalog: Sendable {
         }
     }
 
-    /// Makes `version` the active one (also how to roll back), bumping the generation.
+    /// Makes `version` the active one, ending any split, bumping the generation. Unlike ``promote(model:version:)``
+    /// it does not look at validation records.
     public func activate(model: String, version: UInt64) throws {
         try StoreKeys.validate(model: model)
         try environment.write { txn in
             guard try txn.get(StoreKeys.meta(model, version)) != nil else {
                 throw StoreError.unknownVersion(model: model, version: version)
             }
-            try txn.put(StoreKeys.active(model), uint64: version)
-            try txn.put(StoreKeys.generation, uint64: (try txn.getUInt64(StoreKeys.generation) ?? 0) + 1)
+            try Self.setActive(txn, model, version)
         }
     }
 }

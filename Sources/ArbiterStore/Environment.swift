@@ -192,6 +192,25 @@ public final class StoreEnvironment: @unchecked Sendable {
         return dead
     }
 
+    /// Reader slots this process holds with a snapshot open now (`mdb_reader_list`, as `mdb_stat -r` shows
+    /// them): one per loaded version, plus any read in progress. A version let go gives its slot back.
+    public func readerSlotsHeld() -> Int {
+        final class Lines { var text = "" }
+        let lines = Lines()
+        let ctx = Unmanaged.passUnretained(lines).toOpaque()
+        mdb_reader_list(env, { msg, ctx in
+            guard let msg, let ctx else { return 0 }
+            Unmanaged<Lines>.fromOpaque(ctx).takeUnretainedValue().text += String(cString: msg)
+            return 0
+        }, ctx)
+        let pid = String(getpid())
+        // "       pid     thread     txnid": a slot whose txnid is "-" is free for its process to reuse.
+        return lines.text.split(separator: "\n").filter { line in
+            let f = line.split(separator: " ")
+            return f.count == 3 && f[0] == pid && f[2] != "-"
+        }.count
+    }
+
     /// The map size in force in this process, in bytes.
     public var mapSize: Int {
         transactions.withLockedValue { _ in Self.mapSize(of: env) }

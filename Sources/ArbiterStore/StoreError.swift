@@ -26,6 +26,8 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case noRollbackTarget(model: String, active: UInt64)
     /// Another writer changed what an operation was based on; nothing was written.
     case concurrentChange(String)
+    /// An operator's request (a split, a promotion, a shadow) that cannot be carried out as asked; nothing was written.
+    case invalidRequest(String)
 
     public var description: String {
         switch self {
@@ -50,6 +52,7 @@ public enum StoreError: Error, Equatable, Sendable, CustomStringConvertible {
             "no version of '\(m)' older than the active v\(active) passed a server's validation; nothing was changed. "
                 + "`arbiter-train versions` lists them; `arbiter-train activate --version N` activates any"
         case .concurrentChange(let s): "\(s); nothing was written"
+        case .invalidRequest(let s): "\(s); nothing was written"
         case .mapFull(let p, let size):
             "the store\(p.map { " at \($0)" } ?? "")'s map of \(gib(size)) is full; nothing was written. Raise it with --map-size-gib "
                 + "(address space, not memory), then restart running servers so they can load what lies beyond their map"

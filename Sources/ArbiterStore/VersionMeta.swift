@@ -62,6 +62,14 @@ public enum StoreKeys {
     /// A server's `ValidationRecord` for the version (JSON).
     public static func validation(_ m: String, _ v: UInt64) -> String { version(m, v) + "validation" }
     public static func tensor(_ m: String, _ v: UInt64, _ name: String) -> String { version(m, v) + "t/" + name }
+    /// The model's traffic split (JSON ``TrafficSplit``), present only while one holds.
+    public static func split(_ m: String) -> String { "m/\(m)/split" }
+    /// The version scored in the shadow of the served ones (JSON ``ShadowConfig``), present only while one is set.
+    public static func shadow(_ m: String) -> String { "m/\(m)/shadow" }
+    /// What a server keeps loaded for the model (JSON ``RetainedRecord``): `gc` keeps those versions.
+    public static func retained(_ m: String) -> String { "m/\(m)/retained" }
+    /// How a version scored in the shadow of the served ones (JSON ``ShadowRecord``).
+    public static func shadowRecord(_ m: String, _ v: UInt64) -> String { version(m, v) + "shadow" }
 
     /// Model names: 1 to 64 characters from a-z, 0-9, '-', '_', '.'.
     public static func validate(model: String) throws(StoreError) {

@@ -12,6 +12,12 @@ public enum Message: Equatable, Sendable {
     case schema(ModelSchema)
     case score(ScoreRequest)
     case result(ScoreResult)
+    /// Ask for the deployment of one model (by name) or of every model (empty name).
+    case modelStatus(String)
+    case status([ModelStatus])
+    /// Ask the server to check the store now.
+    case reload
+    case reloaded(ReloadReport)
     case error(ErrorBody)
 
     public var opcode: Opcode {
@@ -26,6 +32,10 @@ public enum Message: Equatable, Sendable {
         case .schema: .schema
         case .score: .score
         case .result: .result
+        case .modelStatus: .modelStatus
+        case .status: .status
+        case .reload: .reload
+        case .reloaded: .reloaded
         case .error: .error
         }
     }
@@ -132,6 +142,14 @@ extension Message {
             ScoreCodec.writeRequest(r, into: &b)
         case .result(let r):
             ScoreCodec.writeResult(r, into: &b)
+        case .modelStatus(let name):
+            b.writeShortString(name)
+        case .status(let list):
+            ModelStatus.write(list, into: &b)
+        case .reload:
+            break
+        case .reloaded(let r):
+            r.write(into: &b)
         case .error(let e):
             b.writeShortString(ErrorBody.truncated(e.message))
         }
@@ -226,6 +244,14 @@ extension Message {
             b.moveReaderIndex(to: b.writerIndex - view.trailingBytes)
         case .result:
             m = .result(try ScoreCodec.readResult(&b))
+        case .modelStatus:
+            m = .modelStatus(try b.readShortString("model", max: 255))
+        case .status:
+            m = .status(try ModelStatus.read(&b))
+        case .reload:
+            m = .reload
+        case .reloaded:
+            m = .reloaded(try ReloadReport.read(&b))
         case .error:
             guard let s = Status(rawValue: status), s != .ok else {
                 throw WireError(.malformed, "ERROR frame carries status \(status), which is not an error status")

@@ -14,7 +14,7 @@ struct ArbiterTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter-train",
         abstract: "Generate data, train models and publish them as versions into an Arbiter store.",
-        subcommands: [GenData.self, Train.self, Import.self, Replay.self, Versions.self, Activate.self, Rollback.self, GC.self])
+        subcommands: [GenData.self, Train.self, Import.self, Replay.self, Versions.self, Activate.self, Promote.self, Split.self, Shadow.self, Rollback.self, GC.self])
 }
 
 /// Model kinds this trainer can produce.
@@ -368,7 +368,9 @@ struct Replay: ParsableCommand {
 }
 
 struct Versions: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List a model's versions, their metrics, and which is active.")
+    static let configuration = CommandConfiguration(
+        abstract: "List a model's versions: what each is for (active, split weight, shadow, retained by a server), its validation, its metrics.",
+        discussion: "Rejected versions are listed with the reason a server gave; shadow versions with how their scores differed on live traffic.")
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Model name.") var model: String
 
@@ -377,7 +379,7 @@ struct Versions: ParsableCommand {
         let list = try catalog.versions(model: model)
         guard !list.isEmpty else { throw StoreError.unknownModel(model) }
         let f = ISO8601DateFormatter()
-        print("VERSION  ACTIVE  CREATED               KIND          VALIDATION  METRICS")
+        print("VERSION  SERVING               CREATED               KIND          VALIDATION  METRICS")
         var rejected: [VersionListing] = []
         for v in list {
             let created = f.string(from: Date(timeIntervalSince1970: Double(v.meta.createdUnixMillis) / 1000))
@@ -390,7 +392,12 @@ struct Versions: ParsableCommand {
             if v.validation?.outcome == .rejected { rejected.append(v) }
             // Padded by hand: Foundation's %@ ignores widths on Linux.
             func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
-            let line = String(format: "%7llu  ", v.meta.version) + pad(v.isActive ? "*" : "", 6) + "  " + pad(created, 20) + "  "
+            var roles: [String] = []
+            if v.isActive { roles.append("active") }
+            if let w = v.splitWeight { roles.append("split \(Self.percent(w))") }
+            if v.isShadow { roles.append("shadow") }
+            if roles.isEmpty && v.isRetained { roles.append("retained") }
+            let line = String(format: "%7llu  ", v.meta.version) + pad(roles.joined(separator: ","), 20) + "  " + pad(created, 20) + "  "
                 + pad(v.meta.kind, 12) + "  " + pad(verdict, 10) + "  " + auc
             print(line.replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression))
         }
@@ -399,11 +406,101 @@ struct Versions: ParsableCommand {
             let when = f.string(from: Date(timeIntervalSince1970: Double(v.validation!.unixMillis) / 1000))
             print("v\(v.meta.version) was rejected by \(v.validation!.by) at \(when)\(v.isActive ? " (active: servers keep serving an earlier version)" : ""): \(v.validation!.reason ?? "no reason given")")
         }
+        for v in list {
+            guard let record = v.shadowRecord else { continue }
+            for c in record.comparisons {
+                var parts = ["\(c.requests) requests", "\(c.rows) rows", "mean |Δscore| \(String(format: "%.6g", c.meanAbsDifference))",
+                             "max \(String(format: "%.6g", c.maxAbsDifference))"]
+                if c.rankedRequests > 0 { parts.append("rank correlation \(String(format: "%.4f", c.meanRankCorrelation))") }
+                if c.codeRows > 0, let col = c.codeColumn { parts.append("\(col) changed \(Self.percent(c.changedCodeShare))") }
+                if c.dropped > 0 { parts.append("\(c.dropped) dropped") }
+                if c.failed > 0 { parts.append("\(c.failed) not scored") }
+                print("v\(v.meta.version) in the shadow of v\(c.served): " + parts.joined(separator: ", "))
+            }
+        }
+    }
+
+    static func percent(_ x: Double) -> String {
+        let p = x * 100
+        return p == p.rounded() ? "\(Int(p))%" : String(format: "%.2f%%", p)
+    }
+}
+
+struct Promote: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a version active and end any traffic split (and a shadow of that version).",
+        discussion: "One transaction. A version a server rejected is refused. Servers swap at their next poll, or at once after `arbiter reload`.")
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name.") var model: String
+    @Option(help: "Version to promote.") var version: UInt64
+
+    func run() throws {
+        let catalog = try storeOptions.open(create: false)
+        let before = try catalog.deployment(model: model)
+        try catalog.promote(model: model, version: version)
+        var note = ""
+        if let split = before.split { note = "; the split \(split.description) ended" }
+        print("\(model) v\(version) is now active\(note)")
+    }
+}
+
+struct Split: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Split the traffic of a model that pins no version between versions, by routing key.",
+        discussion: """
+            --weights 7=0.9,8=0.1 sends each routing key to one version for as long as the split holds (a hash of \
+            the key and the model's name, laid over the versions oldest first), so changing 90/10 to 80/20 moves \
+            only the keys that must move. One transaction; `promote` (or a publish that activates) ends it. Every \
+            version must exist and none may have been rejected by a server; a share whose version fails \
+            validation on a server is served by the active version there.
+            """)
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name.") var model: String
+    @Option(help: "VERSION=WEIGHT pairs, comma-separated, summing to 1 (for example 7=0.9,8=0.1).") var weights: String
+
+    func run() throws {
+        let split = try TrafficSplit(parsing: weights)
+        let catalog = try storeOptions.open(create: false)
+        try catalog.split(model: model, split)
+        print("\(model): unpinned traffic split \(split.shares.map { "v\($0.version) \(Versions.percent($0.weight))" }.joined(separator: ", ")) by routing key")
+    }
+}
+
+struct Shadow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Score a sampled share of a model's live requests with another version as well, and record how its scores differ.",
+        discussion: """
+            Servers score the sample off their event loops after answering the caller, and record per served version: \
+            requests and rows compared, mean and largest |score difference|, rank correlation within requests, and the \
+            share of changed grades or arms. `arbiter models` shows it live; `versions` shows what was recorded. \
+            --off stops it (what was recorded stays).
+            """)
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Model name.") var model: String
+    @Option(help: "The version to score in the shadow.") var version: UInt64?
+    @Option(help: "Share of unpinned requests to sample, in (0, 1].") var sample: Double = 0.05
+    @Flag(help: "Stop shadow scoring.") var off = false
+
+    func validate() throws {
+        guard off != (version != nil) else { throw ValidationError("give --version N (with --sample), or --off") }
+    }
+
+    func run() throws {
+        let catalog = try storeOptions.open(create: false)
+        if off {
+            print(try catalog.clearShadow(model: model) ? "\(model): shadow scoring stopped" : "\(model): no shadow was set")
+            return
+        }
+        let config = try ShadowConfig(version: version!, sample: sample)
+        try catalog.setShadow(model: model, config)
+        print("\(model): v\(config.version) scores \(Versions.percent(config.sample)) of unpinned requests in the shadow")
     }
 }
 
 struct Activate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Make a published version active (roll back or forward).")
+    static let configuration = CommandConfiguration(
+        abstract: "Make a published version active (roll back or forward), ending any split.",
+        discussion: "Unlike promote, it does not look at servers' validation records.")
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Model name.") var model: String
     @Option(help: "Version to activate.") var version: UInt64

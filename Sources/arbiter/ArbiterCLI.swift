@@ -10,7 +10,7 @@ struct Arbiter: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter",
         abstract: "Talk to an arbiterd server: ping it, list models, show a schema, score candidates from JSON.",
-        subcommands: [Ping.self, Models.self, Info.self, Score.self, Probe.self, Token.self])
+        subcommands: [Ping.self, Models.self, Info.self, Score.self, Reload.self, Probe.self, Token.self])
 }
 
 struct Connection: ParsableArguments {
@@ -124,18 +124,92 @@ struct Ping: AsyncParsableCommand {
 }
 
 struct Models: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the models the server serves.")
+    static let configuration = CommandConfiguration(
+        abstract: "List the models the server serves, with the versions it has loaded, any split and shadow, and the versions it rejected.")
     @OptionGroup var connection: Connection
 
     func run() async throws {
         let client = try await connection.connect()
-        let list = try await client.listModels()
+        let list: [ModelSummary], status: [ModelStatus]
+        do {
+            list = try await client.listModels()
+            status = try await client.status()
+        } catch {
+            try? await client.close()
+            throw CLIError("\(error)")
+        }
         try await client.close()
-        if list.isEmpty { print("no models served"); return }
-        print("MODEL                VERSION  KIND          CONTEXT  CANDIDATE")
-        for m in list {
-            print(m.name.padding(toLength: 20, withPad: " ", startingAt: 0), String(format: "%7llu", m.version), " ",
-                  m.kind.padding(toLength: 12, withPad: " ", startingAt: 0), String(format: "%7d  %9d", m.contextFeatureCount, m.candidateFeatureCount))
+        if list.isEmpty { print("no models served") } else {
+            print("MODEL                VERSION  KIND          CONTEXT  CANDIDATE")
+            for m in list {
+                print(m.name.padding(toLength: 20, withPad: " ", startingAt: 0), String(format: "%7llu", m.version), " ",
+                      m.kind.padding(toLength: 12, withPad: " ", startingAt: 0), String(format: "%7d  %9d", m.contextFeatureCount, m.candidateFeatureCount))
+            }
+        }
+        for m in status { print(""); print(Self.describe(m)) }
+    }
+
+    /// A model's deployment, a few indented lines.
+    static func describe(_ m: ModelStatus) -> String {
+        var lines = ["\(m.name):"]
+        let loaded = m.versions.map { v -> String in
+            var roles: [String] = []
+            if v.roles.contains(.active) { roles.append("active") }
+            if v.roles.contains(.split) { roles.append("split \(percent(Double(v.splitWeight)))") }
+            if v.roles.contains(.shadow) { roles.append("shadow") }
+            return "v\(v.version) (\(roles.isEmpty ? "retained" : roles.joined(separator: ", ")))"
+        }
+        lines.append("  loaded: \(loaded.isEmpty ? "none" : loaded.joined(separator: ", "))\(m.latest > 0 ? "; newest in the store v\(m.latest)" : "")")
+        if !m.failure.isEmpty { lines.append("  not serving the store's active version: \(m.failure)") }
+        if let s = m.shadow {
+            lines.append("  shadow: v\(s.version), sampling \(percent(Double(s.sample))) of unpinned requests")
+            if s.comparisons.isEmpty { lines.append("    no request compared yet") }
+            for c in s.comparisons {
+                var parts = ["\(c.requests) requests", "\(c.rows) rows",
+                             "mean |Δscore| \(String(format: "%.6g", c.meanAbsDifference))",
+                             "max \(String(format: "%.6g", c.maxAbsDifference))"]
+                if c.rankedRequests > 0 { parts.append("rank correlation \(String(format: "%.4f", c.meanRankCorrelation))") }
+                if c.codeRows > 0 && !c.codeColumn.isEmpty {
+                    parts.append("\(c.codeColumn) changed \(percent(Double(c.changedCodes) / Double(c.codeRows))) (\(c.changedCodes) of \(c.codeRows))")
+                }
+                if c.dropped > 0 { parts.append("\(c.dropped) dropped (queue full)") }
+                if c.failed > 0 { parts.append("\(c.failed) the shadow could not score") }
+                lines.append("    against v\(c.served): " + parts.joined(separator: ", "))
+            }
+        }
+        for r in m.rejected { lines.append("  rejected v\(r.version): \(r.reason)") }
+        return lines.joined(separator: "\n")
+    }
+
+    static func percent(_ x: Double) -> String {
+        let p = x * 100
+        return p == p.rounded() ? "\(Int(p))%" : String(format: "%.2f%%", p)
+    }
+}
+
+struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make the server check the store now (instead of at its next poll) and print what it loaded or rejected.",
+        discussion: "Taken from loopback only unless arbiterd runs with --remote-admin; with tokens, the token needs the admin right.")
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let client = try await connection.connect()
+        let report: ReloadReport
+        do { report = try await client.reload() } catch {
+            try? await client.close()
+            throw CLIError("\(error)")
+        }
+        try await client.close()
+        print("store generation \(report.generation)")
+        if report.events.isEmpty { print("nothing changed") }
+        for e in report.events {
+            let what = switch e.outcome {
+            case .loaded: "loaded"
+            case .rejected: "REJECTED"
+            case .unloaded: "unloaded"
+            }
+            print("\(e.model) v\(e.version): \(what) (\(e.detail))")
         }
     }
 }

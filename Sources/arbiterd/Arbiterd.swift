@@ -38,8 +38,14 @@ struct Arbiterd: AsyncParsableCommand {
         discussion: "The store records its map size; this can only raise it for this server. A larger map is address space, not memory."))
     var mapSizeGib: Int?
 
-    @Option(help: "How often to check the store for new versions, in ms (0 = never).")
+    @Option(help: "How often to check the store for new versions, in ms (0 = never). RELOAD checks at once.")
     var pollMs: Int64 = 100
+
+    @Option(help: "Versions of each model kept loaded for pins besides the active one, a split's and a shadow: the newest K others that no server rejected.")
+    var retain: Int = 2
+
+    @Flag(help: "Take RELOAD from any address (with a token holding the admin right, when --tokens is set), not only from loopback.")
+    var remoteAdmin = false
 
     @Option(help: "Most connections served at once; more are answered TOO_MANY_CONNECTIONS and closed (default: 10,000, or fewer if the file limit is lower).")
     var maxConnections: Int?
@@ -100,6 +106,7 @@ struct Arbiterd: AsyncParsableCommand {
         if let m = mapSizeGib, !(1...4096).contains(m) { throw ValidationError("--map-size-gib must be in 1...4096") }
         guard offloadCandidates >= 0 else { throw ValidationError("--offload-candidates must be >= 0") }
         guard pollMs >= 0 else { throw ValidationError("--poll-ms must be >= 0") }
+        guard (0...64).contains(retain) else { throw ValidationError("--retain must be in 0...64, got \(retain)") }
         if let m = memoryBudgetMib, !(16...1_048_576).contains(m) { throw ValidationError("--memory-budget-mib must be in 16...1048576") }
         if let m = maxConnections, m < 1 { throw ValidationError("--max-connections must be at least 1") }
         for (name, v) in [("--hello-timeout-ms", helloTimeoutMs), ("--idle-timeout-ms", idleTimeoutMs), ("--frame-timeout-ms", frameTimeoutMs)] {
@@ -154,6 +161,8 @@ struct Arbiterd: AsyncParsableCommand {
         config.limits = Limits(maxFrameBytes: maxFrameBytes, maxCandidates: maxCandidates, maxInFlight: maxInFlight)
         config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }, create: create, readOnly: readOnly)
         config.pollIntervalMillis = pollMs
+        config.retainedVersions = retain
+        config.remoteAdmin = remoteAdmin
         config.offloadCandidates = offloadCandidates
         config.allowCompression = !noCompression
         if let tlsCert, let tlsKey { config.tls = TLSFiles(certificatePath: tlsCert, privateKeyPath: tlsKey, clientCAPath: tlsClientCa) }

@@ -80,7 +80,7 @@ import Testing
         init(_ models: [ServingModel]) throws {
             let config = ServerConfiguration(storePath: "/unused")
             var table = ModelTable()
-            for m in models { table.models[m.name] = m }
+            for m in models { table.models[m.name] = ServedModel(name: m.name, active: m, loaded: [m], split: nil, shadow: nil, latest: m.version) }
             let readings = self.readings
             let handler = ConnectionHandler(config: config, loopTable: LoopTable(loop: channel.eventLoop, table: table), pool: nil,
                                             logger: Logger(label: "vectors"), clock: .scripted { readings.next() })

@@ -143,6 +143,39 @@ import Testing
                                           }))
         case .error:
             message = .error(ErrorBody(status: status, message: str(m, "message")))
+        case .modelStatus:
+            message = .modelStatus(str(m, "model"))
+        case .status:
+            func dbl(_ d: [String: Any], _ k: String) -> Double { (d[k] as? NSNumber)?.doubleValue ?? .nan }
+            let roleBits: [String: VersionRoles] = ["active": .active, "split": .split, "shadow": .shadow]
+            message = .status(list(m, "models").map { e in
+                let shadow = (e["shadow"] as? [String: Any]).map { s in
+                    ShadowStatus(version: u64(s, "version"), sample: Float(dbl(s, "sample")), comparisons: list(s, "comparisons").map {
+                        ShadowStatus.Comparison(served: u64($0, "served"), requests: u64($0, "requests"), rows: u64($0, "rows"),
+                                                meanAbsDifference: dbl($0, "mean_abs_difference"), maxAbsDifference: dbl($0, "max_abs_difference"),
+                                                rankedRequests: u64($0, "ranked_requests"), meanRankCorrelation: dbl($0, "mean_rank_correlation"),
+                                                codeRows: u64($0, "code_rows"), changedCodes: u64($0, "changed_codes"),
+                                                dropped: u64($0, "dropped"), failed: u64($0, "failed"), codeColumn: str($0, "code_column"))
+                    })
+                }
+                return ModelStatus(name: str(e, "name"), kind: str(e, "kind"), active: u64(e, "active"), latest: u64(e, "latest"),
+                                   failure: str(e, "failure"),
+                                   versions: list(e, "versions").map { v in
+                                       VersionStatus(version: u64(v, "version"),
+                                                     roles: VersionRoles((v["roles"] as? [String] ?? []).compactMap { roleBits[$0] }),
+                                                     splitWeight: Float(dbl(v, "split_weight")))
+                                   },
+                                   rejected: list(e, "rejected").map { RejectedVersion(version: u64($0, "version"), reason: str($0, "reason")) },
+                                   shadow: shadow)
+            })
+        case .reload:
+            message = .reload
+        case .reloaded:
+            let outcomes: [String: ReloadEvent.Outcome] = ["loaded": .loaded, "rejected": .rejected, "unloaded": .unloaded]
+            message = .reloaded(ReloadReport(generation: u64(m, "generation"), events: list(m, "events").map {
+                ReloadEvent(model: str($0, "model"), version: u64($0, "version"), outcome: outcomes[str($0, "outcome")] ?? .loaded,
+                            detail: str($0, "detail"))
+            }))
         }
         let header = FrameHeader(version: UInt8(u64(h, "version")), opcode: op.rawValue, flags: FrameFlags(rawValue: UInt8(u64(h, "flags"))),
                                  status: status.rawValue, requestID: u64(h, "request_id"), bodyLength: u32(h, "body_length"),
