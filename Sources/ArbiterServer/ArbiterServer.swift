@@ -32,6 +32,8 @@ public final class ArbiterServer: Sendable {
     let pool: NIOThreadPool?
     /// Scores sampled requests with a shadow version, on a thread of its own.
     let shadowScorer = ShadowScorer()
+    /// Shadow recorders replaced by a reload whose last comparisons are still to be written.
+    private let retiredRecorders = NIOLockedValueBox<[ShadowRecorder]>([])
     /// What `start` and `shutdown` change.
     private let lifecycle = NIOLockedValueBox(Lifecycle())
     /// What the store watcher remembers between polls.
@@ -239,16 +241,35 @@ public final class ArbiterServer: Sendable {
         try await loaderGroup.next().flatSubmit { self.reloadNow() }.get()
     }
 
+    /// The shadow version's comparisons so far for `model` (empty without a shadow).
+    public func shadowComparisons(of model: String) -> [ShadowComparison] {
+        state.table.models[model]?.shadow?.recorder.comparisons ?? []
+    }
+
+    /// Sampled requests of `model` waiting for the shadow thread.
+    func shadowPending(of model: String) -> Int {
+        state.table.models[model]?.shadow?.recorder.pending ?? 0
+    }
+
+    /// LMDB reader slots this process holds open (one per loaded version, while it is loaded or a request
+    /// still uses it).
+    public func readerSlotsHeld() -> Int { environment.readerSlotsHeld() }
+
     /// Writes every shadow version's new comparisons to the store (on the loader thread).
     private func flushShadowRecords() {
         guard !environment.readOnly else { return }
         let catalog = Catalog(environment: environment)
-        for m in state.table.models.values {
-            guard let shadow = m.shadow, let record = shadow.recorder.takeChanges(by: ModelLoader.identity) else { continue }
+        // Retired ones first, and let go once nothing of theirs is queued: their comparisons are all written.
+        let retired = retiredRecorders.withLockedValue { r -> [ShadowRecorder] in
+            defer { r.removeAll { $0.pending == 0 } }
+            return r
+        }
+        for recorder in retired + state.table.models.values.compactMap(\.shadow?.recorder) {
+            guard let record = recorder.takeChanges(by: ModelLoader.identity) else { continue }
             do {
-                try catalog.recordShadow(model: m.name, version: shadow.model.version, record)
+                try catalog.recordShadow(model: recorder.model, version: recorder.version, record)
             } catch {
-                logger.warning("could not record the shadow comparisons of \(m.name) v\(shadow.model.version): \(error)")
+                logger.warning("could not record the shadow comparisons of \(recorder.model) v\(recorder.version): \(error)")
             }
         }
     }
@@ -312,6 +333,9 @@ public final class ArbiterServer: Sendable {
             for (name, m) in after.models where before.models[name]?.active.version != m.active.version {
                 logger.info("swapped in \(name) v\(m.active.version)")
             }
+            let kept = Set(after.models.values.compactMap { $0.shadow.map { ObjectIdentifier($0.recorder) } })
+            let replaced = before.models.values.compactMap(\.shadow?.recorder).filter { !kept.contains(ObjectIdentifier($0)) }
+            if !replaced.isEmpty { retiredRecorders.withLockedValue { $0 += replaced } }
             return .success((after, ReloadReport(generation: generation, events: events.map {
                 ReloadEvent(model: $0.model, version: $0.version, outcome: ReloadEvent.Outcome(rawValue: $0.outcome.rawValue) ?? .loaded,
                             detail: $0.detail)

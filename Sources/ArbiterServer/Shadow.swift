@@ -60,6 +60,9 @@ final class ShadowRecorder: Sendable {
         state.withLockedValue { $0.pending -= 1 }
     }
 
+    /// Requests queued for the shadow thread now.
+    var pending: Int { state.withLockedValue { $0.pending } }
+
     /// Every comparison so far, by served version.
     var comparisons: [ShadowComparison] {
         state.withLockedValue { s in s.comparisons.values.sorted { $0.served < $1.served } }
