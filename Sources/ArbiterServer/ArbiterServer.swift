@@ -437,6 +437,8 @@ public final class ArbiterServer: Sendable {
         try await loaderGroup.next().submit { self.flushShadowRecords() }.get()
         try await group.shutdownGracefully()
         try await loaderGroup.shutdownGracefully()
+        // The loaded versions' snapshots end here, not when the last reference to the server goes.
+        state.clearAfterShutdown()
         logger.info("stopped")
     }
 }

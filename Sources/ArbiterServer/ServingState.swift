@@ -34,6 +34,13 @@ final class ServingState: Sendable {
         guard let first = loops.first else { preconditionFailure("a server has at least one event loop") }
         return EventLoopFuture.andAllSucceed(switched, on: first.loop)
     }
+
+    /// Lets every loaded version go (their snapshots end), once the loops have stopped: nothing reads the
+    /// tables any more.
+    func clearAfterShutdown() {
+        current.withLockedValue { $0 = ModelTable() }
+        for l in loops { l.table = ModelTable() }
+    }
 }
 
 /// One event loop's copy of the table, and the connections it serves.
