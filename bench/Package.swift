@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "embedding-bench", targets: ["embedding-bench"]),
         .executable(name: "rank-store", targets: ["rank-store"]),
         .executable(name: "route-store", targets: ["route-store"]),
+        .executable(name: "swap-tool", targets: ["swap-tool"]),
     ],
     dependencies: [
         .package(name: "Arbiter", path: ".."),
@@ -73,6 +74,14 @@ let package = Package(
             .product(name: "ArbiterStore", package: "Arbiter"),
             .product(name: "ArbiterTraining", package: "Arbiter"),
             .product(name: "Routing", package: "Arbiter"),
+        ]),
+        // The swap scenario's tools (bench/swap/run.sh): the trainer's side — a new version (a copy of the active
+        // one) every interval, or rollbacks — and a client that times a server's first answer.
+        .executableTarget(name: "swap-tool", dependencies: [
+            .product(name: "ArbiterClient", package: "Arbiter"),
+            .product(name: "ArbiterStore", package: "Arbiter"),
+            .product(name: "ArbiterWire", package: "Arbiter"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The grpc-swift peer's hand-written codec for scorer.proto (tested against ScorerMessages).
         .target(name: "ScorerCodec"),

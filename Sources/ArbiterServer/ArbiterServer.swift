@@ -31,7 +31,7 @@ public final class ArbiterServer: Sendable {
     /// Scores large requests off the event loops (see `ServerConfiguration.offloadCandidates`).
     let pool: NIOThreadPool?
     /// Scores sampled requests with a shadow version, on a thread of its own.
-    let shadowScorer = ShadowScorer()
+    let shadowScorer: ShadowScorer
     /// Shadow recorders replaced by a reload whose last comparisons are still to be written.
     private let retiredRecorders = NIOLockedValueBox<[ShadowRecorder]>([])
     /// What `start` and `shutdown` change.
@@ -80,9 +80,13 @@ public final class ArbiterServer: Sendable {
         if environment.staleReadersCleared > 0 {
             logger.warning("cleared \(environment.staleReadersCleared) stale reader slots left by dead processes")
         }
-        loader = ModelLoader(environment: environment, registry: registry, logger: logger)
+        loader = ModelLoader(environment: environment, registry: registry, logger: logger,
+                             records: StoreRecorder(nice: configuration.backgroundNice))
+        shadowScorer = ShadowScorer(nice: configuration.backgroundNice)
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         loaderGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let nice = configuration.backgroundNice
+        loaderGroup.next().execute { lowerThreadPriority(nice) }
         watcher = NIOLockedValueBox(Watcher(lastGeneration: (try? Catalog(environment: environment).generation()) ?? 0))
         // Only what must serve at start-up (active versions, a split's, a shadow): the retained others load
         // just after the port opens, so the first answer does not wait for them.
@@ -173,7 +177,8 @@ public final class ArbiterServer: Sendable {
         }
         // Shadow comparisons reach the store about once a second.
         let shadowFlush = loaderGroup.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
-            self?.flushShadowRecords()
+            guard let self else { return }
+            self.loader.records.submit { self.flushShadowRecords() }
         }
         // The process's memory against the budget, every 100 ms, off the event loops (and freed memory given
         // back to the OS when the allocator keeps much of it).
@@ -250,6 +255,10 @@ public final class ArbiterServer: Sendable {
     func shadowPending(of model: String) -> Int {
         state.table.models[model]?.shadow?.recorder.pending ?? 0
     }
+
+    /// Waits until what the server has recorded so far (validation verdicts, the versions it keeps loaded) is in
+    /// the store. These writes run on a thread of their own, after the swap they describe.
+    public func waitForStoreRecords() { loader.records.drain() }
 
     /// LMDB reader slots this process holds open (one per loaded version, while it is loaded or a request
     /// still uses it).
@@ -434,7 +443,8 @@ public final class ArbiterServer: Sendable {
         // must still be running to take it.
         try await pool?.shutdownGracefully()
         try await shadowScorer.shutdown()
-        try await loaderGroup.next().submit { self.flushShadowRecords() }.get()
+        loader.records.submit { self.flushShadowRecords() }
+        loader.records.drain()
         try await group.shutdownGracefully()
         try await loaderGroup.shutdownGracefully()
         // The loaded versions' snapshots end here, not when the last reference to the server goes.

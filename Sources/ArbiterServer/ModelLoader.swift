@@ -8,6 +8,9 @@ struct ModelLoader: Sendable {
     let environment: StoreEnvironment
     let registry: ModelRegistry
     let logger: Logger
+    /// Where verdicts and retained versions are written: on a thread of its own, so that a trainer holding
+    /// the store's write lock never delays a swap.
+    let records: StoreRecorder
 
     /// Loads `model` at `version` (0 = active) and validates it.
     func load(model: String, version: UInt64 = 0) throws -> ServingModel {
@@ -75,9 +78,10 @@ struct ModelLoader: Sendable {
                 }
                 if rejected[version] != nil { continue }
                 do {
+                    let started = ServerClock.system.nanoseconds()
                     let m = try load(model: name, version: version)
                     loaded[version] = m
-                    logger.info("loaded \(name) v\(version)")
+                    logger.info("loaded \(name) v\(version) in \((ServerClock.system.nanoseconds() - started) / 1_000_000) ms (checksums, the kind's checks, golden cases)")
                     events.append(Event(model: name, version: version, outcome: .loaded, detail: "validated"))
                     record(name, version, ValidationRecord(outcome: .passed, by: Self.identity), catalog: catalog)
                 } catch {
@@ -137,10 +141,13 @@ struct ModelLoader: Sendable {
         guard !environment.readOnly else { return }
         let versions = m.loaded.map(\.version)
         if let old, old.versions == versions, old.by == Self.identity { return }
-        do {
-            try catalog.recordRetained(model: m.name, RetainedRecord(versions: versions, by: Self.identity))
-        } catch {
-            logger.warning("could not record the versions of \(m.name) kept loaded: \(error)")
+        let logger = self.logger, name = m.name
+        records.submit {
+            do {
+                try catalog.recordRetained(model: name, RetainedRecord(versions: versions, by: Self.identity))
+            } catch {
+                logger.warning("could not record the versions of \(name) kept loaded: \(error)")
+            }
         }
     }
 
@@ -151,12 +158,15 @@ struct ModelLoader: Sendable {
     /// already or the store is read-only. A failure to record is logged; it never changes what is served.
     private func record(_ model: String, _ version: UInt64, _ verdict: ValidationRecord, catalog: Catalog) {
         guard !environment.readOnly else { return }
-        do {
-            if let old = try catalog.validation(model: model, version: version),
-               old.outcome == verdict.outcome, old.reason == verdict.reason { return }
-            try catalog.recordValidation(model: model, version: version, verdict)
-        } catch {
-            logger.warning("could not record the validation of \(model) v\(version) in the store: \(error)")
+        let logger = self.logger
+        records.submit {
+            do {
+                if let old = try catalog.validation(model: model, version: version),
+                   old.outcome == verdict.outcome, old.reason == verdict.reason { return }
+                try catalog.recordValidation(model: model, version: version, verdict)
+            } catch {
+                logger.warning("could not record the validation of \(model) v\(version) in the store: \(error)")
+            }
         }
     }
 
@@ -167,4 +177,31 @@ struct ModelLoader: Sendable {
         }
         return nil
     }
+}
+
+/// Writes the server's records to the store (validation verdicts, the versions kept loaded, shadow
+/// comparisons) in order, on a thread of its own. A trainer holds the store's write lock for as long as it
+/// writes a version; were these writes made on the loader thread, the next swap would wait for it.
+final class StoreRecorder: Sendable {
+    private let queue = DispatchQueue(label: "arbiterd.store-records")
+
+    init(nice: Int32 = 0) {
+        queue.async { lowerThreadPriority(nice) }
+    }
+
+    func submit(_ body: @escaping @Sendable () -> Void) { queue.async(execute: body) }
+
+    /// Returns once everything submitted so far is written (tests, shutdown).
+    func drain() { queue.sync {} }
+}
+
+/// Raises the calling thread's nice value to `nice` (Linux keeps one per thread); 0 leaves it. Failing (a
+/// sandbox that forbids it) changes nothing else.
+func lowerThreadPriority(_ nice: Int32) {
+    guard nice > 0 else { return }
+    #if os(Linux)
+    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice)
+    #else
+    _ = setpriority(PRIO_PROCESS, 0, nice)
+    #endif
 }

@@ -29,6 +29,10 @@ public struct ServerConfiguration: Sendable {
     /// Versions of each model kept loaded for pins beyond the active one, a split's and a shadow: the newest
     /// this many others that no server rejected. Default 2.
     public var retainedVersions: Int = 2
+    /// The nice value of the threads that load and validate new versions, write the server's records to the
+    /// store and score the shadow: above the event loops', so that a swap's checksums and golden cases yield
+    /// the cores to requests. Linux nice values are per thread. Default 10; 0 runs them as the loops run.
+    public var backgroundNice: Int32 = 10
     /// Accept RELOAD from any address (with a token that has the `admin` right when tokens are required);
     /// otherwise only from loopback. Default off.
     public var remoteAdmin = false

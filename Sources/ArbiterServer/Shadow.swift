@@ -90,9 +90,10 @@ final class ShadowRecorder: Sendable {
 final class ShadowScorer: Sendable {
     private let pool: NIOThreadPool
 
-    init() {
+    init(nice: Int32 = 0) {
         pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
+        pool.submit { _ in lowerThreadPriority(nice) }
     }
 
     func shutdown() async throws {

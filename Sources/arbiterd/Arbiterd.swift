@@ -44,6 +44,9 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "Versions of each model kept loaded for pins besides the active one, a split's and a shadow: the newest K others that no server rejected.")
     var retain: Int = 2
 
+    @Option(help: "Nice value of the threads that load and validate versions, write records and score the shadow (0 = as the event loops).")
+    var backgroundNice: Int32 = 10
+
     @Flag(help: "Take RELOAD from any address (with a token holding the admin right, when --tokens is set), not only from loopback.")
     var remoteAdmin = false
 
@@ -106,6 +109,7 @@ struct Arbiterd: AsyncParsableCommand {
         if let m = mapSizeGib, !(1...4096).contains(m) { throw ValidationError("--map-size-gib must be in 1...4096") }
         guard offloadCandidates >= 0 else { throw ValidationError("--offload-candidates must be >= 0") }
         guard pollMs >= 0 else { throw ValidationError("--poll-ms must be >= 0") }
+        guard (0...19).contains(backgroundNice) else { throw ValidationError("--background-nice must be in 0...19, got \(backgroundNice)") }
         guard (0...64).contains(retain) else { throw ValidationError("--retain must be in 0...64, got \(retain)") }
         if let m = memoryBudgetMib, !(16...1_048_576).contains(m) { throw ValidationError("--memory-budget-mib must be in 16...1048576") }
         if let m = maxConnections, m < 1 { throw ValidationError("--max-connections must be at least 1") }
@@ -162,6 +166,7 @@ struct Arbiterd: AsyncParsableCommand {
         config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }, create: create, readOnly: readOnly)
         config.pollIntervalMillis = pollMs
         config.retainedVersions = retain
+        config.backgroundNice = backgroundNice
         config.remoteAdmin = remoteAdmin
         config.offloadCandidates = offloadCandidates
         config.allowCompression = !noCompression

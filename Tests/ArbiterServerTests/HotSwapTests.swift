@@ -132,6 +132,7 @@ final class ScaleModel: ScoringModel, Sendable {
             // MODEL_INFO pins the same way.
             #expect(try await client.modelInfo("scale", version: 3).version == 3)
             // The store knows what is retained, so gc keeps it.
+            server.waitForStoreRecords()
             #expect(try s.catalog.deployment(model: "scale").retained?.versions == [3, 4, 5])
             #expect(try s.catalog.gc(model: "scale", keep: 0).kept == [3, 4, 5])
             // A new version: the oldest retained one is let go, and RELOAD says so.
@@ -209,6 +210,7 @@ final class ScaleModel: ScoringModel, Sendable {
             #expect(status.active == 1 && status.latest == 3)
             #expect(status.rejected.map(\.version) == [2, 3])
             #expect(status.failure.contains("v3 failed validation"), "\(status.failure)")
+            server.waitForStoreRecords()
             let listing = try s.catalog.versions(model: "scale")
             #expect(listing.map { $0.validation?.outcome } == [.passed, .rejected, .rejected])
             // Rejections are final: the next reload does not load them again.

@@ -82,6 +82,7 @@ import Testing
             try await server.reload()
             #expect(try await client.score(ScoreRequest(model: "route", routingKey: 1, topK: 2, context: applicant, candidateIDs: ids,
                                                         candidateFeatureCount: 2, candidateFeatures: states)).version == 1)
+            server.waitForStoreRecords()
             let rejection = try #require(try catalog.validation(model: "route", version: 2))
             #expect(rejection.outcome == .rejected)
             #expect(rejection.reason?.contains("'fico'") == true, "\(rejection.reason ?? "")")

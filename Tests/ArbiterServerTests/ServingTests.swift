@@ -230,6 +230,7 @@ import Testing
             try await server.reload()
             #expect(try await client.score(Fixture.scoreRequest(n: 3)).version == 2)
             // The server recorded its verdicts in the store, for `arbiter-train versions`.
+            server.waitForStoreRecords()
             let verdicts = try catalog.versions(model: "leads").map { $0.validation?.outcome }
             #expect(verdicts == [.passed, .passed, .rejected])
             let rejection = try #require(try catalog.validation(model: "leads", version: 3))

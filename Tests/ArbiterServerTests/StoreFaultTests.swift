@@ -88,6 +88,7 @@ import Testing
             try await server.reload()
             #expect(try await client.score(Fixture.scoreRequest(n: 3)).version == 2)
             // A read-only server cannot record its verdict; it only logs it.
+            server.waitForStoreRecords()
             #expect(try Catalog(environment: env).validation(model: "leads", version: 2) == nil)
             try await client.close()
         }

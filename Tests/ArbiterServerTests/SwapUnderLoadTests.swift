@@ -127,6 +127,7 @@ import Testing
             }
         }
         // The bad versions are recorded as rejected, with why.
+        server.waitForStoreRecords()
         let listing = try catalog.versions(model: "leads")
         for v in bad {
             let verdict = listing.first { $0.meta.version == v }?.validation

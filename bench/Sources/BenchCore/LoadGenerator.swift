@@ -29,6 +29,8 @@ public struct LoadConfiguration: Sendable {
     public var seed: UInt64 = 1
     /// Speak TLS (nil: plain TCP).
     public var tls: BenchTLS?
+    /// Keep every request's schedule, answer time and serving version (``LoadResult/trace``).
+    public var keepTrace = false
 
     public init(port: Int, rate: Double) {
         self.port = port
@@ -62,6 +64,18 @@ public struct LoadResult: Sendable {
     /// scheduled in the window instead would report the offered rate for a server far behind, whose
     /// answers keep coming after the window.)
     public var achievedRate: Double { Double(answeredInWindow) / max(measuredSeconds, 1e-9) }
+    /// With `keepTrace`: every request, warm-up included, in schedule order.
+    public var trace: [TraceEntry]?
+}
+
+/// One request of a traced run. Times are CLOCK_MONOTONIC nanoseconds (comparable across processes on the
+/// machine); `answered` is 0 when no answer came.
+public struct TraceEntry: Sendable {
+    public var scheduled: UInt64
+    public var answered: UInt64
+    /// The version named by its RESULT (0 for other answers).
+    public var version: UInt64
+    public var failed: Bool
 }
 
 /// An open-loop load generator: requests are sent at their scheduled times whether or not earlier ones
@@ -102,6 +116,8 @@ final class RunState {
     let answered: UnsafeMutablePointer<UInt64>
     /// Whether request k's answer was an error (OVERLOADED, DEADLINE_EXCEEDED, ...).
     let failed: UnsafeMutablePointer<Bool>
+    /// The version each answer named (traces).
+    let versions: UnsafeMutablePointer<UInt64>
     var queue = Histogram<UInt64>(highestTrackableValue: 60_000_000)
     var compute = Histogram<UInt64>(highestTrackableValue: 60_000_000)
     var errors: [String: Int] = [:]
@@ -119,6 +135,8 @@ final class RunState {
         answered = .allocate(capacity: n)
         failed = .allocate(capacity: n)
         failed.initialize(repeating: false, count: n)
+        versions = .allocate(capacity: n)
+        versions.initialize(repeating: 0, count: n)
         scheduled.initialize(repeating: 0, count: n)
         sent.initialize(repeating: 0, count: n)
         answered.initialize(repeating: 0, count: n)
@@ -129,6 +147,7 @@ final class RunState {
         sent.deallocate()
         answered.deallocate()
         failed.deallocate()
+        versions.deallocate()
     }
 
     /// Most requests encoded and not yet written, over all connections: past this the driver writes even
@@ -302,6 +321,7 @@ final class RunState {
                             errors[e, default: 0] += 1
                             failed[j] = true
                         }
+                        if let v = a.version { versions[j] = v }
                         if let q = a.queueMicros { _ = queue.record(UInt64(q)) }
                         if let m = a.computeMicros { _ = compute.record(UInt64(m)) }
                     }
@@ -353,6 +373,11 @@ final class RunState {
         }
         out.accepted = accepted
         out.acceptedService = acceptedService
+        if config.keepTrace {
+            out.trace = (0..<total).map { k in
+                TraceEntry(scheduled: scheduled[k], answered: answered[k], version: versions[k], failed: failed[k])
+            }
+        }
         if let failure { out.errors["connection failed: \(failure)", default: 0] += 1 }
         return out
     }

@@ -10,6 +10,8 @@ public struct Answer: Sendable {
     /// Server-reported queue and compute time, in µs (Arbiter RESULTs only).
     public var queueMicros: UInt32?
     public var computeMicros: UInt32?
+    /// The version that served (Arbiter's RESULT), for traces.
+    public var version: UInt64?
 }
 
 /// What a connection's receiver remembers between calls to `cut` (protocols whose answers span frames).
@@ -111,6 +113,7 @@ public struct ArbiterTarget: Target {
                       let (q, c) = raw.body.getMultipleIntegers(at: raw.body.readerIndex + 8, endianness: .little, as: (UInt32, UInt32).self) {
                 a.queueMicros = q
                 a.computeMicros = c
+                a.version = raw.body.getInteger(at: raw.body.readerIndex, endianness: .little, as: UInt64.self)
             }
             out.append(a)
         }

@@ -71,8 +71,16 @@ struct TargetOptions: ParsableArguments {
     }
 
     /// Runs once, prints a line, appends the record to `--out`.
-    func measure(_ target: any Target, kind: String, repeatIndex: Int, _ c: LoadConfiguration) throws -> RunRecord {
+    func measure(_ target: any Target, kind: String, repeatIndex: Int, _ c: LoadConfiguration, trace: String? = nil) throws -> RunRecord {
+        var c = c
+        c.keepTrace = trace != nil
         let result = try LoadGenerator.run(target, c)
+        if let trace, let entries = result.trace {
+            var text = "scheduled_ns,answered_ns,version,failed\n"
+            text.reserveCapacity(entries.count * 48)
+            for e in entries { text += "\(e.scheduled),\(e.answered),\(e.version),\(e.failed ? 1 : 0)\n" }
+            try text.write(toFile: trace, atomically: true, encoding: .utf8)
+        }
         let record = RunRecord(kind: kind, repeatIndex: repeatIndex, wire: wire.rawValue, scenario: scenario, label: label,
                                requestBytes: target.requestBytes, result: result)
         let l = record.latency
@@ -120,8 +128,10 @@ struct Run: ParsableCommand {
     @Flag(help: "Poisson arrivals instead of a constant rate.") var poisson = false
     @Flag(help: "Measure capacity: send whenever a connection has a free in-flight slot (--rate then caps the requests prepared per second).") var saturation = false
     @Flag(help: "Exit non-zero if any request failed or timed out.") var failOnError = false
+    @Option(help: "Write every request's schedule, answer time (CLOCK_MONOTONIC ns) and serving version to this CSV (one repeat).") var trace: String?
 
     func validate() throws {
+        guard trace == nil || repeats == 1 else { throw ValidationError("--trace takes one repeat") }
         guard rate > 0, rate <= 5_000_000 else { throw ValidationError("--rate must be in (0, 5000000]") }
         guard duration > 0, duration <= 3600, warmup >= 0, warmup <= 600 else {
             throw ValidationError("--duration must be in (0, 3600] and --warmup in [0, 600]")
@@ -134,7 +144,8 @@ struct Run: ParsableCommand {
         var failed = 0
         for i in 0..<repeats {
             let r = try target.measure(t, kind: saturation ? "saturation" : "run", repeatIndex: i,
-                                       target.configuration(rate: rate, warmup: warmup, duration: duration, poisson: poisson, saturate: saturation))
+                                       target.configuration(rate: rate, warmup: warmup, duration: duration, poisson: poisson, saturate: saturation),
+                                       trace: trace)
             failed += r.errorCount
         }
         if failOnError && failed > 0 {

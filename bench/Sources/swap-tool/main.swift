@@ -1,0 +1,120 @@
+// The swap scenario's tools (bench/swap/run.sh).
+//
+// `publish`: the trainer's side. Publishes a new version of a model every interval — a copy of the active
+// version's tensors and manifest, so each one is loaded, checked and validated by the server as any new
+// version is — or alternates publishes with rollbacks. Prints one JSON line per store change with its commit
+// time (CLOCK_MONOTONIC ns, comparable with arbiter-bench's traces), and, with --reload-port, when the
+// server's RELOADED answer came back.
+//
+// `first-answer`: connects to a server as soon as it listens and sends one SCORE (every feature 0, a subject
+// id for models that need one), printing the CLOCK_MONOTONIC time its RESULT arrived.
+import ArbiterClient
+import ArbiterStore
+import ArbiterWire
+import ArgumentParser
+import Foundation
+
+@main
+struct SwapTool: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swap-tool", abstract: "The swap scenario's trainer and first-answer client.",
+        subcommands: [Publish.self, FirstAnswer.self])
+}
+
+struct FirstAnswer: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Time a server's first answer: print the CLOCK_MONOTONIC ns when a RESULT arrived.")
+    @Option(help: "The server's port (loopback).") var port: Int
+    @Option(help: "The model.") var model: String
+    @Option(help: "Candidates in the SCORE.") var candidates = 200
+    @Option(help: "Give up after this many seconds.") var timeout = 60.0
+
+    func run() throws {
+        let deadline = monotonic() + UInt64(timeout * 1e9)
+        while monotonic() < deadline {
+            guard let c = try? BlockingConnection(port: port, receiveTimeoutSeconds: 30) else {
+                usleep(500)
+                continue
+            }
+            c.send(Frame(requestID: 1, message: .hello(Hello(clientName: "first-answer"))))
+            guard let f = try c.readFrame(), case .helloOK = f.message else { throw ValidationError("no HELLO_OK") }
+            c.send(Frame(requestID: 2, message: .modelInfo(ModelInfoRequest(model: model))))
+            guard let g = try c.readFrame(), case .schema(let s) = g.message else { throw ValidationError("no SCHEMA for \(model)") }
+            let request = ScoreRequest(model: model, routingKey: 1, topK: 10, subject: s.kind == "ranking" ? 1 : nil,
+                                       context: [Float](repeating: 0, count: s.contextFeatures.count),
+                                       candidateIDs: (0..<candidates).map(UInt64.init), candidateFeatureCount: s.candidateFeatures.count,
+                                       candidateFeatures: [Float](repeating: 0, count: candidates * s.candidateFeatures.count))
+            c.send(Frame(requestID: 3, message: .score(request)))
+            guard let r = try c.readFrame(), case .result = r.message else { throw ValidationError("the SCORE was not answered with a RESULT") }
+            print(monotonic())
+            return
+        }
+        throw ValidationError("no server answered on port \(port) within \(timeout) s")
+    }
+}
+
+struct Publish: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish a copy of a model's active version every interval (or alternate publish and rollback), printing commit times.")
+    @Option(help: "The store.") var store: String
+    @Option(help: "The model.") var model: String
+    @Option(help: "Milliseconds between store changes.") var everyMs = 1000
+    @Option(help: "Store changes to make.") var count = 20
+    @Option(help: "Milliseconds to wait before the first.") var startDelayMs = 0
+    @Option(help: "publish: a new version each time; rollback: a new version, then a rollback to the one before, in turn.") var mode = "publish"
+    @Option(help: "After each change, send RELOAD to the server on this port (loopback) and wait for its answer.") var reloadPort: Int?
+    @Option(help: "After each publish, delete all but the active version and this many others (gc).") var gcKeep: Int?
+
+    func validate() throws {
+        guard ["publish", "rollback"].contains(mode) else { throw ValidationError("--mode is publish or rollback") }
+        guard everyMs >= 10, count >= 1, startDelayMs >= 0 else { throw ValidationError("--every-ms ≥ 10, --count ≥ 1, --start-delay-ms ≥ 0") }
+    }
+
+    func run() throws {
+        let env = try StoreEnvironment.open(path: store)
+        let catalog = Catalog(environment: env)
+        let reload = try reloadPort.map { port -> BlockingConnection in
+            let c = try BlockingConnection(port: port, receiveTimeoutSeconds: 30)
+            c.send(Frame(requestID: 1, message: .hello(Hello(clientName: "swap-publisher"))))
+            guard let f = try c.readFrame(), case .helloOK = f.message else { throw ValidationError("no HELLO_OK from port \(port)") }
+            return c
+        }
+        let start = monotonic() + UInt64(startDelayMs) * 1_000_000
+        for i in 0..<count {
+            let due = start + UInt64(i) * UInt64(everyMs) * 1_000_000
+            let now = monotonic()
+            if due > now { usleep(UInt32((due - now) / 1000)) }
+            var event: [String: Any]
+            if mode == "rollback" && i % 2 == 1 {
+                let v = try catalog.rollback(model: model)
+                event = ["event": "rollback", "version": v, "commit_ns": monotonic()]
+            } else {
+                let v = try publishCopy(catalog, env)
+                event = ["event": "publish", "version": v, "commit_ns": monotonic()]
+                if let keep = gcKeep { event["gc_freed_bytes"] = try catalog.gc(model: model, keep: keep).bytes }
+            }
+            if let reload {
+                reload.send(Frame(requestID: UInt64(i + 2), message: .reload))
+                guard let f = try reload.readFrame(), case .reloaded = f.message else { throw ValidationError("RELOAD was not answered RELOADED") }
+                event["reloaded_ns"] = monotonic()
+            }
+            let data = try JSONSerialization.data(withJSONObject: event, options: [.sortedKeys])
+            FileHandle.standardOutput.write(data + Data("\n".utf8))
+        }
+    }
+
+
+    /// A new active version holding the active one's tensors, manifest and metrics.
+    func publishCopy(_ catalog: Catalog, _ env: StoreEnvironment) throws -> UInt64 {
+        let active = try LoadedVersion(environment: env, model: model, version: 0)
+        let tensors = active.tensors.map { name, t in TensorData(name: name, shape: t.shape, dtype: t.dtype, bytes: Array(t.bytes)) }
+        let metrics = try catalog.versions(model: model).first { $0.isActive }?.meta.metrics ?? [:]
+        return try catalog.publish(model: model, kind: active.kind, manifest: Array(active.manifest), tensors: tensors, metrics: metrics)
+    }
+
+}
+
+func monotonic() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The swap scenario (issue 16): steady open-loop load at a fixed rate while a trainer publishes a new version
+# every second. Each run: WARMUP s, then STEADY s of load alone, then SWAPS store changes one second apart
+# under the same load; arbiter-bench traces every request (scheduled, answered, serving version) and
+# `swap-tool publish` prints each commit's time (both CLOCK_MONOTONIC), so the report compares p99 during the
+# swaps with p99 of the steady part of the same run, and times commit → first answer from the new version.
+# The server's memory (RssAnon, RssFile) is sampled every 100 ms and plotted.
+#
+# Runs: lead-1 at RATE_LEAD/s and rank-200 at RATE_RANK/s (the rank-200 store: 1M items, 100k users), each
+# with the default poll (100 ms) and with RELOAD after each publish; lead-1 with rollbacks (publish, then
+# roll back, in turn). Then the memory run: a ranking model whose item table is 1 GiB — first answer after
+# process start, and RSS while copies of it are published and swapped in. Writes bench/results/swap-DATE.md
+# and its SVG plots.
+#   bench/swap/run.sh      (RATE_LEAD 2000, RATE_RANK 500, CONNECTIONS 4, STEADY 20, SWAPS 20, BIG_ITEMS 4194304)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BENCH="$ROOT/bench"
+WORK="$BENCH/.work/swap"
+RATE_LEAD=${RATE_LEAD:-2000}
+RATE_RANK=${RATE_RANK:-500}
+CONNECTIONS=${CONNECTIONS:-4}
+WARMUP=${WARMUP:-2}
+STEADY=${STEADY:-20}
+SWAPS=${SWAPS:-20}
+BIG_ITEMS=${BIG_ITEMS:-4194304}
+ONLY=${ONLY:-}
+DAY=$(date +%Y-%m-%d)
+OUT="$BENCH/results/swap-$DAY.md"
+mkdir -p "$WORK"
+(cd "$ROOT" && swift build -c release -q --product arbiterd && swift build -c release -q --product arbiter-train)
+(cd "$BENCH" && swift build -c release -q --product arbiter-bench && swift build -c release -q --product swap-tool \
+  && swift build -c release -q --product rank-store)
+BIN=$(cd "$ROOT" && swift build -c release --show-bin-path)
+BBIN=$(cd "$BENCH" && swift build -c release --show-bin-path)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# Samples a process's RssAnon and RssFile (kB) every 100 ms with CLOCK_MONOTONIC stamps, until it exits.
+sample_rss() {
+  python3 - "$1" "$2" >/dev/null 2>&1 <<'PY' &
+import sys, time
+pid, out = sys.argv[1], sys.argv[2]
+with open(out, "w") as f:
+    f.write("t_ns,rss_anon_kb,rss_file_kb\n")
+    while True:
+        try:
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            break
+        v = {l.split(":")[0]: l.split()[1] for l in status.splitlines() if l.startswith(("RssAnon", "RssFile"))}
+        if "RssAnon" not in v:
+            break
+        f.write(f"{time.monotonic_ns()},{v['RssAnon']},{v['RssFile']}\n")
+        f.flush()
+        time.sleep(0.1)
+PY
+  # (its output goes nowhere: the caller reads this function's output, and would wait for the sampler's end)
+  echo $!
+}
+
+# --- stores -------------------------------------------------------------------------------------------------
+LEAD_STORE="$WORK/lead-store"
+if ! "$BIN/arbiter-train" versions --store "$LEAD_STORE" --model leads >/dev/null 2>&1; then
+  "$BIN/arbiter-train" gen-data --kind lead-grading --rows 50000 --seed 11 --out "$WORK/leads.csv" >/dev/null
+  "$BIN/arbiter-train" train --kind lead-grading --data "$WORK/leads.csv" --store "$LEAD_STORE" --model leads >/dev/null
+fi
+RANK_STORE="$WORK/rank-store"
+if [ ! -f "$WORK/rank-published" ]; then
+  rm -rf "$RANK_STORE"
+  "$BBIN/rank-store" "$RANK_STORE" rank 100 >/dev/null
+  touch "$WORK/rank-published"
+fi
+
+# --- one traced run: NAME STORE MODEL SCENARIO RATE PUBLISH-ARGS... -------------------------------------------
+run_one() {
+  local name=$1 store=$2 model=$3 scenario=$4 rate=$5
+  shift 5
+  local dir="$WORK/runs/$name"
+  rm -rf "$dir"; mkdir -p "$dir"
+  # Each run starts from a store whose newest versions are copies of the first: trim what earlier runs added.
+  "$BIN/arbiter-train" gc --store "$store" --model "$model" --keep 0 >/dev/null
+  local port; port=$(free_port)
+  "$BIN/arbiterd" --store "$store" --listen "127.0.0.1:$port" --log-level notice >"$dir/arbiterd.log" 2>&1 &
+  local pid=$!
+  wait_port "$port"
+  local sampler; sampler=$(sample_rss "$pid" "$dir/rss.csv")
+  local reload=()
+  if [ "${1:-}" = "--reload" ]; then reload=(--reload-port "$port"); shift; fi
+  # The trainer runs under nice, as docs/DEPLOYMENTS.md advises on a serving machine (NICE=0 to compare).
+  nice -n "${NICE:-10}" "$BBIN/swap-tool" publish --store "$store" --model "$model" --start-delay-ms $(( (WARMUP + STEADY) * 1000 + 300 )) \
+    --count "$SWAPS" --every-ms 1000 "${reload[@]}" "$@" >"$dir/events.jsonl" &
+  local publisher=$!
+  echo "== $name: $scenario at $rate/s, $STEADY s steady then $SWAPS changes $*${reload[*]:+ with RELOAD}"
+  "$BBIN/arbiter-bench" run --label "$name" --protocol arbiter --port "$port" --scenario "$scenario" --model "$model" \
+    --rate "$rate" --connections "$CONNECTIONS" --warmup "$WARMUP" --duration $(( STEADY + SWAPS + 1 )) \
+    --trace "$dir/trace.csv" --out "$dir/run.jsonl" | head -3
+  wait "$publisher"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  echo "$WARMUP" > "$dir/warmup_s"
+}
+
+if [ -z "$ONLY" ] || [ "$ONLY" = swaps ]; then
+  run_one lead-1-poll "$LEAD_STORE" leads lead-1 "$RATE_LEAD"
+  run_one lead-1-reload "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload
+  run_one lead-1-rollback "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --mode rollback
+  run_one rank-200-poll "$RANK_STORE" rank rank-200 "$RATE_RANK"
+  run_one rank-200-reload "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload
+fi
+
+# --- memory: a 1 GiB item table ---------------------------------------------------------------------------
+if [ -z "$ONLY" ] || [ "$ONLY" = memory ]; then
+  BIG_STORE="$WORK/big-store"
+  if [ ! -f "$WORK/big-published-$BIG_ITEMS" ]; then
+    rm -rf "$BIG_STORE" "$WORK"/big-published-*
+    "$BBIN/rank-store" "$BIG_STORE" big 100 "$BIG_ITEMS" >/dev/null
+    touch "$WORK/big-published-$BIG_ITEMS"
+  fi
+  "$BIN/arbiter-train" gc --store "$BIG_STORE" --model big --keep 0 >/dev/null
+  dir="$WORK/runs/memory"
+  rm -rf "$dir"; mkdir -p "$dir"
+  # Start-up: process start → first answer (the page cache holds the store, as on a server that just wrote it).
+  cat "$BIG_STORE/data.mdb" >/dev/null
+  port=$(free_port)
+  for i in 1 2 3; do
+    t0=$(python3 -c 'import time; print(time.monotonic_ns())')
+    "$BIN/arbiterd" --store "$BIG_STORE" --listen "127.0.0.1:$port" --log-level notice >"$dir/arbiterd-start-$i.log" 2>&1 &
+    pid=$!
+    t1=$("$BBIN/swap-tool" first-answer --port "$port" --model big)
+    echo "$t0 $t1" >> "$dir/startup.txt"
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  done
+  "$BIN/arbiterd" --store "$BIG_STORE" --listen "127.0.0.1:$port" --log-level notice >"$dir/arbiterd.log" 2>&1 &
+  pid=$!
+  wait_port "$port"
+  sampler=$(sample_rss "$pid" "$dir/rss.csv")
+  sleep 2
+  # Five new versions, each a full copy of the 1 GiB table, 4 s apart, at 100 requests/s of rank-200 against it;
+  # gc keeps the store to the active version and the two before it.
+  "$BBIN/swap-tool" publish --store "$BIG_STORE" --model big --count 5 --every-ms 4000 --gc-keep 2 >"$dir/events.jsonl" &
+  publisher=$!
+  "$BBIN/arbiter-bench" run --label memory --protocol arbiter --port "$port" --scenario rank-200 --model big \
+    --rate 100 --connections 2 --warmup 1 --duration 24 --trace "$dir/trace.csv" --out "$dir/run.jsonl" | head -2
+  wait "$publisher"
+  sleep 2
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  echo "$((BIG_ITEMS * 64 * 4))" > "$dir/table_bytes"
+fi
+
+python3 "$BENCH/swap/analyze.py" "$WORK/runs" "$OUT" "$RATE_LEAD" "$RATE_RANK" "$CONNECTIONS" "$STEADY" "$SWAPS"
+echo "wrote $OUT"
