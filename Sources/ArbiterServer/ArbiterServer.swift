@@ -352,7 +352,7 @@ public final class ArbiterServer: Sendable {
         }
         switch outcome {
         case .success(let (table, report)):
-            let switched = state.replace(table)
+            let switched = state.replace(table, releaseOn: loop)
             environment.clearStaleReaders()
             return switched.hop(to: loop).map { report }
         case .failure(let error):

@@ -27,12 +27,26 @@ final class ServingState: Sendable {
 
     /// Installs a new table and propagates it to every loop. The future completes once every loop serves
     /// the new table: a request read after that is answered from it.
+    ///
+    /// The tables the loops served until now are handed back to `releaseOn` once every loop has switched, so
+    /// that the versions no longer served are let go there (their snapshots end, their models' memory is
+    /// freed) rather than on an event loop — unless a request still holds one, which lets it go when it ends.
     @discardableResult
-    func replace(_ table: ModelTable) -> EventLoopFuture<Void> {
+    func replace(_ table: ModelTable, releaseOn: (any EventLoop)? = nil) -> EventLoopFuture<Void> {
         current.withLockedValue { $0 = table }
-        let switched = loops.map { l in l.loop.submit { l.table = table } }
+        let switched = loops.map { l in
+            l.loop.submit { () -> ModelTable in
+                let old = l.table
+                l.table = table
+                return old
+            }
+        }
         guard let first = loops.first else { preconditionFailure("a server has at least one event loop") }
-        return EventLoopFuture.andAllSucceed(switched, on: first.loop)
+        let target = releaseOn ?? first.loop
+        return EventLoopFuture.whenAllSucceed(switched, on: target).map { old in
+            // `old` dies here, on `target`.
+            withExtendedLifetime(old) {}
+        }
     }
 
     /// Lets every loaded version go (their snapshots end), once the loops have stopped: nothing reads the

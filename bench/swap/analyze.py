@@ -2,7 +2,7 @@
 """Reads bench/swap/run.sh's runs (traces, commit events, RSS samples) and writes the swap report and its
 SVG plots. Standard library only.
 
-  analyze.py RUNS_DIR OUT.md RATE_LEAD RATE_RANK CONNECTIONS STEADY SWAPS
+  analyze.py RUNS_DIR OUT.md RATE_LEAD RATE_RANK CONNECTIONS STEADY SWAPS ROUNDS
 """
 import csv
 import datetime
@@ -107,7 +107,7 @@ def svg_rss(samples, events, t0, title, table_mib=None):
 
 
 def main():
-    runs_dir, out, rate_lead, rate_rank, conns, steady, swaps = sys.argv[1:]
+    runs_dir, out, rate_lead, rate_rank, conns, steady, swaps, rounds = sys.argv[1:]
     results_dir = os.path.dirname(out)
     day = datetime.date.today().isoformat()
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
@@ -115,7 +115,7 @@ def main():
     lines = [f"# swap: publishes, reloads and rollbacks under steady load ({day})", "",
              f"Machine: {cpu}, 2 CPUs, Linux {platform.release()}; release build, commit {commit}; the harness, the trainer and the "
              "server share the machine.",
-             f"Command: `bench/swap/run.sh` (STEADY={steady} s, SWAPS={swaps}). Each run is one open-loop load "
+             f"Command: `bench/swap/run.sh` (STEADY={steady} s, SWAPS={swaps}, ROUNDS={rounds}, interleaved). Each run is one open-loop load "
              f"(arbiter-bench, {conns} connections, latency from the scheduled send): {steady} s of load alone, then {swaps} store "
              "changes one second apart under the same load — `swap-tool publish` commits a new version (a copy of the active "
              "version's tensors and manifest: the server loads, checksums, validates and warms it as any new version) or, in the "
@@ -124,11 +124,15 @@ def main():
              "over those scheduled from the first change to a second after the last; both from the same run. "
              "Commit → first answer: from the commit's return in the trainer to the first RESULT naming that version "
              "(CLOCK_MONOTONIC in both processes).", "",
+             "Medians over the rounds:", "",
              "| run | rate /s | steady p50 / p99 / p99.9 µs | during swaps p50 / p99 / p99.9 µs | p99 ratio | failed | commit → first answer ms: median / max | RssAnon MiB min–max |",
              "| --- | ---: | --- | --- | ---: | ---: | --- | --- |"]
     details = []
     names = sorted(d for d in os.listdir(runs_dir) if d != "memory" and os.path.exists(os.path.join(runs_dir, d, "trace.csv")))
+    per_run = []
+    groups = {}
     for name in names:
+        base = name.rsplit(".", 1)[0]
         d = os.path.join(runs_dir, name)
         trace = load_trace(os.path.join(d, "trace.csv"))
         events = load_events(os.path.join(d, "events.jsonl"))
@@ -139,32 +143,57 @@ def main():
         swap_start, swap_end = events[0]["commit_ns"], events[-1]["commit_ns"] + 1_000_000_000
         st, st_bad = window(trace, t0 + int(warmup * 1e9), steady_end)
         sw, sw_bad = window(trace, swap_start, swap_end)
-        fa = first_answers(trace, events)
-        known = [x for x in fa if x is not None]
-        rate = rate_rank if name.startswith("rank") else rate_lead
+        control = "control" in base
+        fa = [] if control else first_answers(trace, events)
         anon = [a / 1024 for t, a, f in rss if t >= t0]
-        ratio = pct(sw, 99) / pct(st, 99)
-        fa_text = f"{statistics.median(known):.1f} / {max(known):.1f}" if known else "—"
-        if len(known) < len(fa):
-            fa_text += f" ({len(fa) - len(known)} never answered)"
-        lines.append(f"| {name} | {rate} | {pct(st, 50):.0f} / {pct(st, 99):.0f} / {pct(st, 99.9):.0f} | "
-                     f"{pct(sw, 50):.0f} / {pct(sw, 99):.0f} / {pct(sw, 99.9):.0f} | {ratio:.2f} | {st_bad + sw_bad} | {fa_text} | "
-                     f"{min(anon):.0f}–{max(anon):.0f} |")
+        r = {"name": name, "base": base, "st": st, "sw": sw, "bad": st_bad + sw_bad, "fa": fa, "events": events,
+             "ratio": pct(sw, 99) / pct(st, 99), "anon": (min(anon), max(anon)), "changes": len(events),
+             "span": (events[-1]["commit_ns"] - events[0]["commit_ns"]) / 1e9}
         if any("reloaded_ns" in e for e in events):
-            rl = [(e["reloaded_ns"] - e["commit_ns"]) / 1e6 for e in events]
-            details.append(f"- {name}: commit → RELOADED answer back at the trainer: median {statistics.median(rl):.1f} ms, max {max(rl):.1f} ms.")
-        if any(e["event"] == "rollback" for e in events):
-            rb = [x for x, e in zip(fa, events) if e["event"] == "rollback" and x is not None]
-            pb = [x for x, e in zip(fa, events) if e["event"] == "publish" and x is not None]
+            r["reloaded"] = [(e["reloaded_ns"] - e["commit_ns"]) / 1e6 for e in events]
+        per_run.append(r)
+        groups.setdefault(base, []).append(r)
+        if name.endswith(".1"):
+            svg = f"swap-{day}-{base}-rss.svg"
+            with open(os.path.join(results_dir, svg), "w") as f:
+                f.write(svg_rss(rss, events, t0, f"arbiterd memory, {base} (round 1): changes from t={(events[0]['commit_ns'] - t0) / 1e9:.0f} s"))
+            details.append(f"- {base}: memory over round 1: [{svg}]({svg}).")
+    order = ["lead-1-poll", "lead-1-reload", "lead-1-rollback", "rank-200-poll", "rank-200-reload", "rank-200-control"]
+    for base in sorted(groups, key=lambda b: order.index(b) if b in order else 99):
+        rs = groups[base]
+        med = lambda f: statistics.median(f(r) for r in rs)
+        rate = rate_rank if base.startswith("rank") else rate_lead
+        ratios = ", ".join(f"{r['ratio']:.2f}" for r in rs)
+        fas = [x for r in rs for x in r["fa"]]
+        known = [x for x in fas if x is not None]
+        if "control" in base:
+            fa_text = "— (the trainer writes another store)"
+        else:
+            fa_text = f"{statistics.median(known):.1f} / {max(known):.1f}" if known else "—"
+            if len(known) < len(fas):
+                fa_text += f" ({len(fas) - len(known)} of {len(fas)} never served: a newer one was active first)"
+        lines.append(f"| {base} | {rate} | {med(lambda r: pct(r['st'], 50)):.0f} / {med(lambda r: pct(r['st'], 99)):.0f} / "
+                     f"{med(lambda r: pct(r['st'], 99.9)):.0f} | {med(lambda r: pct(r['sw'], 50)):.0f} / {med(lambda r: pct(r['sw'], 99)):.0f} / "
+                     f"{med(lambda r: pct(r['sw'], 99.9)):.0f} | {med(lambda r: r['ratio']):.2f} ({ratios}) | "
+                     f"{sum(r['bad'] for r in rs)} | {fa_text} | {min(r['anon'][0] for r in rs):.0f}–{max(r['anon'][1] for r in rs):.0f} |")
+        if "reloaded" in rs[0]:
+            rl = [x for r in rs for x in r["reloaded"]]
+            details.append(f"- {base}: commit → RELOADED answer back at the trainer: median {statistics.median(rl):.1f} ms, max {max(rl):.1f} ms.")
+        if any(e["event"] == "rollback" for r in rs for e in r["events"]):
+            rb = [x for r in rs for x, e in zip(r["fa"], r["events"]) if e["event"] == "rollback" and x is not None]
+            pb = [x for r in rs for x, e in zip(r["fa"], r["events"]) if e["event"] == "publish" and x is not None]
             if rb and pb:
-                details.append(f"- {name}: commit → first answer, rollbacks: median {statistics.median(rb):.1f} ms, max {max(rb):.1f} ms "
+                details.append(f"- {base}: commit → first answer, rollbacks: median {statistics.median(rb):.1f} ms, max {max(rb):.1f} ms "
                                f"(the version rolled back to is still loaded: retained); publishes: median {statistics.median(pb):.1f} ms, "
                                f"max {max(pb):.1f} ms.")
-        svg = f"swap-{day}-{name}-rss.svg"
-        with open(os.path.join(results_dir, svg), "w") as f:
-            f.write(svg_rss(rss, events, t0, f"arbiterd memory, {name}: {swaps} changes from t={(events[0]['commit_ns'] - t0) / 1e9:.0f} s"))
-        details.append(f"- {name}: memory over the run: [{svg}]({svg}).")
-    lines += [""] + details
+        details.append(f"- {base}: {sum(r['changes'] for r in rs)} store changes over {sum(r['span'] for r in rs):.0f} s "
+                       "(the trainer takes longer than the interval when a version is large).")
+    lines += ["", "The p99 ratio column gives the median, then each round's ratio.", ""] + details
+    lines += ["", "Per round:", "", "| run | steady p99 µs | during swaps p99 µs | ratio | failed | commit → first answer ms (each change) |",
+              "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in per_run:
+        fa = ", ".join("—" if x is None else f"{x:.0f}" for x in r["fa"]) or "—"
+        lines.append(f"| {r['name']} | {pct(r['st'], 99):.0f} | {pct(r['sw'], 99):.0f} | {r['ratio']:.2f} | {r['bad']} | {fa} |")
 
     mem = os.path.join(runs_dir, "memory")
     if os.path.exists(os.path.join(mem, "rss.csv")):

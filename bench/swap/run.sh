@@ -11,7 +11,11 @@
 # roll back, in turn). Then the memory run: a ranking model whose item table is 1 GiB — first answer after
 # process start, and RSS while copies of it are published and swapped in. Writes bench/results/swap-DATE.md
 # and its SVG plots.
-#   bench/swap/run.sh      (RATE_LEAD 2000, RATE_RANK 500, CONNECTIONS 4, STEADY 20, SWAPS 20, BIG_ITEMS 4194304)
+# rank-200-control is the same load while the trainer writes the same versions into a copy of the store that
+# the server does not serve: what the trainer's writes (280 MB and an fsync a second) cost the machine, apart
+# from any swap. Every configuration runs ROUNDS times, interleaved; the report takes medians.
+#   bench/swap/run.sh      (ROUNDS 3, RATE_LEAD 2000, RATE_RANK 500, CONNECTIONS 4, STEADY 20, SWAPS 20,
+#                           BIG_ITEMS 4194304; ONLY=swaps or ONLY=memory runs one part)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BENCH="$ROOT/bench"
@@ -24,6 +28,7 @@ STEADY=${STEADY:-20}
 SWAPS=${SWAPS:-20}
 BIG_ITEMS=${BIG_ITEMS:-4194304}
 ONLY=${ONLY:-}
+ROUNDS=${ROUNDS:-3}
 DAY=$(date +%Y-%m-%d)
 OUT="$BENCH/results/swap-$DAY.md"
 mkdir -p "$WORK"
@@ -84,10 +89,13 @@ run_one() {
   local pid=$!
   wait_port "$port"
   local sampler; sampler=$(sample_rss "$pid" "$dir/rss.csv")
-  local reload=()
+  local reload=() target="$store"
   if [ "${1:-}" = "--reload" ]; then reload=(--reload-port "$port"); shift; fi
+  # The control: the trainer writes the same versions into another store, which the server does not serve —
+  # what the trainer's writes cost the machine, apart from any swap.
+  if [ "${1:-}" = "--control" ]; then target=$2; shift 2; fi
   # The trainer runs under nice, as docs/DEPLOYMENTS.md advises on a serving machine (NICE=0 to compare).
-  nice -n "${NICE:-10}" "$BBIN/swap-tool" publish --store "$store" --model "$model" --start-delay-ms $(( (WARMUP + STEADY) * 1000 + 300 )) \
+  nice -n "${NICE:-10}" "$BBIN/swap-tool" publish --store "$target" --model "$model" --start-delay-ms $(( (WARMUP + STEADY) * 1000 + 300 )) \
     --count "$SWAPS" --every-ms 1000 "${reload[@]}" "$@" >"$dir/events.jsonl" &
   local publisher=$!
   echo "== $name: $scenario at $rate/s, $STEADY s steady then $SWAPS changes $*${reload[*]:+ with RELOAD}"
@@ -101,11 +109,21 @@ run_one() {
 }
 
 if [ -z "$ONLY" ] || [ "$ONLY" = swaps ]; then
-  run_one lead-1-poll "$LEAD_STORE" leads lead-1 "$RATE_LEAD"
-  run_one lead-1-reload "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload
-  run_one lead-1-rollback "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --mode rollback
-  run_one rank-200-poll "$RANK_STORE" rank rank-200 "$RATE_RANK"
-  run_one rank-200-reload "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload
+  CONTROL_STORE="$WORK/rank-control-store"
+  if [ ! -f "$WORK/control-copied" ]; then
+    rm -rf "$CONTROL_STORE"; mkdir -p "$CONTROL_STORE"
+    mdb_copy -c "$RANK_STORE" "$CONTROL_STORE"
+    touch "$WORK/control-copied"
+  fi
+  for r in $(seq 1 "$ROUNDS"); do
+    run_one "lead-1-poll.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD"
+    run_one "lead-1-reload.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload
+    run_one "lead-1-rollback.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --mode rollback
+    run_one "rank-200-poll.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK"
+    run_one "rank-200-reload.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload
+    "$BIN/arbiter-train" gc --store "$CONTROL_STORE" --model rank --keep 0 >/dev/null
+    run_one "rank-200-control.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --control "$CONTROL_STORE"
+  done
 fi
 
 # --- memory: a 1 GiB item table ---------------------------------------------------------------------------
@@ -148,5 +166,5 @@ if [ -z "$ONLY" ] || [ "$ONLY" = memory ]; then
   echo "$((BIG_ITEMS * 64 * 4))" > "$dir/table_bytes"
 fi
 
-python3 "$BENCH/swap/analyze.py" "$WORK/runs" "$OUT" "$RATE_LEAD" "$RATE_RANK" "$CONNECTIONS" "$STEADY" "$SWAPS"
+python3 "$BENCH/swap/analyze.py" "$WORK/runs" "$OUT" "$RATE_LEAD" "$RATE_RANK" "$CONNECTIONS" "$STEADY" "$SWAPS" "$ROUNDS"
 echo "wrote $OUT"
