@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt bench-soak bench-tls bench-rank bench-route clean
+.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt bench-soak bench-tls bench-rank bench-route bench-swap clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-gbdt  the tree kernel against xgboost and LightGBM, one thread, same models and rows"
 	@echo "make bench-rank  rank-200: a ranking model of 1M items and three tree heads, arbiterd and the grpc-swift peer"
 	@echo "make bench-route route-30: a routing model of 30 lenders and two tree heads at 2,000/s, arbiterd and the grpc-swift peer"
+	@echo "make bench-swap  swap: lead-1 and rank-200 under a publish a second (poll, RELOAD, rollback), and a 1 GiB table swapped (about 25 min)"
 
 deps:
 	@./scripts/install-deps.sh
@@ -85,6 +86,9 @@ bench-rank: deps
 
 bench-route: deps
 	@./bench/route/run.sh
+
+bench-swap: deps
+	@./bench/swap/run.sh
 
 clean:
 	rm -rf .build .build-address .build-thread var bench/.build bench/.work fuzz/.build fuzz/corpus fuzz/artifacts

@@ -49,6 +49,7 @@ let package = Package(
         ], swiftSettings: servingPath),
         .target(name: "ArbiterStore", dependencies: [
             "CLMDB", "CXXHash",
+            .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], swiftSettings: servingPath),
         .target(name: "CPrefetch"),

@@ -508,7 +508,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 handler.reply(FrameHeader(opcode: Opcode.reload.rawValue, requestID: requestID), .reloaded(report),
                               context: context, receivedAt: receivedAt)
             case .failure(let error):
-                handler.fail(WireError(.internalError, "the store could not be read: \(error)", requestID: requestID), context: context)
+                handler.fail(WireError(.internalError, "RELOAD failed: \(error); what was serving keeps serving", requestID: requestID), context: context)
             }
             handler.writeOutbox(context)
             context.flush()

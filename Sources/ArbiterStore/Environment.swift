@@ -1,3 +1,4 @@
+import Atomics
 import CLMDB
 import Foundation
 import NIOConcurrencyHelpers
@@ -76,7 +77,13 @@ public final class StoreEnvironment: @unchecked Sendable {
     /// The map size the store recorded when this process opened it (before any raise by this process).
     public let recordedMapSize: Int
     /// Transactions this process has open (snapshots and writes): the map may move only when none is.
+    /// Held while the map may move (a resize after another process grew the store) and by what must not see it
+    /// move; never while waiting for another process.
     private let transactions = NIOLockedValueBox(TransactionCount())
+    /// Snapshots and write transactions open in this process.
+    private let openCount = ManagedAtomic<Int>(0)
+    /// Serializes this process's write transactions while they wait for LMDB's writer lock.
+    private let writers = NIOLock()
 
     private init(path: String, configuration: StoreConfiguration) throws(StoreError) {
         self.path = path
@@ -270,7 +277,7 @@ public final class StoreEnvironment: @unchecked Sendable {
 
     /// How many snapshots and write transactions this process has open on the store.
     public var openTransactions: Int {
-        transactions.withLockedValue { $0.open }
+        openCount.load(ordering: .sequentiallyConsistent)
     }
 
     private static func mapSize(of env: OpaquePointer) -> Int {
@@ -282,29 +289,62 @@ public final class StoreEnvironment: @unchecked Sendable {
     /// Begins a transaction, adopting a map grown by another process only when this process has no other
     /// transaction open (LMDB's rule for `mdb_env_set_mapsize`, and what keeps pinned pointers valid).
     private func begin(readOnly: Bool) throws(StoreError) -> OpaquePointer {
-        let begun = transactions.withLockedValue { count -> Result<OpaquePointer, StoreError> in
-            Result { () throws(StoreError) -> OpaquePointer in
-                var txn: OpaquePointer?
-                let flags = readOnly ? UInt32(MDB_RDONLY) : 0
-                var rc = mdb_txn_begin(env, nil, flags, &txn)
-                if rc == MDB_MAP_RESIZED {
-                    guard count.open == 0 else {
-                        throw StoreError.mapOutgrown(path: path, mapSize: Self.mapSize(of: env), openTransactions: count.open)
+        if readOnly {
+            let begun = transactions.withLockedValue { _ -> Result<OpaquePointer, StoreError> in
+                Result { () throws(StoreError) -> OpaquePointer in
+                    var txn: OpaquePointer?
+                    var rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
+                    if rc == MDB_MAP_RESIZED {
+                        let open = openCount.load(ordering: .sequentiallyConsistent)
+                        guard open == 0 else {
+                            throw StoreError.mapOutgrown(path: path, mapSize: Self.mapSize(of: env), openTransactions: open)
+                        }
+                        rc = mdb_env_set_mapsize(env, 0)
+                        if rc == 0 { rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn) }
                     }
-                    rc = mdb_env_set_mapsize(env, 0)
-                    if rc == 0 { rc = mdb_txn_begin(env, nil, flags, &txn) }
+                    try check(rc, "mdb_txn_begin (read)")
+                    openCount.wrappingIncrement(ordering: .sequentiallyConsistent)
+                    return txn!
                 }
-                try check(rc, readOnly ? "mdb_txn_begin (read)" : "mdb_txn_begin (write)")
-                count.open += 1
-                return txn!
             }
+            return try begun.get()
         }
-        return try begun.get()
+        // A write transaction first waits for LMDB's writer lock, which another process — a trainer writing a
+        // large version — may hold for seconds. It waits holding only `writers`: were it to hold
+        // `transactions`, every snapshot opened and every one ended meanwhile (an event loop letting go of an
+        // old version) would wait for that other process too. It is counted as open before it begins, so a
+        // reader that meets a grown map meanwhile does not move the map under it.
+        writers.lock()
+        defer { writers.unlock() }
+        do {
+            openCount.wrappingIncrement(ordering: .sequentiallyConsistent)
+            var txn: OpaquePointer?
+            var rc = mdb_txn_begin(env, nil, 0, &txn)
+            if rc == MDB_MAP_RESIZED {
+                rc = transactions.withLockedValue { _ -> Int32 in
+                    // This transaction is the one counted; any other open one pins the map.
+                    guard openCount.load(ordering: .sequentiallyConsistent) == 1 else { return MDB_MAP_RESIZED }
+                    var r = mdb_env_set_mapsize(env, 0)
+                    if r == 0 { r = mdb_txn_begin(env, nil, 0, &txn) }
+                    return r
+                }
+            }
+            guard rc == 0 else {
+                let open = openCount.wrappingDecrementThenLoad(ordering: .sequentiallyConsistent)
+                if rc == MDB_MAP_RESIZED {
+                    throw StoreError.mapOutgrown(path: path, mapSize: Self.mapSize(of: env), openTransactions: open)
+                }
+                try check(rc, "mdb_txn_begin (write)")
+                preconditionFailure("unreachable")
+            }
+            return txn!
+        }
     }
 
-    /// Called once a transaction from `begin` has ended (committed or aborted).
+    /// Called once a transaction from `begin` has ended (committed or aborted). Takes no lock: an event loop
+    /// that lets go of the last request on an old version ends its snapshot, and must never wait.
     func ended() {
-        transactions.withLockedValue { $0.open -= 1 }
+        openCount.wrappingDecrement(ordering: .sequentiallyConsistent)
     }
 
     /// Opens a read snapshot that stays valid (and keeps what it sees mapped) until released.
@@ -332,9 +372,8 @@ public final class StoreEnvironment: @unchecked Sendable {
     }
 }
 
-private struct TransactionCount {
-    var open = 0
-}
+/// What `transactions` guards has no state of its own: the lock is the point.
+private struct TransactionCount {}
 
 @inline(__always)
 func check(_ rc: Int32, _ op: String) throws(StoreError) {

@@ -47,7 +47,8 @@ let table: ModelTable = {
         let model = try registry.load(try LoadedVersion(environment: env, model: "leads"))
         try model.checkGolden()
         var t = ModelTable()
-        t.models["leads"] = ServingModel(name: "leads", model: model)
+        let m = ServingModel(name: "leads", model: model)
+        t.models["leads"] = ServedModel(name: "leads", active: m, loaded: [m], split: nil, shadow: nil, latest: m.version)
         return t
     } catch {
         fatalError("fuzz-server setup: \(error)")
