@@ -15,10 +15,9 @@ struct ModelLoader: Sendable {
     /// Loads `model` at `version` (0 = active) and validates it.
     func load(model: String, version: UInt64 = 0) throws -> ServingModel {
         let loaded = try LoadedVersion(environment: environment, model: model, version: version)
-        let serving = ServingModel(name: model, model: try registry.load(loaded))
-        // Validation read every page; large tensors (embedding tables) give theirs back until requests touch them.
-        loaded.releaseResidentPages()
-        return serving
+        // Validation reads every page (the checksums): the version is pre-faulted. Whether its large tensors
+        // stay mapped is decided once its role is known (`ServingModel.settlePages`).
+        return ServingModel(name: model, model: try registry.load(loaded))
     }
 
     /// What a reload did to one model's versions (RELOAD's answer, and the log).
@@ -127,6 +126,10 @@ struct ModelLoader: Sendable {
             }
             let served = ServedModel(name: name, active: serving, loaded: Array(loaded.values), split: deployment.split,
                                      shadow: shadow, latest: deployment.latest ?? active)
+            // Before the swap: what serves unpinned requests has every page mapped (a version retained until now
+            // is pre-faulted again); what only pins or the shadow use gives its large tensors' pages back.
+            let hot = Set([served.active.version] + served.split.map(\.model.version))
+            for m in served.loaded { m.settlePages(serving: hot.contains(m.version)) }
             table.models[name] = served
             recordRetained(served, deployment.retained, catalog: catalog)
         }

@@ -1,10 +1,32 @@
 import ArbiterModels
 import ArbiterStore
 import ArbiterWire
+import NIOConcurrencyHelpers
 
 /// A validated model version as the server serves it: the model plus everything the wire needs about it,
 /// computed once at load so that the hot path only copies.
 final class ServingModel: Sendable {
+    /// Keeps the pages of its large tensors (embedding tables) mapped while it serves unpinned requests, so
+    /// that requests after a swap do not fault them in one by one; gives them back to the page cache while it
+    /// only serves pins or the shadow (a request then maps what it touches). Called on the loader thread.
+    func settlePages(serving: Bool) {
+        let changed = mapped.withLockedValue { m -> Bool in
+            defer { m = serving }
+            return m != serving
+        }
+        guard changed else { return }
+        if serving {
+            model.version.prefaultResidentPages()
+        } else {
+            model.version.releaseResidentPages()
+        }
+    }
+
+    deinit {
+        // The pages stay mapped after the snapshot ends (the map is one mapping): unmap them with the version.
+        model.version.releaseResidentPages()
+    }
+
     let model: any ScoringModel
     /// The model's schema, kept here so the hot path does not copy the manifest to reach it.
     let schema: FeatureSchema
@@ -18,6 +40,8 @@ final class ServingModel: Sendable {
     let columns: [(prologue: [UInt8], isCode: Bool, index: Int)]
     let summary: ModelSummary
     let wireSchema: ModelSchema
+    /// Whether the large tensors' pages are mapped in this process now (loading maps them all: the checksums).
+    private let mapped = NIOLockedValueBox(true)
 
     init(name: String, model: any ScoringModel) {
         let s = model.schema

@@ -60,5 +60,14 @@ import Testing
         #expect(loaded.releaseResidentPages(minimumBytes: 1 << 30) == 0)
         let detached = try LoadedVersion(detachedModel: "d", kind: "k", manifest: [], tensors: [TensorData(name: "x", shape: [1], values: [1])])
         #expect(detached.releaseResidentPages(minimumBytes: 0) == 0)
+
+        // Before it serves again (a retained version promoted), its pages are mapped again in one call: requests
+        // after the swap find them mapped instead of faulting them in folio by folio.
+        loaded.releaseResidentPages()
+        #expect(try Self.residentKB(of: t.pointer) < 1024)
+        let populated = loaded.prefaultResidentPages()
+        #expect(populated >= lowest && populated <= tableBytes)
+        let afterPrefault = try Self.residentKB(of: t.pointer)
+        #expect(afterPrefault >= tableKB - 8, "\(afterPrefault) kB mapped after the prefault")
     }
 }

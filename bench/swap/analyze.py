@@ -120,8 +120,9 @@ def main():
              "changes one second apart under the same load — `swap-tool publish` commits a new version (a copy of the active "
              "version's tensors and manifest: the server loads, checksums, validates and warms it as any new version) or, in the "
              "rollback run, a publish and a rollback in turn. `poll`: the server finds the change at its 100 ms poll; `reload`: the "
-             "trainer sends RELOAD after the commit. Steady p99 is over the requests scheduled before the first change, swap p99 "
-             "over those scheduled from the first change to a second after the last; both from the same run. "
+             "trainer sends RELOAD after the commit. The trainer runs at nice 10. Steady p99 is over the requests scheduled before "
+             "the trainer began writing its first version, swap p99 over those scheduled from then to a second after the last "
+             "commit; both from the same run. "
              "Commit → first answer: from the commit's return in the trainer to the first RESULT naming that version "
              "(CLOCK_MONOTONIC in both processes).", "",
              "Medians over the rounds:", "",
@@ -139,8 +140,12 @@ def main():
         rss = load_rss(os.path.join(d, "rss.csv"))
         warmup = float(open(os.path.join(d, "warmup_s")).read())
         t0 = trace[0][0]
-        steady_end = events[0]["commit_ns"] - 300_000_000
-        swap_start, swap_end = events[0]["commit_ns"], events[-1]["commit_ns"] + 1_000_000_000
+        # Steady: until the trainer began writing its first version. During the changes: from then until a
+        # second after the last commit, or the end of the load.
+        t_end = max(s for s, a, v, f in trace)
+        events = [e for e in events if e["commit_ns"] < t_end - 500_000_000]
+        steady_end = events[0].get("began_ns", events[0]["commit_ns"])
+        swap_start, swap_end = steady_end, min(events[-1]["commit_ns"] + 1_000_000_000, t_end)
         st, st_bad = window(trace, t0 + int(warmup * 1e9), steady_end)
         sw, sw_bad = window(trace, swap_start, swap_end)
         control = "control" in base

@@ -15,7 +15,7 @@
 # the server does not serve: what the trainer's writes (280 MB and an fsync a second) cost the machine, apart
 # from any swap. Every configuration runs ROUNDS times, interleaved; the report takes medians.
 #   bench/swap/run.sh      (ROUNDS 3, RATE_LEAD 2000, RATE_RANK 500, CONNECTIONS 4, STEADY 20, SWAPS 20,
-#                           BIG_ITEMS 4194304; ONLY=swaps or ONLY=memory runs one part)
+#                           BIG_ITEMS 4194304; ONLY=swaps or ONLY=memory runs one part, FILTER=REGEX the runs named so)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BENCH="$ROOT/bench"
@@ -80,6 +80,7 @@ fi
 run_one() {
   local name=$1 store=$2 model=$3 scenario=$4 rate=$5
   shift 5
+  if [ -n "${FILTER:-}" ] && ! [[ "$name" =~ $FILTER ]]; then return 0; fi
   local dir="$WORK/runs/$name"
   rm -rf "$dir"; mkdir -p "$dir"
   # Each run starts from a store whose newest versions are copies of the first: trim what earlier runs added.
@@ -100,12 +101,13 @@ run_one() {
   local publisher=$!
   echo "== $name: $scenario at $rate/s, $STEADY s steady then $SWAPS changes $*${reload[*]:+ with RELOAD}"
   "$BBIN/arbiter-bench" run --label "$name" --protocol arbiter --port "$port" --scenario "$scenario" --model "$model" \
-    --rate "$rate" --connections "$CONNECTIONS" --warmup "$WARMUP" --duration $(( STEADY + SWAPS + 1 )) \
+    --rate "$rate" --connections "$CONNECTIONS" --warmup "$WARMUP" --duration $(( STEADY + 2 * SWAPS + 2 )) \
     --trace "$dir/trace.csv" --out "$dir/run.jsonl" | head -3
   wait "$publisher"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
   echo "$WARMUP" > "$dir/warmup_s"
+  # (The load runs STEADY + 2 × SWAPS + 2 s: a trainer writing large versions takes longer than a second each.)
 }
 
 if [ -z "$ONLY" ] || [ "$ONLY" = swaps ]; then

@@ -3,7 +3,7 @@
 // `publish`: the trainer's side. Publishes a new version of a model every interval — a copy of the active
 // version's tensors and manifest, so each one is loaded, checked and validated by the server as any new
 // version is — or alternates publishes with rollbacks. Prints one JSON line per store change with its commit
-// time (CLOCK_MONOTONIC ns, comparable with arbiter-bench's traces), and, with --reload-port, when the
+// time and when its writing began (CLOCK_MONOTONIC ns, comparable with arbiter-bench's traces), and, with --reload-port, when the
 // server's RELOADED answer came back.
 //
 // `first-answer`: connects to a server as soon as it listens and sends one SCORE (every feature 0, a subject
@@ -84,12 +84,13 @@ struct Publish: ParsableCommand {
             let now = monotonic()
             if due > now { usleep(UInt32((due - now) / 1000)) }
             var event: [String: Any]
+            let began = monotonic()
             if mode == "rollback" && i % 2 == 1 {
                 let v = try catalog.rollback(model: model)
-                event = ["event": "rollback", "version": v, "commit_ns": monotonic()]
+                event = ["event": "rollback", "version": v, "began_ns": began, "commit_ns": monotonic()]
             } else {
                 let v = try publishCopy(catalog, env)
-                event = ["event": "publish", "version": v, "commit_ns": monotonic()]
+                event = ["event": "publish", "version": v, "began_ns": began, "commit_ns": monotonic()]
                 if let keep = gcKeep { event["gc_freed_bytes"] = try catalog.gc(model: model, keep: keep).bytes }
             }
             if let reload {
