@@ -223,8 +223,9 @@ def main():
                   f"{table_mib:.0f} MiB, one tensor in LMDB, mapped zero-copy), 100k users and three heads of 100 trees. "
                   "`swap-tool publish` then publishes 5 copies of it 4 s apart (each a new version: 1 GiB written to the store, then "
                   "`gc --keep 2`) while arbiter-bench sends rank-200 at 100/s over 2 connections. Tensors reach the server mapped, "
-                  "not copied: the checksums at load read every page (RssFile rises by the table while they run), then the "
-                  "table's pages are given back to the page cache (MADV_DONTNEED on the mapping) until requests touch them.", "",
+                  "not copied: the checksums at load read every page, the version that serves keeps them mapped (RssFile holds "
+                  "its table: page cache, shared), and a version let go unmaps its pages — so while a new version is checked "
+                  "RssFile holds both tables, then falls back to one.", "",
                   f"- Start-up, process start → first RESULT (store in the page cache): {', '.join(f'{x:.0f}' for x in starts)} ms "
                   f"(median {statistics.median(starts):.0f} ms; bound 500 ms).",
                   f"- RssAnon (private memory) before the first publish: {base:.0f} MiB; highest while the copies were swapped in: "
