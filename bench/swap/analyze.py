@@ -146,9 +146,12 @@ def main():
         events = [e for e in events if e["commit_ns"] < t_end - 500_000_000]
         steady_end = events[0].get("began_ns", events[0]["commit_ns"])
         swap_start, swap_end = steady_end, min(events[-1]["commit_ns"] + 1_000_000_000, t_end)
+        if "shadow" in base:
+            # From 2 s after the shadow was set (its copy written and loaded) to the end of the load.
+            swap_start, swap_end = events[0]["commit_ns"] + 2_000_000_000, t_end
         st, st_bad = window(trace, t0 + int(warmup * 1e9), steady_end)
         sw, sw_bad = window(trace, swap_start, swap_end)
-        control = "control" in base
+        control = "control" in base or "shadow" in base
         fa = [] if control else first_answers(trace, events)
         anon = [a / 1024 for t, a, f in rss if t >= t0]
         r = {"name": name, "base": base, "st": st, "sw": sw, "bad": st_bad + sw_bad, "fa": fa, "events": events,
@@ -163,7 +166,8 @@ def main():
             with open(os.path.join(results_dir, svg), "w") as f:
                 f.write(svg_rss(rss, events, t0, f"arbiterd memory, {base} (round 1): changes from t={(events[0]['commit_ns'] - t0) / 1e9:.0f} s"))
             details.append(f"- {base}: memory over round 1: [{svg}]({svg}).")
-    order = ["lead-1-poll", "lead-1-reload", "lead-1-rollback", "rank-200-poll", "rank-200-reload", "rank-200-control"]
+    order = ["lead-1-poll", "lead-1-reload", "lead-1-rollback", "lead-1-shadow", "rank-200-poll", "rank-200-reload",
+             "rank-200-control", "rank-200-shadow"]
     for base in sorted(groups, key=lambda b: order.index(b) if b in order else 99):
         rs = groups[base]
         med = lambda f: statistics.median(f(r) for r in rs)
@@ -173,6 +177,8 @@ def main():
         known = [x for x in fas if x is not None]
         if "control" in base:
             fa_text = "— (the trainer writes another store)"
+        elif "shadow" in base:
+            fa_text = "— (a 5% shadow from the change on)"
         else:
             fa_text = f"{statistics.median(known):.1f} / {max(known):.1f}" if known else "—"
             if len(known) < len(fas):
@@ -191,9 +197,12 @@ def main():
                 details.append(f"- {base}: commit → first answer, rollbacks: median {statistics.median(rb):.1f} ms, max {max(rb):.1f} ms "
                                f"(the version rolled back to is still loaded: retained); publishes: median {statistics.median(pb):.1f} ms, "
                                f"max {max(pb):.1f} ms.")
-        details.append(f"- {base}: {sum(r['changes'] for r in rs)} store changes over {sum(r['span'] for r in rs):.0f} s "
-                       "(the trainer takes longer than the interval when a version is large).")
-    lines += ["", "The p99 ratio column gives the median, then each round's ratio.", ""] + details
+        if "shadow" not in base:
+            details.append(f"- {base}: {sum(r['changes'] for r in rs)} store changes over {sum(r['span'] for r in rs):.0f} s "
+                           "(the trainer takes longer than the interval when a version is large).")
+    lines += ["", "The p99 ratio column gives the median, then each round's ratio. The shadow runs compare the steady part "
+              "with the part from 2 s after a copy of the active version was set to score 5% of the requests in the shadow "
+              "(ONLY=shadow).", ""] + details
     lines += ["", "Per round:", "", "| run | steady p99 µs | during swaps p99 µs | ratio | failed | commit → first answer ms (each change) |",
               "| --- | ---: | ---: | ---: | ---: | --- |"]
     for r in per_run:

@@ -127,6 +127,16 @@ if [ -z "$ONLY" ] || [ "$ONLY" = swaps ]; then
     run_one "rank-200-control.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --control "$CONTROL_STORE"
   done
 fi
+# Shadow: after the steady part, a copy of the active version is published (not activated) and scored in the
+# shadow of 5% of the requests, with RELOAD; the rest of the run is compared with the steady part.
+if [ -z "$ONLY" ] || [ "$ONLY" = shadow ]; then
+  for r in $(seq 1 "$ROUNDS"); do
+    run_one "lead-1-shadow.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload --mode shadow --count 1
+    run_one "rank-200-shadow.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload --mode shadow --count 1
+    "$BIN/arbiter-train" shadow --store "$LEAD_STORE" --model leads --off >/dev/null
+    "$BIN/arbiter-train" shadow --store "$RANK_STORE" --model rank --off >/dev/null
+  done
+fi
 
 # --- memory: a 1 GiB item table ---------------------------------------------------------------------------
 if [ -z "$ONLY" ] || [ "$ONLY" = memory ]; then

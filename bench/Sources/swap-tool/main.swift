@@ -60,12 +60,13 @@ struct Publish: ParsableCommand {
     @Option(help: "Milliseconds between store changes.") var everyMs = 1000
     @Option(help: "Store changes to make.") var count = 20
     @Option(help: "Milliseconds to wait before the first.") var startDelayMs = 0
-    @Option(help: "publish: a new version each time; rollback: a new version, then a rollback to the one before, in turn.") var mode = "publish"
+    @Option(help: "publish: a new version each time; rollback: a new version, then a rollback to the one before, in turn; shadow: a copy published without activating, then scored in the shadow of the active one (--sample).") var mode = "publish"
+    @Option(help: "The shadow's sample (--mode shadow).") var sample = 0.05
     @Option(help: "After each change, send RELOAD to the server on this port (loopback) and wait for its answer.") var reloadPort: Int?
     @Option(help: "After each publish, delete all but the active version and this many others (gc).") var gcKeep: Int?
 
     func validate() throws {
-        guard ["publish", "rollback"].contains(mode) else { throw ValidationError("--mode is publish or rollback") }
+        guard ["publish", "rollback", "shadow"].contains(mode) else { throw ValidationError("--mode is publish, rollback or shadow") }
         guard everyMs >= 10, count >= 1, startDelayMs >= 0 else { throw ValidationError("--every-ms ≥ 10, --count ≥ 1, --start-delay-ms ≥ 0") }
     }
 
@@ -85,7 +86,11 @@ struct Publish: ParsableCommand {
             if due > now { usleep(UInt32((due - now) / 1000)) }
             var event: [String: Any]
             let began = monotonic()
-            if mode == "rollback" && i % 2 == 1 {
+            if mode == "shadow" {
+                let v = try publishCopy(catalog, env, activate: false)
+                try catalog.setShadow(model: model, try ShadowConfig(version: v, sample: sample))
+                event = ["event": "shadow", "version": v, "began_ns": began, "commit_ns": monotonic()]
+            } else if mode == "rollback" && i % 2 == 1 {
                 let v = try catalog.rollback(model: model)
                 event = ["event": "rollback", "version": v, "began_ns": began, "commit_ns": monotonic()]
             } else {
@@ -105,11 +110,12 @@ struct Publish: ParsableCommand {
 
 
     /// A new active version holding the active one's tensors, manifest and metrics.
-    func publishCopy(_ catalog: Catalog, _ env: StoreEnvironment) throws -> UInt64 {
+    func publishCopy(_ catalog: Catalog, _ env: StoreEnvironment, activate: Bool = true) throws -> UInt64 {
         let active = try LoadedVersion(environment: env, model: model, version: 0)
         let tensors = active.tensors.map { name, t in TensorData(name: name, shape: t.shape, dtype: t.dtype, bytes: Array(t.bytes)) }
         let metrics = try catalog.versions(model: model).first { $0.isActive }?.meta.metrics ?? [:]
-        return try catalog.publish(model: model, kind: active.kind, manifest: Array(active.manifest), tensors: tensors, metrics: metrics)
+        return try catalog.publish(model: model, kind: active.kind, manifest: Array(active.manifest), tensors: tensors, metrics: metrics,
+                                   activate: activate)
     }
 
 }
