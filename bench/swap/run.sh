@@ -11,11 +11,14 @@
 # roll back, in turn). Then the memory run: a ranking model whose item table is 1 GiB — first answer after
 # process start, and RSS while copies of it are published and swapped in. Writes bench/results/swap-DATE.md
 # and its SVG plots.
+# The shadow runs set a copy of the active version to score 5% of the requests in the shadow after the steady
+# part, and compare the rest of the run with it.
 # rank-200-control is the same load while the trainer writes the same versions into a copy of the store that
 # the server does not serve: what the trainer's writes (280 MB and an fsync a second) cost the machine, apart
 # from any swap. Every configuration runs ROUNDS times, interleaved; the report takes medians.
 #   bench/swap/run.sh      (ROUNDS 3, RATE_LEAD 2000, RATE_RANK 500, CONNECTIONS 4, STEADY 20, SWAPS 20,
-#                           BIG_ITEMS 4194304; ONLY=swaps or ONLY=memory runs one part, FILTER=REGEX the runs named so)
+#                           BIG_ITEMS 4194304; ONLY=swaps, ONLY=shadow or ONLY=memory runs one part, FILTER=REGEX
+#                           the runs named so)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BENCH="$ROOT/bench"
