@@ -198,6 +198,20 @@ final class StoreRecorder: Sendable {
     func drain() { queue.sync {} }
 }
 
+/// Puts the calling thread in Linux's SCHED_IDLE class: it runs only when nothing else wants the core, and a
+/// waking event loop preempts it at once (a nice value only weighs its share, so a loop could wait for a
+/// niced thread's time slice). For work that may be dropped when starved (the shadow); false if refused.
+@discardableResult
+func idleThreadPriority() -> Bool {
+    #if os(Linux)
+    var param = sched_param()
+    param.sched_priority = 0
+    return sched_setscheduler(0, 5 /* SCHED_IDLE */, &param) == 0
+    #else
+    return false
+    #endif
+}
+
 /// Raises the calling thread's nice value to `nice` (Linux keeps one per thread); 0 leaves it. Failing (a
 /// sandbox that forbids it) changes nothing else.
 func lowerThreadPriority(_ nice: Int32) {

@@ -31,7 +31,9 @@ public struct ServerConfiguration: Sendable {
     public var retainedVersions: Int = 2
     /// The nice value of the threads that load and validate new versions, write the server's records to the
     /// store and score the shadow: above the event loops', so that a swap's checksums and golden cases yield
-    /// the cores to requests. Linux nice values are per thread. Default 10; 0 runs them as the loops run.
+    /// the cores to requests. Linux nice values are per thread. With a value above 0 the shadow thread runs in
+    /// SCHED_IDLE instead (only when the cores are otherwise idle; a starved shadow drops samples, counted).
+    /// Default 10; 0 runs them all as the loops run.
     public var backgroundNice: Int32 = 10
     /// Accept RELOAD from any address (with a token that has the `admin` right when tokens are required);
     /// otherwise only from loopback. Default off.

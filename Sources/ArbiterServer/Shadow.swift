@@ -93,7 +93,10 @@ final class ShadowScorer: Sendable {
     init(nice: Int32 = 0) {
         pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
-        pool.submit { _ in lowerThreadPriority(nice) }
+        pool.submit { _ in
+            // Dropped work is counted, never waited for: the shadow may starve under load rather than delay a loop.
+            if nice > 0 && !idleThreadPriority() { lowerThreadPriority(nice) }
+        }
     }
 
     func shutdown() async throws {

@@ -54,6 +54,9 @@ enum Fixture {
         // set their own.
         c.helloTimeoutMillis = 60_000
         c.frameTimeoutMillis = 60_000
+        // Background threads (loader, records, shadow) at the loops' priority: the suites share two cores, and a
+        // shadow thread in SCHED_IDLE would wait for every other suite's computation.
+        c.backgroundNice = 0
         return c
     }
 
