@@ -176,9 +176,15 @@ public final class ArbiterServer: Sendable {
             loaderGroup.next().execute { [weak self] in self?.reloadNow() }
         }
         // Shadow comparisons reach the store about once a second.
+        // At most one flush waits in the records queue: while a trainer holds the write lock, flushes are not
+        // queued up one a second behind it (each writes everything recorded so far anyway).
+        let flushQueued = NIOLockedValueBox(false)
         let shadowFlush = loaderGroup.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
-            guard let self else { return }
-            self.loader.records.submit { self.flushShadowRecords() }
+            guard let self, flushQueued.withLockedValue({ q in defer { q = true }; return !q }) else { return }
+            self.loader.records.submit {
+                flushQueued.withLockedValue { $0 = false }
+                self.flushShadowRecords()
+            }
         }
         // The process's memory against the budget, every 100 ms, off the event loops (and freed memory given
         // back to the OS when the allocator keeps much of it).
