@@ -90,7 +90,7 @@ public final class EmbeddingTable: Sendable {
         guard held == rowCount else {
             throw ModelError.invalidParameters("embedding table '\(name)': the index holds \(held) ids for \(rowCount) rows")
         }
-        for i in 0..<vectors.count where !vectors[i].isFinite {
+        if let i = v.firstNonFinite {
             throw ModelError.nonFinite("embedding table '\(name)': row \(i / dimension) holds \(vectors[i])")
         }
     }

@@ -12,9 +12,10 @@ struct ModelLoader: Sendable {
     /// the store's write lock never delays a swap.
     let records: StoreRecorder
 
-    /// Loads `model` at `version` (0 = active) and validates it.
-    func load(model: String, version: UInt64 = 0) throws -> ServingModel {
-        let loaded = try LoadedVersion(environment: environment, model: model, version: version)
+    /// Loads `model` at `version` (0 = active) and validates it. Tensors it shares with a version in `loaded`
+    /// (the same stored bytes) are not read again.
+    func load(model: String, version: UInt64 = 0, loaded others: [ServingModel] = []) throws -> ServingModel {
+        let loaded = try LoadedVersion(environment: environment, model: model, version: version, verified: others.map(\.model.version))
         // Validation reads every page (the checksums): the version is pre-faulted. Whether its large tensors
         // stay mapped is decided once its role is known (`ServingModel.settlePages`).
         return ServingModel(name: model, model: try registry.load(loaded))
@@ -78,9 +79,10 @@ struct ModelLoader: Sendable {
                 if rejected[version] != nil { continue }
                 do {
                     let started = ServerClock.system.nanoseconds()
-                    let m = try load(model: name, version: version)
+                    let m = try load(model: name, version: version, loaded: (before?.loaded ?? []) + loaded.values)
                     loaded[version] = m
-                    logger.info("loaded \(name) v\(version) in \((ServerClock.system.nanoseconds() - started) / 1_000_000) ms (checksums, the kind's checks, golden cases)")
+                    let shared = m.model.version.sharedBytes
+                    logger.info("loaded \(name) v\(version) in \((ServerClock.system.nanoseconds() - started) / 1_000_000) ms (checksums, the kind's checks, golden cases)\(shared > 0 ? "; \(shared >> 20) MiB of tensors shared with a loaded version, not read again" : "")")
                     events.append(Event(model: name, version: version, outcome: .loaded, detail: "validated"))
                     record(name, version, ValidationRecord(outcome: .passed, by: Self.identity), catalog: catalog)
                 } catch {

@@ -14,7 +14,9 @@ final class ServingModel: Sendable {
             defer { m = serving }
             return m != serving
         }
+        // (The first call always acts: a version that serves takes its hold on the pages it shares.)
         guard changed else { return }
+        // Spans shared with another loaded version are counted in the store: the last holder gives them back.
         if serving {
             model.version.prefaultResidentPages()
         } else {
@@ -38,10 +40,11 @@ final class ServingModel: Sendable {
     let codeColumnCount: Int
     /// Pre-encoded column prologues in schema order, with each column's kind and index among its kind.
     let columns: [(prologue: [UInt8], isCode: Bool, index: Int)]
+    /// Whether the large tensors' pages are held mapped in this process now; nil until the first settle (loading
+    /// maps what it reads, but holds nothing).
+    private let mapped = NIOLockedValueBox<Bool?>(nil)
     let summary: ModelSummary
     let wireSchema: ModelSchema
-    /// Whether the large tensors' pages are mapped in this process now (loading maps them all: the checksums).
-    private let mapped = NIOLockedValueBox(true)
 
     init(name: String, model: any ScoringModel) {
         let s = model.schema

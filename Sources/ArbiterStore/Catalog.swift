@@ -167,6 +167,12 @@ public struct Catalog: Sendable {
     /// `latest`, optionally `active`, then the bumped generation. Returns the new version number. Activating
     /// ends any traffic split (the newest decision wins: a trainer that publishes live replaces a canary).
     ///
+    /// With `share` (the default), a tensor that is byte for byte the same-named tensor of the model's latest
+    /// or active version is not written again: the new version's record points at the stored one
+    /// (``VersionMeta/TensorEntry/storedIn``, store format 3). A retrained head beside an unchanged 1 GiB
+    /// embedding table then writes kilobytes, and a server that has the earlier version loaded maps the same
+    /// pages for both — it neither reads the table again nor holds it twice.
+    ///
     /// A process killed at any instant before the commit leaves the store exactly as it was.
     ///
     /// `inTransaction` is called with the new version number once the version's tensors and manifest are
@@ -175,7 +181,7 @@ public struct Catalog: Sendable {
     /// the transaction. A throw from it aborts the publish.
     @discardableResult
     public func publish(model: String, kind: String, manifest: [UInt8], tensors: [TensorData],
-                        metrics: [String: Double], activate: Bool = true,
+                        metrics: [String: Double], activate: Bool = true, share: Bool = true,
                         now: Date = Date(), inTransaction: ((UInt64) throws -> Void)? = nil) throws -> UInt64 {
         try StoreKeys.validate(model: model)
         var seen = Set<String>()
@@ -189,13 +195,38 @@ public struct Catalog: Sendable {
             }
         }
         return try environment.write { txn in
-            let version = (try txn.getUInt64(StoreKeys.latest(model)) ?? 0) + 1
+            let latest = try txn.getUInt64(StoreKeys.latest(model))
+            let version = (latest ?? 0) + 1
+            // What the new tensors may share: the latest and the active version's, by name.
+            var shareable: [String: [(entry: VersionMeta.TensorEntry, home: UInt64)]] = [:]
+            if share {
+                for v in Set([latest, try txn.getUInt64(StoreKeys.active(model))].compactMap { $0 }).sorted() {
+                    guard let bytes = try txn.get(StoreKeys.meta(model, v)) else { continue }
+                    for e in try decodeMeta(Data(bytes), key: StoreKeys.meta(model, v)).tensors {
+                        shareable[e.name, default: []].append((e, e.home(in: v)))
+                    }
+                }
+            }
             var entries: [VersionMeta.TensorEntry] = []
             for t in tensors {
                 try t.bytes.withUnsafeBytes { b in
-                    try txn.put(StoreKeys.tensor(model, version, t.name), b)
-                    entries.append(.init(name: t.name, dtype: t.dtype.rawValue, shape: t.shape, byteCount: b.count,
-                                         checksum: Checksum.hex(b)))
+                    let checksum = Checksum.hex(b)
+                    var entry = VersionMeta.TensorEntry(name: t.name, dtype: t.dtype.rawValue, shape: t.shape, byteCount: b.count,
+                                                        checksum: checksum)
+                    for c in shareable[t.name] ?? [] where c.entry.dtype == entry.dtype && c.entry.shape == entry.shape
+                        && c.entry.byteCount == b.count && c.entry.checksum == checksum {
+                        // The checksum is a filter; the bytes decide.
+                        let same = try txn.withBytes(StoreKeys.tensor(model, c.home, t.name)) { stored in
+                            guard let stored, stored.count == b.count else { return false }
+                            return b.count == 0 || memcmp(stored.baseAddress!, b.baseAddress!, b.count) == 0
+                        }
+                        if same {
+                            entry.storedIn = c.home
+                            break
+                        }
+                    }
+                    if entry.storedIn == nil { try txn.put(StoreKeys.tensor(model, version, t.name), b) }
+                    entries.append(entry)
                 }
             }
             try txn.put(StoreKeys.manifest(model, version), manifest)
@@ -279,27 +310,33 @@ public struct Catalog: Sendable {
             }
             // Newest first: the required ones always, then the newest `keep` others.
             var kept: [UInt64] = [], deleted: [UInt64] = []
-            var others = 0, bytes = 0
-            for (v, meta) in present {
-                if required.contains(v) {
+            var others = 0
+            for (v, _) in present {
+                if required.contains(v) || others < keep {
+                    if !required.contains(v) { others += 1 }
                     kept.append(v)
-                    continue
+                } else {
+                    deleted.append(v)
                 }
-                if others < keep {
-                    others += 1
-                    kept.append(v)
-                    continue
+            }
+            // The stored tensors the kept versions read: their own and the ones they share with older versions.
+            var reachable = Set<String>()
+            for (v, meta) in present where kept.contains(v) {
+                for t in meta.tensors { reachable.insert(StoreKeys.tensor(model, t.home(in: v), t.name)) }
+            }
+            var bytes = 0
+            let gone = Set(deleted)
+            // Every key under the model's versions: a deleted version's records go, and so does every stored
+            // tensor no kept version reads (including one an earlier gc kept only because a later version
+            // shared it).
+            for (key, size) in try txn.sizes(prefix: StoreKeys.versionPrefix(model)) {
+                let rest = key.dropFirst(StoreKeys.versionPrefix(model).count)
+                guard let slash = rest.firstIndex(of: "/"), let v = UInt64(rest[..<slash]) else { continue }
+                let isTensor = rest[rest.index(after: slash)...].hasPrefix("t/")
+                if isTensor ? !reachable.contains(key) : gone.contains(v) {
+                    _ = try txn.delete(key)
+                    if isTensor || key == StoreKeys.manifest(model, v) { bytes += size }
                 }
-                for t in meta.tensors {
-                    _ = try txn.delete(StoreKeys.tensor(model, v, t.name))
-                    bytes += t.byteCount
-                }
-                _ = try txn.delete(StoreKeys.manifest(model, v))
-                _ = try txn.delete(StoreKeys.validation(model, v))
-                _ = try txn.delete(StoreKeys.shadowRecord(model, v))
-                _ = try txn.delete(StoreKeys.meta(model, v))
-                bytes += meta.manifestBytes
-                deleted.append(v)
             }
             return Collected(versions: deleted.reversed(), bytes: bytes, kept: kept.reversed())
         }

@@ -84,6 +84,10 @@ public final class StoreEnvironment: @unchecked Sendable {
     private let openCount = ManagedAtomic<Int>(0)
     /// Serializes this process's write transactions while they wait for LMDB's writer lock.
     private let writers = NIOLock()
+    /// Spans of the map that loaded versions keep mapped (``LoadedVersion/prefaultResidentPages(minimumBytes:)``),
+    /// by first address, with how many versions hold each: versions that share a stored tensor share its span,
+    /// and its pages are given back only when the last of them lets go.
+    let residentHolds = NIOLockedValueBox<[Int: Int]>([:])
 
     private init(path: String, configuration: StoreConfiguration) throws(StoreError) {
         self.path = path

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 
 /// A read-only view of a stored tensor of `Element`s that keeps its memory alive: a view into the map
 /// holds the snapshot that pins it, and a copy (a small tensor stored at an address not aligned for
@@ -40,9 +41,23 @@ public struct StoredTensor: @unchecked Sendable {
     public let shape: [Int]
     public let count: Int
     public let dtype: TensorDType
+    /// For float32 tensors: the index of the first value that is NaN or infinite, found when the version was
+    /// loaded (in the pass that checks its checksum); nil when every value is finite, or for other types.
+    public let firstNonFinite: Int?
     /// Aligned for `dtype` (mapped when the store's bytes were, else a copy).
     let pointer: UnsafeRawPointer
     let owner: any AnyObject & Sendable
+
+    init(name: String, shape: [Int], count: Int, dtype: TensorDType, firstNonFinite: Int?,
+         pointer: UnsafeRawPointer, owner: any AnyObject & Sendable) {
+        self.name = name
+        self.shape = shape
+        self.count = count
+        self.dtype = dtype
+        self.firstNonFinite = firstNonFinite
+        self.pointer = pointer
+        self.owner = owner
+    }
 
     /// The element bytes, as stored (for tools that copy a version).
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count * dtype.byteWidth) }
@@ -83,6 +98,11 @@ public final class LoadedVersion: Sendable {
     public let tensors: [String: StoredTensor]
     /// The snapshot the mapped views point into (nil for a detached version).
     let snapshot: ReadSnapshot?
+    /// Bytes of tensors that were not read at load because a version in `verified` maps the same stored bytes.
+    public let sharedBytes: Int
+    /// Whether this version holds its large tensors mapped (``prefaultResidentPages(minimumBytes:)``; each
+    /// span's holders are counted in the environment).
+    private let residency = NIOLockedValueBox(false)
 
     /// A version that is not in any store: its tensors are copies of `tensors`. Trainers build one to score
     /// golden cases with the very code that will serve the version, before publishing it.
@@ -95,10 +115,11 @@ public final class LoadedVersion: Sendable {
             }
             guard views[t.name] == nil else { throw StoreError.invalidTensor("tensor '\(t.name)' is given twice") }
             let storage = t.bytes.withUnsafeBytes { TensorStorage(copying: $0) }
-            views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: t.dtype,
+            let scan = t.bytes.withUnsafeBytes { Checksum.scan($0, float32: t.dtype == .f32) }
+            views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: t.dtype, firstNonFinite: scan.firstNonFinite,
                                          pointer: UnsafeRawPointer(storage.pointer), owner: storage)
             entries.append(VersionMeta.TensorEntry(name: t.name, dtype: t.dtype.rawValue, shape: t.shape, byteCount: t.bytes.count,
-                                                   checksum: t.bytes.withUnsafeBytes { Checksum.hex($0) }))
+                                                   checksum: Checksum.hex(scan.checksum)))
         }
         meta = VersionMeta(format: VersionMeta.format(for: entries), model: model, version: 0, kind: kind, createdUnixMillis: 0,
                            metrics: [:], tensors: entries, manifestChecksum: manifest.withUnsafeBytes { Checksum.hex($0) },
@@ -106,11 +127,19 @@ public final class LoadedVersion: Sendable {
         self.manifest = Data(manifest)
         self.tensors = views
         snapshot = nil
+        sharedBytes = 0
     }
 
     /// Loads `version` of `model` (0 = the active one) and verifies every checksum, which also faults in
-    /// every page of the version's tensors.
-    public init(environment: StoreEnvironment, model: String, version: UInt64 = 0) throws(StoreError) {
+    /// every page of the version's tensors; float32 tensors are checked for non-finite values in the same
+    /// pass (``StoredTensor/firstNonFinite``).
+    ///
+    /// A tensor that a version in `verified` (loaded from this environment, and still alive) maps at the
+    /// same address is not read again: it is the same stored value — a tensor a later version shares
+    /// (``VersionMeta/TensorEntry/storedIn``) — and pages a live snapshot can see are never rewritten, so
+    /// what was verified for that version holds for this one. Its checksum must still be the one this
+    /// version's record names.
+    public init(environment: StoreEnvironment, model: String, version: UInt64 = 0, verified: [LoadedVersion] = []) throws(StoreError) {
         try StoreKeys.validate(model: model)
         let s = try environment.snapshot()
         var v = version
@@ -138,12 +167,17 @@ public final class LoadedVersion: Sendable {
             throw StoreError.corrupt("\(model) v\(v) has store format \(meta.format); this build reads formats \(VersionMeta.readableFormats)")
         }
         var views: [String: StoredTensor] = [:]
+        var shared = 0
         for t in meta.tensors {
             guard let dtype = TensorDType(rawValue: t.dtype), meta.format >= 2 || dtype == .f32 else {
                 throw StoreError.corrupt("\(model) v\(v) tensor \(t.name) has dtype '\(t.dtype)', which store format \(meta.format) does not define")
             }
-            guard let value = try s.value(StoreKeys.tensor(model, v, t.name)) else {
-                throw StoreError.corrupt("\(model) v\(v) lacks tensor \(t.name)")
+            let home = t.home(in: v)
+            guard home <= v, meta.format >= 3 || home == v else {
+                throw StoreError.corrupt("\(model) v\(v) tensor \(t.name) says it is stored in v\(home), which store format \(meta.format) does not allow")
+            }
+            guard let value = try s.value(StoreKeys.tensor(model, home, t.name)) else {
+                throw StoreError.corrupt("\(model) v\(v) lacks tensor \(t.name)" + (home == v ? "" : " (stored with v\(home))"))
             }
             let raw = value.buffer
             guard t.shape.allSatisfy({ $0 >= 0 }), let count = Self.elementCount(t.shape) else {
@@ -153,17 +187,26 @@ public final class LoadedVersion: Sendable {
             guard raw.count == t.byteCount, raw.count % width == 0, raw.count / width == count else {
                 throw StoreError.corrupt("\(model) v\(v) tensor \(t.name) is \(raw.count) bytes; shape \(t.shape) holds \(count) \(dtype) values")
             }
-            guard Checksum.hex(raw) == t.checksum else {
-                throw StoreError.checksumMismatch(model: model, version: v, item: "tensor \(t.name)")
-            }
             // Large values sit on overflow pages (page-aligned plus a 16-byte header); small ones inline in a
             // leaf page, at any address: those are copied, once, if misaligned for their type.
-            if count > 0, Int(bitPattern: raw.baseAddress!) % width == 0 {
-                views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: dtype,
+            let mapped = count > 0 && Int(bitPattern: raw.baseAddress!) % width == 0
+            let firstNonFinite: Int?
+            if mapped, let known = Self.verifiedView(of: raw, count: count, dtype: dtype, checksum: t.checksum, in: verified, environment: environment) {
+                firstNonFinite = known.firstNonFinite
+                shared += raw.count
+            } else {
+                let scan = Checksum.scan(raw, float32: dtype == .f32)
+                guard Checksum.hex(scan.checksum) == t.checksum else {
+                    throw StoreError.checksumMismatch(model: model, version: v, item: "tensor \(t.name)")
+                }
+                firstNonFinite = scan.firstNonFinite
+            }
+            if mapped {
+                views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: dtype, firstNonFinite: firstNonFinite,
                                              pointer: raw.baseAddress!, owner: s)
             } else {
                 let storage = TensorStorage(copying: raw)
-                views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: dtype,
+                views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: dtype, firstNonFinite: firstNonFinite,
                                              pointer: UnsafeRawPointer(storage.pointer), owner: storage)
             }
         }
@@ -171,6 +214,19 @@ public final class LoadedVersion: Sendable {
         self.manifest = Data(man)
         self.tensors = views
         self.snapshot = s
+        self.sharedBytes = shared
+    }
+
+    /// The tensor of a version in `verified` that maps exactly `raw` from `environment`'s map with the checksum
+    /// `checksum`, if one does.
+    private static func verifiedView(of raw: UnsafeRawBufferPointer, count: Int, dtype: TensorDType, checksum: String,
+                                     in verified: [LoadedVersion], environment: StoreEnvironment) -> StoredTensor? {
+        for version in verified where version.snapshot?.environment === environment {
+            for (name, t) in version.tensors where t.pointer == UnsafeRawPointer(raw.baseAddress!) && t.count == count && t.dtype == dtype {
+                if t.owner is ReadSnapshot, version.meta.tensors.first(where: { $0.name == name })?.checksum == checksum { return t }
+            }
+        }
+        return nil
     }
 
     /// Tensors at least this large have their pages given back by ``releaseResidentPages()``.
@@ -181,21 +237,38 @@ public final class LoadedVersion: Sendable {
     /// `madvise(MADV_DONTNEED)` on the pages wholly inside each tensor. The pages stay in the page cache and
     /// the map stays valid; a request that reads a row faults its page back in (a minor fault), so the
     /// process's resident memory grows only with what is touched — a large embedding table costs its hot
-    /// rows, not its size. Nothing is copied or freed; a detached version has nothing to give back. Returns
-    /// the bytes advised.
+    /// rows, not its size. Nothing is copied or freed; a detached version has nothing to give back.
+    ///
+    /// Undoes ``prefaultResidentPages(minimumBytes:)``. A span that another loaded version keeps mapped (a
+    /// tensor they share) is left alone. Returns the bytes advised.
     @discardableResult
     public func releaseResidentPages(minimumBytes: Int = LoadedVersion.releaseThreshold) -> Int {
-        forEachLargeMappedTensor(minimumBytes) { p, n in madvise(p, n, MADV_DONTNEED) == 0 }
+        guard let environment = snapshot?.environment else { return 0 }
+        let held = residency.withLockedValue { h in defer { h = false }; return h }
+        return forEachLargeMappedTensor(minimumBytes) { p, n in
+            let key = Int(bitPattern: p)
+            let free = environment.residentHolds.withLockedValue { holds -> Bool in
+                guard held else { return holds[key] == nil }
+                let left = (holds[key] ?? 1) - 1
+                holds[key] = left > 0 ? left : nil
+                return left <= 0
+            }
+            return free && madvise(p, n, MADV_DONTNEED) == 0
+        }
     }
 
     /// Maps every page of every mapped tensor of at least `minimumBytes` into this process now
-    /// (`MADV_POPULATE_READ`, Linux 5.14 and later; elsewhere one read per page), so that requests after a
-    /// swap find them mapped instead of faulting them in one by one. The pages are the page cache's, shared:
-    /// they show in RssFile, not in private memory. Returns the bytes populated.
+    /// (`MADV_POPULATE_READ`, Linux 5.14 and later; elsewhere one read per page), and keeps them mapped until
+    /// ``releaseResidentPages(minimumBytes:)``, so that requests after a swap find them mapped instead of
+    /// faulting them in one by one. The pages are the page cache's, shared: they show in RssFile, not in
+    /// private memory. Calling it again while held does nothing. Returns the bytes populated.
     @discardableResult
     public func prefaultResidentPages(minimumBytes: Int = LoadedVersion.releaseThreshold) -> Int {
+        guard let environment = snapshot?.environment else { return 0 }
+        guard residency.withLockedValue({ h in defer { h = true }; return !h }) else { return 0 }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         return forEachLargeMappedTensor(minimumBytes) { p, n in
+            environment.residentHolds.withLockedValue { $0[Int(bitPattern: p), default: 0] += 1 }
             #if os(Linux)
             if madvise(p, n, 22 /* MADV_POPULATE_READ */) == 0 { return true }
             #endif

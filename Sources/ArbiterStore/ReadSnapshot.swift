@@ -165,6 +165,20 @@ public final class WriteTransaction {
         return Array(UnsafeRawBufferPointer(start: data.mv_data, count: data.mv_size))
     }
 
+    /// Runs `body` with the bytes under `key` (no copy: valid only inside `body`), or with nil.
+    public func withBytes<T>(_ key: String, _ body: (UnsafeRawBufferPointer?) throws -> T) throws -> T {
+        var data = MDB_val()
+        let rc = withKey(key) { k in mdb_get(txn, dbi, &k, &data) }
+        if rc == MDB_NOTFOUND { return try body(nil) }
+        try check(rc, "mdb_get \(key)")
+        return try body(UnsafeRawBufferPointer(start: data.mv_data, count: data.mv_size))
+    }
+
+    /// The keys that start with `prefix`, in key order, with the sizes of their values.
+    public func sizes(prefix: String) throws(StoreError) -> [(key: String, bytes: Int)] {
+        try scanCursor(txn: txn, dbi: dbi, prefix: prefix).map { ($0.key, $0.value.count) }
+    }
+
     public func getUInt64(_ key: String) throws(StoreError) -> UInt64? {
         guard let b = try get(key) else { return nil }
         guard b.count == 8 else { throw StoreError.corrupt("\(key) holds \(b.count) bytes, expected 8") }

@@ -4,15 +4,18 @@ import Foundation
 /// the publishing transaction, and never changed.
 public struct VersionMeta: Codable, Equatable, Sendable {
     /// Bumped when the layout of the store changes. Format 1: float32 tensors only. Format 2: tensors of
-    /// any ``TensorDType``. A version is written in the lowest format that holds it, so a version of
-    /// float32 tensors stays readable by builds that read format 1 only.
-    public static let currentFormat = 2
+    /// any ``TensorDType``. Format 3: tensors shared with an earlier version (``TensorEntry/storedIn``). A
+    /// version is written in the lowest format that holds it, so a version of float32 tensors of its own
+    /// stays readable by builds that read format 1 only, and a build that cannot read shared tensors refuses
+    /// a version that has them by its format, naming it.
+    public static let currentFormat = 3
     /// The formats this build reads.
-    public static let readableFormats: ClosedRange<Int> = 1...2
+    public static let readableFormats: ClosedRange<Int> = 1...3
 
     /// The lowest format that holds `tensors`.
     public static func format(for tensors: [TensorEntry]) -> Int {
-        tensors.allSatisfy { $0.dtype == TensorDType.f32.rawValue } ? 1 : 2
+        if tensors.contains(where: { $0.storedIn != nil }) { return 3 }
+        return tensors.allSatisfy { $0.dtype == TensorDType.f32.rawValue } ? 1 : 2
     }
 
     public var format: Int
@@ -35,14 +38,23 @@ public struct VersionMeta: Codable, Equatable, Sendable {
         public var shape: [Int]
         public var byteCount: Int
         public var checksum: String
+        /// The earlier version of the same model whose key holds the bytes (`m/<model>/v/<storedIn>/t/<name>`),
+        /// when this version's tensor is byte for byte that version's: publishing shares it instead of
+        /// writing it again. Absent (nil): stored under this version's own key. `gc` keeps a stored tensor
+        /// while any version it keeps points at it.
+        public var storedIn: UInt64?
 
-        public init(name: String, dtype: String, shape: [Int], byteCount: Int, checksum: String) {
+        public init(name: String, dtype: String, shape: [Int], byteCount: Int, checksum: String, storedIn: UInt64? = nil) {
             self.name = name
             self.dtype = dtype
             self.shape = shape
             self.byteCount = byteCount
             self.checksum = checksum
+            self.storedIn = storedIn
         }
+
+        /// The version whose key holds this tensor's bytes, for a tensor of `version`.
+        public func home(in version: UInt64) -> UInt64 { storedIn ?? version }
     }
 }
 

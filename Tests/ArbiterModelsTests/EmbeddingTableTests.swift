@@ -83,7 +83,20 @@ import Testing
             s[2 * from] = 0; s[2 * from + 1] = 0
         }.contains("is not found from its first slot"))
         #expect(try damaged { s in s = Array(s.prefix(4)) }.contains("at least twice as many"))
+        // A non-finite value in a stored table (found by the load's scan, not by a second pass): named by row.
+        tensors[0] = TensorData(name: "t.vectors", shape: [4, 1], values: [1, 2, .infinity, 0])
+        #expect(try damaged { _ in }.contains("row 2 holds inf"))
         tensors[0] = TensorData(name: "t.vectors", shape: [4], values: [1, 2, 3, 0])
         #expect(try damaged { _ in }.contains("expected [rows + 1, dimension]"))
+    }
+
+    /// The registry refuses a version with a NaN or infinity in any float32 tensor, naming it and where.
+    @Test func theRegistryRefusesNonFiniteParameters() throws {
+        let tensors = [TensorData(name: "w", shape: [70_000], values: (0..<70_000).map { $0 == 65_537 ? -.infinity : Float($0) })]
+        let (version, path) = try Self.publish(tensors)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var registry = ModelRegistry()
+        registry.register(kind: "echo") { _, _ in Issue.record("the factory ran"); throw ModelError.invalidParameters("no") }
+        #expect { try registry.load(version) } throws: { "\($0)".contains("tensor 'w' holds -inf at index 65537") }
     }
 }

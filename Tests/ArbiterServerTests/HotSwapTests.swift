@@ -2,6 +2,7 @@ import ArbiterClient
 import ArbiterModels
 @testable import ArbiterServer
 import ArbiterStore
+import ArbiterTestSupport
 import ArbiterWire
 import Foundation
 import NIOCore
@@ -46,7 +47,9 @@ final class ScaleModel: ScoringModel, Sendable {
 
     /// Publishes a version with weight `w`; `goldenW` (default `w`) is what its golden case was computed with.
     @discardableResult
-    static func publish(_ catalog: Catalog, model: String = "scale", w: Float, goldenW: Float? = nil, activate: Bool = true) throws -> UInt64 {
+    /// `table`: also a 20 MiB tensor `table` (unused by scoring, loaded and checked as any) filled from that seed.
+    static func publish(_ catalog: Catalog, model: String = "scale", w: Float, goldenW: Float? = nil, activate: Bool = true,
+                        table: Float? = nil) throws -> UInt64 {
         let g = goldenW ?? w
         let xs: [Float] = [0.5, 2]
         let golden = GoldenCase(context: [0.25], candidates: xs, candidateCount: 2,
@@ -54,8 +57,12 @@ final class ScaleModel: ScoringModel, Sendable {
                                 codeColumns: xs.map { expected(w: g, c: 0.25, x: $0).grade })
         let manifest = ModelManifest(kind: kind, schema: schema, parameters: [:], golden: [golden])
         return try catalog.publish(model: model, kind: kind, manifest: manifest.encoded(),
-                                   tensors: [TensorData(name: "w", shape: [1], values: [w])], metrics: [:], activate: activate)
+                                   tensors: [TensorData(name: "w", shape: [1], values: [w])]
+                                       + (table.map { t in [TensorData(name: "table", shape: [tableCount], values: (0..<tableCount).map { Float($0 % 1013) + t })] } ?? []),
+                                   metrics: [:], activate: activate)
     }
+
+    static let tableCount = 5 << 20
 
     static func request(key: UInt64, version: UInt64 = 0, xs: [Float] = [0.5, 1, 2], c: Float = 0.25) -> ScoreRequest {
         ScoreRequest(model: "scale", version: version, routingKey: key, context: [c], candidateIDs: xs.indices.map { UInt64($0) },
@@ -142,6 +149,54 @@ final class ScaleModel: ScoringModel, Sendable {
             #expect(report.events.contains { $0.version == 3 && $0.outcome == .unloaded })
             #expect(report.generation == (try s.catalog.generation()))
             #expect(server.loadedVersions(of: "scale") == [4, 5, 6])
+        }
+    }
+
+    /// A retrained head beside an unchanged table: the store holds the table once, the server does not read it
+    /// again, and its pages stay mapped through the swap (the old version lets go, the new one holds them); a
+    /// new table is read in full, and the old one's pages are given back when nothing holds them.
+    @Test func aTableSharedByTheNextVersionIsNeitherReadAgainNorUnmappedAtTheSwap() async throws {
+        let s = try Self.setup("shared")
+        defer { try? FileManager.default.removeItem(atPath: s.path) }
+        try ScaleModel.publish(s.catalog, w: 1, table: 3)
+        var config = s.config
+        config.retainedVersions = 0
+        try await Self.withServer(config) { server, client in
+            func active() throws -> LoadedVersion { try #require(server.state.table.models["scale"]).active.model.version }
+            let tableBytes = ScaleModel.tableCount * 4
+            // (The test keeps no version alive: only the address, to look at the mapping.)
+            let pointer = try { () throws -> UnsafePointer<Float> in
+                let first = try active()
+                #expect(first.sharedBytes == 0)
+                return try first.tensor("table", shape: [ScaleModel.tableCount]).pointer
+            }()
+            #expect(ProcessMemory.mappedBytes(pointer, count: tableBytes) >= tableBytes - 8192)
+
+            try ScaleModel.publish(s.catalog, w: 2, table: 3)
+            var report = try await client.reload()
+            #expect(report.events.contains(ReloadEvent(model: "scale", version: 2, outcome: .loaded, detail: "validated")))
+            #expect(report.events.contains { $0.version == 1 && $0.outcome == .unloaded })
+            try { () throws in
+                let second = try active()
+                #expect(second.version == 2 && second.sharedBytes == ScaleModel.tableCount * 4, "\(second.sharedBytes)")
+                #expect(try second.tensor("table", shape: [ScaleModel.tableCount]).pointer == pointer)
+            }()
+            #expect(try await client.score(ScaleModel.request(key: 1)).version == 2)
+            // v1 let go (its reader slot is back); the table it shared stays mapped for v2.
+            try await waitUntil("v1's snapshot is released") { server.readerSlotsHeld() == 1 }
+            #expect(ProcessMemory.mappedBytes(pointer, count: tableBytes) >= tableBytes - 8192, "the shared table stays mapped through the swap")
+
+            // A new table: read in full; once v2 lets go, nothing holds the old one and its pages go back.
+            try ScaleModel.publish(s.catalog, w: 3, table: 4)
+            report = try await client.reload()
+            let newTable = try { () throws -> UnsafePointer<Float> in
+                let third = try active()
+                #expect(third.version == 3 && third.sharedBytes == 0)
+                return try third.tensor("table", shape: [ScaleModel.tableCount]).pointer
+            }()
+            try await waitUntil("v2's snapshot is released") { server.readerSlotsHeld() == 1 }
+            #expect(ProcessMemory.mappedBytes(pointer, count: tableBytes) < 1 << 20, "\(ProcessMemory.mappedBytes(pointer, count: tableBytes)) bytes of the old table")
+            #expect(ProcessMemory.mappedBytes(newTable, count: tableBytes) >= tableBytes - 8192)
         }
     }
 

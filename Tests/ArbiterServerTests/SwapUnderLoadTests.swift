@@ -172,6 +172,9 @@ import Testing
         let source = try LoadedVersion(environment: env, model: "leads", version: version)
         var meta = try #require(try catalog.versions(model: "leads").first { $0.meta.version == version }?.meta)
         let first = try #require(meta.tensors.first?.name)
+        // Every tensor under the new version's own keys (a published copy would share the source's).
+        for i in meta.tensors.indices { meta.tensors[i].storedIn = nil }
+        meta.format = VersionMeta.format(for: meta.tensors)
         return try env.write { txn in
             let v = (try txn.getUInt64(StoreKeys.latest("leads")) ?? 0) + 1
             for (name, t) in source.tensors {

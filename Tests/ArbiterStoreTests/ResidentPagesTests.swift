@@ -1,28 +1,13 @@
 import ArbiterStore
+import ArbiterTestSupport
 import Foundation
 import Testing
 
 /// A loaded version gives back the pages its load read (checksums), keeps its map, and a read faults back
 /// in only what it touches: large tensors cost the process what requests read, not their size.
 @Suite struct ResidentPagesTests {
-    /// Resident kB of the mapping that holds `address`, from /proc/self/smaps.
     static func residentKB(of address: UnsafeRawPointer) throws -> Int {
-        // /proc files report size 0: read to the end rather than by size.
-        let handle = try #require(FileHandle(forReadingAtPath: "/proc/self/smaps"))
-        defer { try? handle.close() }
-        let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
-        let a = UInt(bitPattern: Int(bitPattern: address))
-        var inside = false
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            if let range = fields.first, range.contains("-"), !range.hasSuffix(":") {
-                let ends = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
-                inside = ends.count == 2 && ends[0] <= a && a < ends[1]
-            } else if inside, fields.first == "Rss:", fields.count >= 2 {
-                return Int(fields[1]) ?? -1
-            }
-        }
-        return -1
+        ProcessMemory.residentKB(of: address)
     }
 
     @Test func releasedPagesComeBackOnlyWhereTheyAreRead() throws {

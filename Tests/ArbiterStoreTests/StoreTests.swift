@@ -117,4 +117,39 @@ func temporaryStorePath(_ tag: String) -> String {
         // XXH3-64 of the empty input, a published constant of the algorithm.
         #expect(Checksum.hex(UnsafeRawBufferPointer(start: nil, count: 0)) == "2d06800538d394c2")
     }
+
+    /// The load pass: the block-wise checksum equals the one-shot one, and the first NaN or infinity is found
+    /// wherever it is — in a 16-value block, in the tail, across the hashing blocks, at any alignment.
+    @Test func theLoadScanHashesAsOneShotAndFindsTheFirstNonFiniteValue() {
+        let n = 300_001   // more than four hashing blocks of 256 KiB, and a tail
+        var values = (0..<n).map { Float($0 % 4093) - 2000.5 }
+        values[17] = -.greatestFiniteMagnitude
+        values[18] = .leastNonzeroMagnitude
+        values.withUnsafeBytes { b in
+            let scan = Checksum.scan(b, float32: true)
+            #expect(scan.checksum == Checksum.xxh3(b) && scan.firstNonFinite == nil)
+            #expect(Checksum.scan(b, float32: false).firstNonFinite == nil)
+            // One byte off: not aligned for floats.
+            let shifted = UnsafeRawBufferPointer(rebasing: b[1...])
+            #expect(Checksum.scan(shifted, float32: false).checksum == Checksum.xxh3(shifted))
+        }
+        for (i, bad) in [(0, Float.nan), (15, .infinity), (16, -.infinity), (65_535, .nan), (65_536, .infinity),
+                         (131_071, -.nan), (n - 1, .infinity), (n - 2, .signalingNaN)] {
+            var v = values
+            v[i] = bad
+            if i + 5 < n { v[i + 5] = .nan }   // only the first is reported
+            v.withUnsafeBytes { b in
+                let scan = Checksum.scan(b, float32: true)
+                #expect(scan.firstNonFinite == i, "\(bad) at \(i)")
+                #expect(scan.checksum == Checksum.xxh3(b))
+                #expect(Checksum.scan(b, float32: false).firstNonFinite == nil)
+            }
+            // At an odd address: the bytes from the second float on, copied one byte past an aligned start.
+            var bytes = [UInt8](repeating: 0, count: 1)
+            v.withUnsafeBytes { bytes.append(contentsOf: $0) }
+            bytes.withUnsafeBytes { b in
+                #expect(Checksum.firstNonFinite(UnsafeRawBufferPointer(rebasing: b[1...])) == i)
+            }
+        }
+    }
 }

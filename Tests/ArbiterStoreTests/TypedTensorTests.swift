@@ -90,8 +90,8 @@ import Testing
         #expect(throws: StoreError.corrupt("m v1 tensor ids has dtype 'u64', which store format 1 does not define")) {
             try LoadedVersion(environment: env, model: "m")
         }
-        try rewriteMeta { $0.format = 3 }
-        #expect(throws: StoreError.corrupt("m v1 has store format 3; this build reads formats 1...2")) {
+        try rewriteMeta { $0.format = 4 }
+        #expect(throws: StoreError.corrupt("m v1 has store format 4; this build reads formats 1...3")) {
             try LoadedVersion(environment: env, model: "m")
         }
     }
