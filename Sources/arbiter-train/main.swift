@@ -379,7 +379,7 @@ struct Versions: ParsableCommand {
         let list = try catalog.versions(model: model)
         guard !list.isEmpty else { throw StoreError.unknownModel(model) }
         let f = ISO8601DateFormatter()
-        print("VERSION  SERVING               CREATED               KIND          VALIDATION  METRICS")
+        print("VERSION  SERVING               CREATED               KIND          STORED      SHARED      VALIDATION  METRICS")
         var rejected: [VersionListing] = []
         for v in list {
             let created = f.string(from: Date(timeIntervalSince1970: Double(v.meta.createdUnixMillis) / 1000))
@@ -397,8 +397,12 @@ struct Versions: ParsableCommand {
             if let w = v.splitWeight { roles.append("split \(Self.percent(w))") }
             if v.isShadow { roles.append("shadow") }
             if roles.isEmpty && v.isRetained { roles.append("retained") }
+            // STORED: the bytes of the tensors this version wrote; SHARED: those it reads from an earlier version's.
+            let own = v.meta.tensors.filter { $0.storedIn == nil }.reduce(0) { $0 + $1.byteCount }
+            let shared = v.meta.tensors.filter { $0.storedIn != nil }.reduce(0) { $0 + $1.byteCount }
             let line = String(format: "%7llu  ", v.meta.version) + pad(roles.joined(separator: ","), 20) + "  " + pad(created, 20) + "  "
-                + pad(v.meta.kind, 12) + "  " + pad(verdict, 10) + "  " + auc
+                + pad(v.meta.kind, 12) + "  " + pad(Self.bytes(own), 10) + "  " + pad(shared > 0 ? Self.bytes(shared) : "-", 10) + "  "
+                + pad(verdict, 10) + "  " + auc
             print(line.replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression))
         }
         // "-": no server has recorded loading it (not loaded yet, or only by read-only servers).
@@ -418,6 +422,13 @@ struct Versions: ParsableCommand {
                 print("v\(v.meta.version) in the shadow of v\(c.served): " + parts.joined(separator: ", "))
             }
         }
+    }
+
+    static func bytes(_ n: Int) -> String {
+        if n < 1 << 10 { return "\(n) B" }
+        if n < 1 << 20 { return String(format: "%.1f KiB", Double(n) / 1024) }
+        if n < 1 << 30 { return String(format: "%.1f MiB", Double(n) / 1048576) }
+        return String(format: "%.2f GiB", Double(n) / 1073741824)
     }
 
     static func percent(_ x: Double) -> String {

@@ -117,8 +117,10 @@ def main():
              "server share the machine.",
              f"Command: `bench/swap/run.sh` (STEADY={steady} s, SWAPS={swaps}, ROUNDS={rounds}, interleaved). Each run is one open-loop load "
              f"(arbiter-bench, {conns} connections, latency from the scheduled send): {steady} s of load alone, then {swaps} store "
-             "changes one second apart under the same load — `swap-tool publish` commits a new version (a copy of the active "
-             "version's tensors and manifest: the server loads, checksums, validates and warms it as any new version) or, in the "
+             "changes one second apart under the same load — `swap-tool publish` commits a new version (the active "
+             "version's tensors and manifest with the last bit of one value changed in every float32 tensor under 16 MiB — retrained "
+             "heads beside unchanged embedding tables, which the store shares — or, in the `tables` runs, in every float32 tensor: "
+             "269 MiB written and read per version; the server loads, checksums, validates and warms it as any new version) or, in the "
              "rollback run, a publish and a rollback in turn. `poll`: the server finds the change at its 100 ms poll; `reload`: the "
              "trainer sends RELOAD after the commit. The trainer runs at nice 10. Steady p99 is over the requests scheduled before "
              "the trainer began writing its first version, swap p99 over those scheduled from then to a second after the last "
@@ -167,7 +169,7 @@ def main():
                 f.write(svg_rss(rss, events, t0, f"arbiterd memory, {base} (round 1): changes from t={(events[0]['commit_ns'] - t0) / 1e9:.0f} s"))
             details.append(f"- {base}: memory over round 1: [{svg}]({svg}).")
     order = ["lead-1-poll", "lead-1-reload", "lead-1-rollback", "lead-1-shadow", "rank-200-poll", "rank-200-reload",
-             "rank-200-control", "rank-200-shadow"]
+             "rank-200-control", "rank-200-tables-reload", "rank-200-tables-control", "rank-200-shadow"]
     for base in sorted(groups, key=lambda b: order.index(b) if b in order else 99):
         rs = groups[base]
         med = lambda f: statistics.median(f(r) for r in rs)
@@ -230,8 +232,8 @@ def main():
         lines += ["", f"## Memory: a ranking model with a {table_mib:.0f} MiB item table", "",
                   f"`rank-store` publishes a ranking version of {table // 256:,} items × 64 float32 (the item table, "
                   f"{table_mib:.0f} MiB, one tensor in LMDB, mapped zero-copy), 100k users and three heads of 100 trees. "
-                  "`swap-tool publish` then publishes 5 copies of it 4 s apart (each a new version: 1 GiB written to the store, then "
-                  "`gc --keep 2`) while arbiter-bench sends rank-200 at 100/s over 2 connections. Tensors reach the server mapped, "
+                  "`swap-tool publish` then publishes 5 new versions of it 4 s apart (each with a value of the table changed: 1 GiB "
+                  "written to the store and read by the server, then `gc --keep 2`) while arbiter-bench sends rank-200 at 100/s over 2 connections. Tensors reach the server mapped, "
                   "not copied: the checksums at load read every page, the version that serves keeps them mapped (RssFile holds "
                   "its table: page cache, shared), and a version let go unmaps its pages — so while a new version is checked "
                   "RssFile holds both tables, then falls back to one.", "",

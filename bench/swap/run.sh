@@ -13,9 +13,11 @@
 # and its SVG plots.
 # The shadow runs set a copy of the active version to score 5% of the requests in the shadow after the steady
 # part, and compare the rest of the run with it.
-# rank-200-control is the same load while the trainer writes the same versions into a copy of the store that
-# the server does not serve: what the trainer's writes (280 MB and an fsync a second) cost the machine, apart
-# from any swap. Every configuration runs ROUNDS times, interleaved; the report takes medians.
+# Each new version changes one value of every float32 tensor under 16 MiB (retrained heads; the embedding
+# tables are unchanged and the store shares them) — rank-200-tables-* change the tables too (269 MiB written
+# and read per version). The -control runs are the same load while the trainer writes the same versions into a
+# copy of the store that the server does not serve: what the trainer's writes cost the machine, apart from any
+# swap. Every configuration runs ROUNDS times, interleaved; the report takes medians.
 #   bench/swap/run.sh      (ROUNDS 3, RATE_LEAD 2000, RATE_RANK 500, CONNECTIONS 4, STEADY 20, SWAPS 20,
 #                           BIG_ITEMS 4194304; ONLY=swaps, ONLY=shadow or ONLY=memory runs one part, FILTER=REGEX
 #                           the runs named so)
@@ -124,18 +126,23 @@ if [ -z "$ONLY" ] || [ "$ONLY" = swaps ]; then
     run_one "lead-1-poll.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD"
     run_one "lead-1-reload.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload
     run_one "lead-1-rollback.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --mode rollback
+    # Retrained heads beside unchanged embedding tables (--change small, the default): the store shares the tables.
     run_one "rank-200-poll.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK"
     run_one "rank-200-reload.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload
     "$BIN/arbiter-train" gc --store "$CONTROL_STORE" --model rank --keep 0 >/dev/null
     run_one "rank-200-control.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --control "$CONTROL_STORE"
+    # Every table changed too (--change all): 269 MiB written by the trainer and read by the server per version.
+    run_one "rank-200-tables-reload.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload --change all
+    "$BIN/arbiter-train" gc --store "$CONTROL_STORE" --model rank --keep 0 >/dev/null
+    run_one "rank-200-tables-control.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --control "$CONTROL_STORE" --change all
   done
 fi
 # Shadow: after the steady part, a copy of the active version is published (not activated) and scored in the
 # shadow of 5% of the requests, with RELOAD; the rest of the run is compared with the steady part.
 if [ -z "$ONLY" ] || [ "$ONLY" = shadow ]; then
   for r in $(seq 1 "$ROUNDS"); do
-    run_one "lead-1-shadow.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload --mode shadow --count 1
-    run_one "rank-200-shadow.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload --mode shadow --count 1
+    run_one "lead-1-shadow.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload --mode shadow --count 1 --change none
+    run_one "rank-200-shadow.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload --mode shadow --count 1 --change none
     "$BIN/arbiter-train" shadow --store "$LEAD_STORE" --model leads --off >/dev/null
     "$BIN/arbiter-train" shadow --store "$RANK_STORE" --model rank --off >/dev/null
   done
@@ -168,9 +175,9 @@ if [ -z "$ONLY" ] || [ "$ONLY" = memory ]; then
   wait_port "$port"
   sampler=$(sample_rss "$pid" "$dir/rss.csv")
   sleep 2
-  # Five new versions, each a full copy of the 1 GiB table, 4 s apart, at 100 requests/s of rank-200 against it;
+  # Five new versions, each with a changed 1 GiB table (--change all: written in full and read in full), 4 s apart, at 100 requests/s of rank-200 against it;
   # gc keeps the store to the active version and the two before it.
-  "$BBIN/swap-tool" publish --store "$BIG_STORE" --model big --count 5 --every-ms 4000 --gc-keep 2 >"$dir/events.jsonl" &
+  "$BBIN/swap-tool" publish --store "$BIG_STORE" --model big --count 5 --every-ms 4000 --gc-keep 2 --change all >"$dir/events.jsonl" &
   publisher=$!
   "$BBIN/arbiter-bench" run --label memory --protocol arbiter --port "$port" --scenario rank-200 --model big \
     --rate 100 --connections 2 --warmup 1 --duration 24 --trace "$dir/trace.csv" --out "$dir/run.jsonl" | head -2

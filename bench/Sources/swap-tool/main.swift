@@ -1,7 +1,9 @@
 // The swap scenario's tools (bench/swap/run.sh).
 //
-// `publish`: the trainer's side. Publishes a new version of a model every interval — a copy of the active
-// version's tensors and manifest, so each one is loaded, checked and validated by the server as any new
+// `publish`: the trainer's side. Publishes a new version of a model every interval — the active version's
+// tensors and manifest with one value of each small float32 tensor changed (--change small: retrained heads
+// beside unchanged embedding tables, which the store shares) or of every one (--change all: the tables are
+// written and read in full too), so each version is loaded, checked and validated by the server as any new
 // version is — or alternates publishes with rollbacks. Prints one JSON line per store change with its commit
 // time and when its writing began (CLOCK_MONOTONIC ns, comparable with arbiter-bench's traces), and, with --reload-port, when the
 // server's RELOADED answer came back.
@@ -64,9 +66,11 @@ struct Publish: ParsableCommand {
     @Option(help: "The shadow's sample (--mode shadow).") var sample = 0.05
     @Option(help: "After each change, send RELOAD to the server on this port (loopback) and wait for its answer.") var reloadPort: Int?
     @Option(help: "After each publish, delete all but the active version and this many others (gc).") var gcKeep: Int?
+    @Option(help: "What each new version changes, by a last-bit change to one value of each float32 tensor (within the golden tolerance): small: tensors under 16 MiB (retrained heads; embedding tables unchanged, so the store shares them); all: every float32 tensor (tables rewritten and read in full); none: an exact copy.") var change = "small"
 
     func validate() throws {
         guard ["publish", "rollback", "shadow"].contains(mode) else { throw ValidationError("--mode is publish, rollback or shadow") }
+        guard ["none", "small", "all"].contains(change) else { throw ValidationError("--change is none, small or all") }
         guard everyMs >= 10, count >= 1, startDelayMs >= 0 else { throw ValidationError("--every-ms ≥ 10, --count ≥ 1, --start-delay-ms ≥ 0") }
     }
 
@@ -109,10 +113,16 @@ struct Publish: ParsableCommand {
     }
 
 
-    /// A new active version holding the active one's tensors, manifest and metrics.
+    /// A new active version holding the active one's tensors (changed as `--change` says), manifest and metrics.
     func publishCopy(_ catalog: Catalog, _ env: StoreEnvironment, activate: Bool = true) throws -> UInt64 {
         let active = try LoadedVersion(environment: env, model: model, version: 0)
-        let tensors = active.tensors.map { name, t in TensorData(name: name, shape: t.shape, dtype: t.dtype, bytes: Array(t.bytes)) }
+        let tensors = active.tensors.map { name, t in
+            var bytes = Array(t.bytes)
+            if t.dtype == .f32, t.count > 0, change == "all" || (change == "small" && bytes.count < LoadedVersion.releaseThreshold) {
+                bytes[t.count / 2 * 4] ^= 1   // the lowest mantissa bit of the middle value (little-endian)
+            }
+            return TensorData(name: name, shape: t.shape, dtype: t.dtype, bytes: bytes)
+        }
         let metrics = try catalog.versions(model: model).first { $0.isActive }?.meta.metrics ?? [:]
         return try catalog.publish(model: model, kind: active.kind, manifest: Array(active.manifest), tensors: tensors, metrics: metrics,
                                    activate: activate)
