@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "LeadGrading", targets: ["LeadGrading"]),
         .library(name: "Gbdt", targets: ["Gbdt"]),
         .library(name: "Ranking", targets: ["Ranking"]),
+        .library(name: "Allocation", targets: ["Allocation"]),
         .library(name: "Routing", targets: ["Routing"]),
     ],
     dependencies: [
@@ -64,6 +65,8 @@ let package = Package(
                 path: "Plugins/Ranking", swiftSettings: servingPath),
         .target(name: "Routing", dependencies: ["ArbiterModels", "ArbiterStore"],
                 path: "Plugins/Routing", swiftSettings: servingPath),
+        .target(name: "Allocation", dependencies: ["ArbiterModels", "ArbiterStore"],
+                path: "Plugins/Allocation", swiftSettings: servingPath),
         .target(name: "ArbiterServer", dependencies: [
             "ArbiterWire", "ArbiterStore", "ArbiterModels",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -116,6 +119,7 @@ let package = Package(
             "Routing", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "Gbdt", "ArbiterTestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ], exclude: ["Fixtures"]),
+        .testTarget(name: "AllocationTests", dependencies: ["Allocation"], exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
             "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",

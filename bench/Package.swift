@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "rank-store", targets: ["rank-store"]),
         .executable(name: "route-store", targets: ["route-store"]),
         .executable(name: "swap-tool", targets: ["swap-tool"]),
+        .executable(name: "alloc-solver", targets: ["alloc-solver"]),
     ],
     dependencies: [
         .package(name: "Arbiter", path: ".."),
@@ -74,6 +75,10 @@ let package = Package(
             .product(name: "ArbiterStore", package: "Arbiter"),
             .product(name: "ArbiterTraining", package: "Arbiter"),
             .product(name: "Routing", package: "Arbiter"),
+        ]),
+        // The allocation solver alone, on generated instances (bench/alloc/run.sh).
+        .executableTarget(name: "alloc-solver", dependencies: [
+            .product(name: "Allocation", package: "Arbiter"),
         ]),
         // The swap scenario's tools (bench/swap/run.sh): the trainer's side — a new version (a copy of the active
         // one) every interval, or rollbacks — and a client that times a server's first answer.

@@ -71,10 +71,19 @@ public final class EmbeddingTable: Sendable {
         guard capacity >= 2 * rowCount else {
             throw ModelError.invalidParameters("embedding table '\(name)': \(capacity) slots for \(rowCount) rows; at least twice as many are needed")
         }
-        // Every row held once, every id reachable from its own first slot.
+        // The index is checked unless both tensors are the very bytes, with the same shapes, of a table that a
+        // validated version already loaded (shared with it, and not read again).
+        if !(v.reused && s.reused) { try checkIndex() }
+        if let i = v.firstNonFinite {
+            throw ModelError.nonFinite("embedding table '\(name)': row \(i / dimension) holds \(vectors[i])")
+        }
+    }
+
+    /// Every row held once, every id reachable from its own first slot.
+    private func checkIndex() throws(ModelError) {
         var seen = [Bool](repeating: false, count: rowCount)
         var held = 0
-        for slot in 0..<capacity {
+        for slot in 0...mask {
             let rowPlusOne = slots[2 * slot + 1]
             if rowPlusOne == 0 { continue }
             let id = slots[2 * slot]
@@ -89,9 +98,6 @@ public final class EmbeddingTable: Sendable {
         }
         guard held == rowCount else {
             throw ModelError.invalidParameters("embedding table '\(name)': the index holds \(held) ids for \(rowCount) rows")
-        }
-        if let i = v.firstNonFinite {
-            throw ModelError.nonFinite("embedding table '\(name)': row \(i / dimension) holds \(vectors[i])")
         }
     }
 

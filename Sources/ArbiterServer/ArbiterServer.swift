@@ -336,6 +336,7 @@ public final class ArbiterServer: Sendable {
     @discardableResult
     private func reloadNow() -> EventLoopFuture<ReloadReport> {
         let loop = loaderGroup.next()
+        let started = ServerClock.system.nanoseconds()
         let outcome = watcher.withLockedValue { w -> Result<(ModelTable, ReloadReport), any Error> in
             let generation: UInt64
             switch readGeneration(&w) {
@@ -358,9 +359,17 @@ public final class ArbiterServer: Sendable {
         }
         switch outcome {
         case .success(let (table, report)):
+            let loaded = ServerClock.system.nanoseconds()
             let switched = state.replace(table, releaseOn: loop)
             environment.clearStaleReaders()
-            return switched.hop(to: loop).map { report }
+            let logger = self.logger
+            return switched.hop(to: loop).map {
+                if report.events.contains(where: { $0.outcome != .unloaded }) {
+                    let now = ServerClock.system.nanoseconds()
+                    logger.debug("reload: store read, versions loaded and settled in \((loaded - started) / 1000) µs, every loop switched \((now - loaded) / 1000) µs later")
+                }
+                return report
+            }
         case .failure(let error):
             return loop.makeFailedFuture(error)
         }

@@ -82,9 +82,15 @@ public struct ValidationRecord: Codable, Equatable, Sendable {
 /// the server watches. Publishing and activation are single write transactions.
 public struct Catalog: Sendable {
     public let environment: StoreEnvironment
+    /// Whether ``publish(model:kind:manifest:tensors:metrics:activate:share:now:inTransaction:)`` shares unchanged
+    /// tensors with the latest and active versions when its caller does not say (default true). Off, every
+    /// version stores all its tensors (store format 1 or 2), which builds older than format 3 can read — for a
+    /// store that such servers still serve during an upgrade.
+    public var sharesTensors: Bool
 
-    public init(environment: StoreEnvironment) {
+    public init(environment: StoreEnvironment, sharesTensors: Bool = true) {
         self.environment = environment
+        self.sharesTensors = sharesTensors
     }
 
     /// The global generation: bumped by every publish and every activation.
@@ -167,7 +173,7 @@ public struct Catalog: Sendable {
     /// `latest`, optionally `active`, then the bumped generation. Returns the new version number. Activating
     /// ends any traffic split (the newest decision wins: a trainer that publishes live replaces a canary).
     ///
-    /// With `share` (the default), a tensor that is byte for byte the same-named tensor of the model's latest
+    /// With `share` (by default ``sharesTensors``), a tensor that is byte for byte the same-named tensor of the model's latest
     /// or active version is not written again: the new version's record points at the stored one
     /// (``VersionMeta/TensorEntry/storedIn``, store format 3). A retrained head beside an unchanged 1 GiB
     /// embedding table then writes kilobytes, and a server that has the earlier version loaded maps the same
@@ -181,7 +187,7 @@ public struct Catalog: Sendable {
     /// the transaction. A throw from it aborts the publish.
     @discardableResult
     public func publish(model: String, kind: String, manifest: [UInt8], tensors: [TensorData],
-                        metrics: [String: Double], activate: Bool = true, share: Bool = true,
+                        metrics: [String: Double], activate: Bool = true, share: Bool? = nil,
                         now: Date = Date(), inTransaction: ((UInt64) throws -> Void)? = nil) throws -> UInt64 {
         try StoreKeys.validate(model: model)
         var seen = Set<String>()
@@ -199,7 +205,7 @@ public struct Catalog: Sendable {
             let version = (latest ?? 0) + 1
             // What the new tensors may share: the latest and the active version's, by name.
             var shareable: [String: [(entry: VersionMeta.TensorEntry, home: UInt64)]] = [:]
-            if share {
+            if share ?? sharesTensors {
                 for v in Set([latest, try txn.getUInt64(StoreKeys.active(model))].compactMap { $0 }).sorted() {
                     guard let bytes = try txn.get(StoreKeys.meta(model, v)) else { continue }
                     for e in try decodeMeta(Data(bytes), key: StoreKeys.meta(model, v)).tensors {

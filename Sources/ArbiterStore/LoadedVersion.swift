@@ -44,17 +44,22 @@ public struct StoredTensor: @unchecked Sendable {
     /// For float32 tensors: the index of the first value that is NaN or infinite, found when the version was
     /// loaded (in the pass that checks its checksum); nil when every value is finite, or for other types.
     public let firstNonFinite: Int?
+    /// Whether these are the very bytes (same address in the map, shape and checksum) of a tensor of a version
+    /// given as verified at load — one the caller had loaded and validated — so not read again. A check that
+    /// depends only on a tensor's bytes and shape need not run again on it.
+    public let reused: Bool
     /// Aligned for `dtype` (mapped when the store's bytes were, else a copy).
     let pointer: UnsafeRawPointer
     let owner: any AnyObject & Sendable
 
-    init(name: String, shape: [Int], count: Int, dtype: TensorDType, firstNonFinite: Int?,
+    init(name: String, shape: [Int], count: Int, dtype: TensorDType, firstNonFinite: Int?, reused: Bool = false,
          pointer: UnsafeRawPointer, owner: any AnyObject & Sendable) {
         self.name = name
         self.shape = shape
         self.count = count
         self.dtype = dtype
         self.firstNonFinite = firstNonFinite
+        self.reused = reused
         self.pointer = pointer
         self.owner = owner
     }
@@ -191,8 +196,10 @@ public final class LoadedVersion: Sendable {
             // leaf page, at any address: those are copied, once, if misaligned for their type.
             let mapped = count > 0 && Int(bitPattern: raw.baseAddress!) % width == 0
             let firstNonFinite: Int?
-            if mapped, let known = Self.verifiedView(of: raw, count: count, dtype: dtype, checksum: t.checksum, in: verified, environment: environment) {
+            var reused = false
+            if mapped, let known = Self.verifiedView(of: raw, shape: t.shape, dtype: dtype, checksum: t.checksum, in: verified, environment: environment) {
                 firstNonFinite = known.firstNonFinite
+                reused = true
                 shared += raw.count
             } else {
                 let scan = Checksum.scan(raw, float32: dtype == .f32)
@@ -203,7 +210,7 @@ public final class LoadedVersion: Sendable {
             }
             if mapped {
                 views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: dtype, firstNonFinite: firstNonFinite,
-                                             pointer: raw.baseAddress!, owner: s)
+                                             reused: reused, pointer: raw.baseAddress!, owner: s)
             } else {
                 let storage = TensorStorage(copying: raw)
                 views[t.name] = StoredTensor(name: t.name, shape: t.shape, count: count, dtype: dtype, firstNonFinite: firstNonFinite,
@@ -217,12 +224,12 @@ public final class LoadedVersion: Sendable {
         self.sharedBytes = shared
     }
 
-    /// The tensor of a version in `verified` that maps exactly `raw` from `environment`'s map with the checksum
-    /// `checksum`, if one does.
-    private static func verifiedView(of raw: UnsafeRawBufferPointer, count: Int, dtype: TensorDType, checksum: String,
+    /// The tensor of a version in `verified` that maps exactly `raw` from `environment`'s map, with the same
+    /// shape, type and checksum, if one does.
+    private static func verifiedView(of raw: UnsafeRawBufferPointer, shape: [Int], dtype: TensorDType, checksum: String,
                                      in verified: [LoadedVersion], environment: StoreEnvironment) -> StoredTensor? {
         for version in verified where version.snapshot?.environment === environment {
-            for (name, t) in version.tensors where t.pointer == UnsafeRawPointer(raw.baseAddress!) && t.count == count && t.dtype == dtype {
+            for (name, t) in version.tensors where t.pointer == UnsafeRawPointer(raw.baseAddress!) && t.shape == shape && t.dtype == dtype {
                 if t.owner is ReadSnapshot, version.meta.tensors.first(where: { $0.name == name })?.checksum == checksum { return t }
             }
         }

@@ -33,6 +33,11 @@ struct StoreOptions: ParsableArguments {
         discussion: "The store records its map size and every process adopts it; this flag can only raise it. Address space, not memory."))
     var mapSizeGib: Int?
 
+    @Flag(help: ArgumentHelp(
+        "Store every tensor of a new version, even one unchanged since the latest or active version.",
+        discussion: "By default an unchanged tensor (an embedding table beside retrained heads) is stored once and shared (store format 3). Servers built before format 3 refuse such versions, naming the format: publish with this flag while they still serve the store."))
+    var noShareTensors = false
+
     func validate() throws {
         if let m = mapSizeGib, !(1...4096).contains(m) { throw ValidationError("--map-size-gib must be in 1...4096") }
     }
@@ -45,7 +50,7 @@ struct StoreOptions: ParsableArguments {
             FileHandle.standardError.write(Data(
                 "note: raising the store's map size from \(env.recordedMapSize >> 20) MiB to \(env.mapSize >> 20) MiB (recorded at the next commit); running servers load versions stored beyond their map only after a restart\n".utf8))
         }
-        return Catalog(environment: env)
+        return Catalog(environment: env, sharesTensors: !noShareTensors)
     }
 }
 

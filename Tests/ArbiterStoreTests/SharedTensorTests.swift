@@ -55,6 +55,7 @@ import Testing
         let again = try LoadedVersion(environment: env, model: "m", version: v3, verified: [l1])
         #expect(again.sharedBytes == Self.table * 4)
         #expect(again.tensors["table"]?.firstNonFinite == nil)
+        #expect(again.tensors["table"]?.reused == true && again.tensors["head"]?.reused == false && l3.tensors["table"]?.reused == false)
 
         // A changed table is written; `share: false` writes its own copy even when unchanged.
         let v4 = try Self.publish(catalog, table: 1, head: 4)
@@ -114,6 +115,13 @@ import Testing
         #expect(throws: StoreError.checksumMismatch(model: "m", version: v2, item: "tensor table")) {
             try LoadedVersion(environment: env, model: "m", version: v2, verified: [l1])
         }
+        // The same bytes under another shape are not the tensor that was verified (a check of its shape may
+        // differ): read again.
+        meta = original
+        meta.tensors[i].shape = [Self.table / 4, 4]
+        try rewrite(meta)
+        let reshaped = try LoadedVersion(environment: env, model: "m", version: v2, verified: [l1])
+        #expect(reshaped.sharedBytes == 0 && reshaped.tensors["table"]?.reused == false)
         // Pointing at a version that does not hold it, or at a later one, or in a format without sharing.
         meta = original
         meta.tensors[i].storedIn = 7
