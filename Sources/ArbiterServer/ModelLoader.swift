@@ -130,8 +130,11 @@ struct ModelLoader: Sendable {
                                      shadow: shadow, latest: deployment.latest ?? active)
             // Before the swap: what serves unpinned requests has every page mapped (a version retained until now
             // is pre-faulted again); what only pins or the shadow use gives its large tensors' pages back.
+            // The versions that serve take their hold first: a table they share with one that stops serving then
+            // stays mapped, instead of being given back and walked in again (10 ms for 300 MiB).
             let hot = Set([served.active.version] + served.split.map(\.model.version))
-            for m in served.loaded { m.settlePages(serving: hot.contains(m.version)) }
+            for m in served.loaded where hot.contains(m.version) { m.settlePages(serving: true) }
+            for m in served.loaded where !hot.contains(m.version) { m.settlePages(serving: false) }
             table.models[name] = served
             recordRetained(served, deployment.retained, catalog: catalog)
         }

@@ -275,7 +275,13 @@ public final class LoadedVersion: Sendable {
         guard residency.withLockedValue({ h in defer { h = true }; return !h }) else { return 0 }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         return forEachLargeMappedTensor(minimumBytes) { p, n in
-            environment.residentHolds.withLockedValue { $0[Int(bitPattern: p), default: 0] += 1 }
+            let first = environment.residentHolds.withLockedValue { holds -> Bool in
+                holds[Int(bitPattern: p), default: 0] += 1
+                return holds[Int(bitPattern: p)] == 1
+            }
+            // Another version holds this span mapped (a tensor they share): its pages are mapped already, and
+            // walking 300 MiB of them again would cost the swap about 10 ms.
+            guard first else { return true }
             #if os(Linux)
             if madvise(p, n, 22 /* MADV_POPULATE_READ */) == 0 { return true }
             #endif
