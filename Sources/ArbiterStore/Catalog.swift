@@ -185,12 +185,20 @@ public struct Catalog: Sendable {
     /// written and before its meta, `latest`, `active` and `generation` are, with the write transaction
     /// open: the trainer reports progress there, and crash tests use it to know that a kill landed inside
     /// the transaction. A throw from it aborts the publish.
+    ///
+    /// `unchanged` names tensors the new version takes from the active one as they are, without their bytes: a
+    /// trainer that retrained only the heads need not hold, hash and compare a 1 GiB table it did not touch.
+    /// Each must exist in the active version and not be among `tensors`.
     @discardableResult
-    public func publish(model: String, kind: String, manifest: [UInt8], tensors: [TensorData],
+    public func publish(model: String, kind: String, manifest: [UInt8], tensors: [TensorData], unchanged: [String] = [],
                         metrics: [String: Double], activate: Bool = true, share: Bool? = nil,
                         now: Date = Date(), inTransaction: ((UInt64) throws -> Void)? = nil) throws -> UInt64 {
         try StoreKeys.validate(model: model)
         var seen = Set<String>()
+        for name in unchanged where tensors.contains(where: { $0.name == name }) || !seen.insert(name).inserted {
+            throw StoreError.invalidTensor("tensor '\(name)' is given both as unchanged and with its bytes, or twice")
+        }
+        seen = []
         for t in tensors {
             guard !t.name.isEmpty, !t.name.contains("/"), seen.insert(t.name).inserted else {
                 throw StoreError.invalidTensor("tensor name '\(t.name)' is empty, has a '/', or repeats")
@@ -214,6 +222,19 @@ public struct Catalog: Sendable {
                 }
             }
             var entries: [VersionMeta.TensorEntry] = []
+            if !unchanged.isEmpty {
+                guard let active = try txn.getUInt64(StoreKeys.active(model)), let bytes = try txn.get(StoreKeys.meta(model, active)) else {
+                    throw StoreError.invalidTensor("\(model) has no active version to take unchanged tensors from")
+                }
+                let from = try decodeMeta(Data(bytes), key: StoreKeys.meta(model, active))
+                for name in unchanged {
+                    guard var entry = from.tensors.first(where: { $0.name == name }) else {
+                        throw StoreError.invalidTensor("the active version of \(model) (v\(active)) has no tensor '\(name)' to keep unchanged")
+                    }
+                    entry.storedIn = entry.home(in: active)
+                    entries.append(entry)
+                }
+            }
             for t in tensors {
                 try t.bytes.withUnsafeBytes { b in
                     let checksum = Checksum.hex(b)

@@ -88,6 +88,11 @@ public final class StoreEnvironment: @unchecked Sendable {
     /// by first address, with how many versions hold each: versions that share a stored tensor share its span,
     /// and its pages are given back only when the last of them lets go.
     let residentHolds = NIOLockedValueBox<[Int: Int]>([:])
+    let populated = ManagedAtomic<Int>(0)
+
+    /// Bytes this process has mapped in ahead of requests so far (``LoadedVersion/prefaultResidentPages(minimumBytes:)``
+    /// on spans no other loaded version held): what swaps cost in page walks.
+    public var prefaultedBytes: Int { populated.load(ordering: .relaxed) }
 
     private init(path: String, configuration: StoreConfiguration) throws(StoreError) {
         self.path = path

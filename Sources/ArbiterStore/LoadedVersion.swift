@@ -282,6 +282,7 @@ public final class LoadedVersion: Sendable {
             // Another version holds this span mapped (a tensor they share): its pages are mapped already, and
             // walking 300 MiB of them again would cost the swap about 10 ms.
             guard first else { return true }
+            environment.populated.wrappingIncrement(by: n, ordering: .relaxed)
             #if os(Linux)
             if madvise(p, n, 22 /* MADV_POPULATE_READ */) == 0 { return true }
             #endif

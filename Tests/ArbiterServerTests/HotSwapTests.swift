@@ -160,7 +160,7 @@ final class ScaleModel: ScoringModel, Sendable {
         defer { try? FileManager.default.removeItem(atPath: s.path) }
         try ScaleModel.publish(s.catalog, w: 1, table: 3)
         var config = s.config
-        config.retainedVersions = 0
+        config.retainedVersions = 1   // v1 stays loaded for pins after the swap, without its hold on the table
         try await Self.withServer(config) { server, client in
             func active() throws -> LoadedVersion { try #require(server.state.table.models["scale"]).active.model.version }
             let tableBytes = ScaleModel.tableCount * 4
@@ -172,29 +172,35 @@ final class ScaleModel: ScoringModel, Sendable {
             }()
             #expect(ProcessMemory.mappedBytes(pointer, count: tableBytes) >= tableBytes - 8192)
 
+            let populatedBefore = s.environment.prefaultedBytes
             try ScaleModel.publish(s.catalog, w: 2, table: 3)
             var report = try await client.reload()
+            // The table v2 shares was not walked in again (the new version takes its hold before the old lets go).
+            #expect(s.environment.prefaultedBytes == populatedBefore, "\(s.environment.prefaultedBytes - populatedBefore) bytes pre-faulted again")
             #expect(report.events.contains(ReloadEvent(model: "scale", version: 2, outcome: .loaded, detail: "validated")))
-            #expect(report.events.contains { $0.version == 1 && $0.outcome == .unloaded })
+            #expect(!report.events.contains { $0.outcome == .unloaded }, "v1 stays loaded for pins")
+            #expect(server.loadedVersions(of: "scale") == [1, 2])
             try { () throws in
                 let second = try active()
                 #expect(second.version == 2 && second.sharedBytes == ScaleModel.tableCount * 4, "\(second.sharedBytes)")
                 #expect(try second.tensor("table", shape: [ScaleModel.tableCount]).pointer == pointer)
             }()
             #expect(try await client.score(ScaleModel.request(key: 1)).version == 2)
-            // v1 let go (its reader slot is back); the table it shared stays mapped for v2.
-            try await waitUntil("v1's snapshot is released") { server.readerSlotsHeld() == 1 }
+            // v1 no longer serves and lets go of its hold; the table it shares stays mapped for v2.
             #expect(ProcessMemory.mappedBytes(pointer, count: tableBytes) >= tableBytes - 8192, "the shared table stays mapped through the swap")
 
-            // A new table: read in full; once v2 lets go, nothing holds the old one and its pages go back.
+            // A new table: read in full; v1 is unloaded and v2, kept for pins, lets go of its hold: nothing holds
+            // the old table and its pages go back.
             try ScaleModel.publish(s.catalog, w: 3, table: 4)
             report = try await client.reload()
+            #expect(report.events.contains { $0.version == 1 && $0.outcome == .unloaded })
+            #expect(s.environment.prefaultedBytes > populatedBefore, "the new table is mapped ahead of requests")
             let newTable = try { () throws -> UnsafePointer<Float> in
                 let third = try active()
                 #expect(third.version == 3 && third.sharedBytes == 0)
                 return try third.tensor("table", shape: [ScaleModel.tableCount]).pointer
             }()
-            try await waitUntil("v2's snapshot is released") { server.readerSlotsHeld() == 1 }
+            try await waitUntil("v1's snapshot is released") { server.readerSlotsHeld() == 2 }
             #expect(ProcessMemory.mappedBytes(pointer, count: tableBytes) < 1 << 20, "\(ProcessMemory.mappedBytes(pointer, count: tableBytes)) bytes of the old table")
             #expect(ProcessMemory.mappedBytes(newTable, count: tableBytes) >= tableBytes - 8192)
         }

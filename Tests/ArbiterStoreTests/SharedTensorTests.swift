@@ -64,6 +64,30 @@ import Testing
         #expect(try Self.meta(catalog, v5).tensors.allSatisfy { $0.storedIn == nil } && Self.meta(catalog, v5).format == 1)
     }
 
+    /// A trainer that retrained only the heads names the table as unchanged: no bytes, the same result.
+    @Test func unchangedTensorsAreTakenFromTheActiveVersionByName() throws {
+        let path = temporaryStorePath("shared-named")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
+        let catalog = Catalog(environment: env)
+        let head = { (h: Float) in TensorData(name: "head", shape: [3], values: [h, h + 1, h + 2]) }
+        #expect(throws: StoreError.self) {
+            try catalog.publish(model: "m", kind: "k", manifest: [], tensors: [head(0)], unchanged: ["table"], metrics: [:])
+        }
+        let v1 = try Self.publish(catalog, table: 0, head: 1)
+        let v2 = try catalog.publish(model: "m", kind: "k", manifest: Array("{}".utf8), tensors: [head(2)], unchanged: ["table"], metrics: [:])
+        let v3 = try catalog.publish(model: "m", kind: "k", manifest: Array("{}".utf8), tensors: [head(3)], unchanged: ["table"], metrics: [:])
+        #expect(try Self.meta(catalog, v3).tensors.first { $0.name == "table" }?.storedIn == v1, "points where the bytes are, not at v2")
+        let l3 = try LoadedVersion(environment: env, model: "m", version: v3)
+        #expect(try l3.tensor("table", shape: [Self.table])[1008] == 1008 && l3.tensor("head", shape: [3])[0] == 3)
+        _ = v2
+        // Refused: a name the active version lacks, a name also given with bytes.
+        #expect { try catalog.publish(model: "m", kind: "k", manifest: [], tensors: [head(4)], unchanged: ["tabel"], metrics: [:]) }
+            throws: { "\($0)".contains("has no tensor 'tabel'") }
+        #expect { try catalog.publish(model: "m", kind: "k", manifest: [], tensors: [head(4)], unchanged: ["head"], metrics: [:]) }
+            throws: { "\($0)".contains("both as unchanged and with its bytes") }
+    }
+
     @Test func gcKeepsASharedTensorWhileAKeptVersionReadsIt() throws {
         let path = temporaryStorePath("shared-gc")
         defer { try? FileManager.default.removeItem(atPath: path) }

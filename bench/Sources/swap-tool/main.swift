@@ -115,10 +115,30 @@ struct Publish: ParsableCommand {
 
     /// A new active version holding the active one's tensors (changed as `--change` says), manifest and metrics.
     func publishCopy(_ catalog: Catalog, _ env: StoreEnvironment, activate: Bool = true) throws -> UInt64 {
+        if change == "small" {
+            // As a trainer that retrained the heads publishes: the small tensors with their new bytes, the large
+            // ones (the embedding tables it did not touch) named as unchanged — it neither reads nor sends them.
+            let listing = try catalog.versions(model: model)
+            guard let meta = listing.first(where: \.isActive)?.meta else { throw ValidationError("\(model) has no active version") }
+            let s = try env.snapshot()
+            guard let manifest = try s.bytes(StoreKeys.manifest(model, meta.version)) else { throw ValidationError("no manifest") }
+            var tensors: [TensorData] = [], unchanged: [String] = []
+            for t in meta.tensors {
+                guard t.byteCount < LoadedVersion.releaseThreshold, let dtype = TensorDType(rawValue: t.dtype) else {
+                    unchanged.append(t.name)
+                    continue
+                }
+                guard var bytes = try s.bytes(StoreKeys.tensor(model, t.home(in: meta.version), t.name)) else { throw ValidationError("no tensor \(t.name)") }
+                if dtype == .f32, bytes.count >= 4 { bytes[bytes.count / 8 * 4] ^= 1 }   // the middle value's lowest bit
+                tensors.append(TensorData(name: t.name, shape: t.shape, dtype: dtype, bytes: bytes))
+            }
+            return try catalog.publish(model: model, kind: meta.kind, manifest: manifest, tensors: tensors, unchanged: unchanged,
+                                       metrics: meta.metrics, activate: activate)
+        }
         let active = try LoadedVersion(environment: env, model: model, version: 0)
         let tensors = active.tensors.map { name, t in
             var bytes = Array(t.bytes)
-            if t.dtype == .f32, t.count > 0, change == "all" || (change == "small" && bytes.count < LoadedVersion.releaseThreshold) {
+            if t.dtype == .f32, t.count > 0, change == "all" {
                 bytes[t.count / 2 * 4] ^= 1   // the lowest mantissa bit of the middle value (little-endian)
             }
             return TensorData(name: name, shape: t.shape, dtype: t.dtype, bytes: bytes)
