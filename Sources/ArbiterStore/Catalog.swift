@@ -82,7 +82,7 @@ public struct ValidationRecord: Codable, Equatable, Sendable {
 /// the server watches. Publishing and activation are single write transactions.
 public struct Catalog: Sendable {
     public let environment: StoreEnvironment
-    /// Whether ``publish(model:kind:manifest:tensors:metrics:activate:share:now:inTransaction:)`` shares unchanged
+    /// Whether ``publish(model:kind:manifest:tensors:unchanged:metrics:activate:share:now:inTransaction:)`` shares unchanged
     /// tensors with the latest and active versions when its caller does not say (default true). Off, every
     /// version stores all its tensors (store format 1 or 2), which builds older than format 3 can read — for a
     /// store that such servers still serve during an upgrade.

@@ -18,15 +18,20 @@ import Testing
                             tensors: tensors(table: table, head: head), metrics: [:], share: share)
     }
 
+    /// A new store (its path, for the caller to remove).
+    static func store(_ tag: String) throws -> (StoreEnvironment, Catalog, String) {
+        let path = temporaryStorePath(tag)
+        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
+        return (env, Catalog(environment: env), path)
+    }
+
     static func meta(_ catalog: Catalog, _ v: UInt64) throws -> VersionMeta {
         try #require(try catalog.versions(model: "m").first { $0.meta.version == v }?.meta)
     }
 
     @Test func anUnchangedTensorIsStoredOnceAndReadFromWhereItIs() throws {
-        let path = temporaryStorePath("shared")
+        let (env, catalog, path) = try Self.store("shared")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
-        let catalog = Catalog(environment: env)
         let v1 = try Self.publish(catalog, table: 0, head: 1)
         let pagesAfterOne = env.pageStatistics().pagesUsed
         let v2 = try Self.publish(catalog, table: 0, head: 2)
@@ -66,10 +71,8 @@ import Testing
 
     /// A trainer that retrained only the heads names the table as unchanged: no bytes, the same result.
     @Test func unchangedTensorsAreTakenFromTheActiveVersionByName() throws {
-        let path = temporaryStorePath("shared-named")
+        let (env, catalog, path) = try Self.store("shared-named")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
-        let catalog = Catalog(environment: env)
         let head = { (h: Float) in TensorData(name: "head", shape: [3], values: [h, h + 1, h + 2]) }
         #expect(throws: StoreError.self) {
             try catalog.publish(model: "m", kind: "k", manifest: [], tensors: [head(0)], unchanged: ["table"], metrics: [:])
@@ -89,10 +92,8 @@ import Testing
     }
 
     @Test func gcKeepsASharedTensorWhileAKeptVersionReadsIt() throws {
-        let path = temporaryStorePath("shared-gc")
+        let (env, catalog, path) = try Self.store("shared-gc")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
-        let catalog = Catalog(environment: env)
         let v1 = try Self.publish(catalog, table: 0, head: 1)
         _ = try Self.publish(catalog, table: 0, head: 2)
         let v3 = try Self.publish(catalog, table: 0, head: 3)
@@ -117,10 +118,8 @@ import Testing
     }
 
     @Test func aSharedTensorIsCheckedAgainstTheRecordThatNamesIt() throws {
-        let path = temporaryStorePath("shared-bad")
+        let (env, catalog, path) = try Self.store("shared-bad")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
-        let catalog = Catalog(environment: env)
         let v1 = try Self.publish(catalog, table: 0, head: 1)
         let v2 = try Self.publish(catalog, table: 0, head: 2)
         let l1 = try LoadedVersion(environment: env, model: "m", version: v1)
@@ -171,10 +170,8 @@ import Testing
     }
 
     @Test func sharedPagesStayMappedWhileAVersionKeepsThem() throws {
-        let path = temporaryStorePath("shared-pages")
+        let (env, catalog, path) = try Self.store("shared-pages")
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let env = try StoreEnvironment.open(path: path, configuration: StoreConfiguration(mapSize: 1 << 30, create: true))
-        let catalog = Catalog(environment: env)
         let v1 = try Self.publish(catalog, table: 0, head: 1)
         let v2 = try Self.publish(catalog, table: 0, head: 2)
         let l1 = try LoadedVersion(environment: env, model: "m", version: v1)
