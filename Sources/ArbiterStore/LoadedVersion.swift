@@ -268,7 +268,8 @@ public final class LoadedVersion: Sendable {
     /// (`MADV_POPULATE_READ`, Linux 5.14 and later; elsewhere one read per page), and keeps them mapped until
     /// ``releaseResidentPages(minimumBytes:)``, so that requests after a swap find them mapped instead of
     /// faulting them in one by one. The pages are the page cache's, shared: they show in RssFile, not in
-    /// private memory. Calling it again while held does nothing. Returns the bytes populated.
+    /// private memory. A span another loaded version already holds is not walked again (its pages are mapped).
+    /// Calling it again while held does nothing. Returns the bytes now held mapped.
     @discardableResult
     public func prefaultResidentPages(minimumBytes: Int = LoadedVersion.releaseThreshold) -> Int {
         guard let environment = snapshot?.environment else { return 0 }
