@@ -23,50 +23,67 @@ public struct AllocationProblem: Sendable {
     /// so potentials stay inside Int64 for up to 2^30 nodes.
     public static let maxValue: Int64 = 1 << 32
 
-    /// An instance from per-lead pair lists. Refuses negative slots or capacities, agents out of range, a pair
-    /// given twice, and values that are not in `1 ... maxValue` (a pair worth nothing is not a pair).
+    /// An instance from per-lead pair lists, in any order. Refuses negative slots or capacities, agents out of
+    /// range, a pair given twice, and values that are not in `1 ... maxValue` (a pair worth nothing is not a pair).
     public init(leadSlots: [Int32], agentCapacity: [Int32], pairs: [[(agent: Int32, value: Int64)]]) throws(AllocationError) {
         guard pairs.count == leadSlots.count else {
             throw AllocationError.invalidProblem("\(pairs.count) pair lists for \(leadSlots.count) leads")
         }
+        let total = pairs.reduce(0) { $0 + $1.count }
+        guard total < Int(Int32.max) else { throw AllocationError.invalidProblem("\(total) pairs: too many") }
+        var start: [Int32] = [0]
+        start.reserveCapacity(leadSlots.count + 1)
+        var agents: [Int32] = [], values: [Int64] = []
+        agents.reserveCapacity(total)
+        values.reserveCapacity(total)
+        for list in pairs {
+            for p in list.sorted(by: { $0.agent < $1.agent }) {
+                agents.append(p.agent)
+                values.append(p.value)
+            }
+            start.append(Int32(agents.count))
+        }
+        try self.init(leadSlots: leadSlots, agentCapacity: agentCapacity, pairStart: start, pairAgent: agents, pairValue: values)
+    }
+
+    /// An instance from its compressed form, as it is held (``pairStart``, ``pairAgent``, ``pairValue``): within
+    /// a lead, agents must increase (which also means no pair is given twice). Validated as the other initialiser.
+    public init(leadSlots: [Int32], agentCapacity: [Int32], pairStart: [Int32], pairAgent: [Int32], pairValue: [Int64]) throws(AllocationError) {
         if let i = leadSlots.firstIndex(where: { $0 < 0 }) {
             throw AllocationError.invalidProblem("lead \(i) has \(leadSlots[i]) slots; slots must be 0 or more")
         }
         if let j = agentCapacity.firstIndex(where: { $0 < 0 }) {
             throw AllocationError.invalidProblem("agent \(j) has capacity \(agentCapacity[j]); capacity must be 0 or more")
         }
-        guard leadSlots.count < Int(Int32.max), agentCapacity.count < Int(Int32.max) else {
-            throw AllocationError.invalidProblem("too many leads or agents")
+        guard leadSlots.count < Int(Int32.max), agentCapacity.count < Int(Int32.max), pairAgent.count < Int(Int32.max) else {
+            throw AllocationError.invalidProblem("too many leads, agents or pairs")
         }
-        var start: [Int32] = [0]
-        start.reserveCapacity(leadSlots.count + 1)
-        var agents: [Int32] = [], values: [Int64] = []
-        let total = pairs.reduce(0) { $0 + $1.count }
-        guard total < Int(Int32.max) else { throw AllocationError.invalidProblem("\(total) pairs: too many") }
-        agents.reserveCapacity(total)
-        values.reserveCapacity(total)
-        for (i, list) in pairs.enumerated() {
-            let sorted = list.sorted { $0.agent < $1.agent }
-            for (k, p) in sorted.enumerated() {
-                guard p.agent >= 0, Int(p.agent) < agentCapacity.count else {
-                    throw AllocationError.invalidProblem("lead \(i) has a pair with agent \(p.agent); there are \(agentCapacity.count) agents")
+        guard pairStart.count == leadSlots.count + 1, pairStart.first == 0, Int(pairStart.last ?? -1) == pairAgent.count,
+              pairValue.count == pairAgent.count else {
+            throw AllocationError.invalidProblem("pair offsets and lists do not match \(leadSlots.count) leads and \(pairAgent.count) pairs")
+        }
+        for i in 0..<leadSlots.count {
+            let lo = Int(pairStart[i]), hi = Int(pairStart[i + 1])
+            guard lo <= hi else { throw AllocationError.invalidProblem("lead \(i)'s pair offsets decrease") }
+            for e in lo..<hi {
+                let agent = pairAgent[e], value = pairValue[e]
+                guard agent >= 0, Int(agent) < agentCapacity.count else {
+                    throw AllocationError.invalidProblem("lead \(i) has a pair with agent \(agent); there are \(agentCapacity.count) agents")
                 }
-                guard k == 0 || sorted[k - 1].agent != p.agent else {
-                    throw AllocationError.invalidProblem("lead \(i) has agent \(p.agent) twice")
+                guard e == lo || pairAgent[e - 1] < agent else {
+                    throw AllocationError.invalidProblem(pairAgent[e - 1] == agent ? "lead \(i) has agent \(agent) twice"
+                                                                                 : "lead \(i)'s agents are not in increasing order")
                 }
-                guard p.value >= 1, p.value <= Self.maxValue else {
-                    throw AllocationError.invalidProblem("lead \(i), agent \(p.agent): value \(p.value) is outside 1...\(Self.maxValue)")
+                guard value >= 1, value <= Self.maxValue else {
+                    throw AllocationError.invalidProblem("lead \(i), agent \(agent): value \(value) is outside 1...\(Self.maxValue)")
                 }
-                agents.append(p.agent)
-                values.append(p.value)
             }
-            start.append(Int32(agents.count))
         }
         self.leadSlots = leadSlots
         self.agentCapacity = agentCapacity
-        pairStart = start
-        pairAgent = agents
-        pairValue = values
+        self.pairStart = pairStart
+        self.pairAgent = pairAgent
+        self.pairValue = pairValue
     }
 
     /// The pairs of lead `i`, as indices into `pairAgent` and `pairValue`.
@@ -90,6 +107,8 @@ public struct AllocationSolution: Sendable, Equatable {
     public var exact: Bool
     /// Leads allocated greedily after the deadline (0 when exact).
     public var greedyLeads: Int
+    /// The greedy pass's objective on the same values (``AllocationSolver/greedy(_:)``), when asked for.
+    public var greedyObjective: Int64?
     /// The certificate: node potentials under which every residual arc has a non-negative reduced cost
     /// (leads, then agents, then the sink). Checked by ``AllocationSolver/verify(_:_:)``.
     public var potentials: [Int64]

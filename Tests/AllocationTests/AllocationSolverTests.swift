@@ -139,6 +139,31 @@ import Testing
         }
     }
 
+    /// The greedy pass (a merge of the leads' sorted pair lists) takes exactly what the definition does: every
+    /// pair, best value first, ties by lead then agent, when its lead has a slot and its agent room.
+    @Test func theGreedyPassIsTheDefinitionsAndSolveReportsIt() throws {
+        for seed in 1...300 {
+            let p = try Self.generate(seed: seed)
+            var lead = [Int](repeating: 0, count: p.pairCount)
+            for i in 0..<p.leadCount { for e in p.pairs(of: i) { lead[e] = i } }
+            let order = (0..<p.pairCount).sorted { a, b in
+                (-p.pairValue[a], lead[a], p.pairAgent[a]) < (-p.pairValue[b], lead[b], p.pairAgent[b])
+            }
+            var slots = p.leadSlots, room = p.agentCapacity
+            var chosen = [Bool](repeating: false, count: p.pairCount), objective: Int64 = 0
+            for e in order where slots[lead[e]] > 0 && room[Int(p.pairAgent[e])] > 0 {
+                slots[lead[e]] -= 1
+                room[Int(p.pairAgent[e])] -= 1
+                chosen[e] = true
+                objective += p.pairValue[e]
+            }
+            let g = AllocationSolver.greedy(p)
+            #expect(g.chosen == chosen && g.objective == objective, "seed \(seed)")
+            let s = AllocationSolver.solve(p, compareWithGreedy: true)
+            #expect(s.greedyObjective == objective && AllocationSolver.solve(p).greedyObjective == nil)
+        }
+    }
+
     @Test func aPassedDeadlineFinishesGreedilyAndSaysSo() throws {
         let p = try Self.generate(seed: 100)
         var calls = 0
@@ -162,6 +187,11 @@ import Testing
         #expect { try AllocationProblem(leadSlots: [1], agentCapacity: [1], pairs: [[(3, 5)]]) } throws: { "\($0)".contains("there are 1 agents") }
         #expect { try AllocationProblem(leadSlots: [1], agentCapacity: [1], pairs: [[(0, 0)]]) } throws: { "\($0)".contains("value 0 is outside") }
         #expect { try AllocationProblem(leadSlots: [1, 1], agentCapacity: [1], pairs: [[]]) } throws: { "\($0)".contains("1 pair lists for 2 leads") }
+        // The compressed form: agents must increase within a lead, offsets must match.
+        #expect { try AllocationProblem(leadSlots: [1], agentCapacity: [1, 1], pairStart: [0, 2], pairAgent: [1, 0], pairValue: [3, 4]) }
+            throws: { "\($0)".contains("not in increasing order") }
+        #expect { try AllocationProblem(leadSlots: [1], agentCapacity: [1], pairStart: [0, 2], pairAgent: [0], pairValue: [3]) }
+            throws: { "\($0)".contains("do not match") }
         // A lead with no allowed agent and an agent with no capacity are answers, not errors.
         let p = try? AllocationProblem(leadSlots: [2, 1], agentCapacity: [0, 1], pairs: [[], [(0, 9), (1, 4)]])
         let s = p.map { AllocationSolver.solve($0) }
