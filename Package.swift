@@ -84,11 +84,11 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         .target(name: "ArbiterTraining", dependencies: [
-            "ArbiterStore", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",
+            "ArbiterStore", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation",
         ]),
         // The composition root: links the plugins and hands their factories to the server (ServedKinds.swift).
         .executableTarget(name: "arbiterd", dependencies: [
-            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",
+            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -119,7 +119,7 @@ let package = Package(
             "Routing", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "Gbdt", "ArbiterTestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ], exclude: ["Fixtures"]),
-        .testTarget(name: "AllocationTests", dependencies: ["Allocation"], exclude: ["Fixtures"]),
+        .testTarget(name: "AllocationTests", dependencies: ["Allocation", "ArbiterModels", "ArbiterStore", "ArbiterTraining", "ArbiterTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
             "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",

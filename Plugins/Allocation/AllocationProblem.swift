@@ -107,6 +107,8 @@ public struct AllocationSolution: Sendable, Equatable {
     public var exact: Bool
     /// Leads allocated greedily after the deadline (0 when exact).
     public var greedyLeads: Int
+    /// Per lead, whether it was placed greedily after the deadline (empty when exact).
+    public var placedGreedily: [Bool]
     /// The greedy pass's objective on the same values (``AllocationSolver/greedy(_:)``), when asked for.
     public var greedyObjective: Int64?
     /// The certificate: node potentials under which every residual arc has a non-negative reduced cost

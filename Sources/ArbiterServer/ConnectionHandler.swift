@@ -536,8 +536,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         let (served, m) = try servingModel(view.model, version: view.version, routingKey: view.routingKey)
         let n = view.candidateCount
-        guard n <= Int(config.limits.maxCandidates) else {
-            throw WireError(.tooManyCandidates, "\(n) candidates, over the limit of \(config.limits.maxCandidates)")
+        if let own = m.maxCandidates {
+            guard n <= own else {
+                throw WireError(.tooManyCandidates, "\(n) candidates, over \(m.name) v\(m.version)'s limit of \(own) (its max_candidates)")
+            }
+        } else {
+            guard n <= Int(config.limits.maxCandidates) else {
+                throw WireError(.tooManyCandidates, "\(n) candidates, over the limit of \(config.limits.maxCandidates)")
+            }
         }
         guard view.contextCount == m.contextCount else {
             throw WireError(.schemaMismatch, "SCORE carries \(view.contextCount) context features; \(m.name) v\(m.version) takes \(m.contextCount): \(m.wireSchema.contextFeatures.map(\.name).joined(separator: ", "))")

@@ -45,6 +45,9 @@ final class ServingModel: Sendable {
     private let mapped = NIOLockedValueBox<Bool?>(nil)
     let summary: ModelSummary
     let wireSchema: ModelSchema
+    /// The version's own limit on candidates per SCORE (manifest parameter `max_candidates`, an integer in
+    /// 1...2^24), which replaces the server's for this model; nil when it sets none.
+    let maxCandidates: Int?
 
     init(name: String, model: any ScoringModel) {
         let s = model.schema
@@ -69,6 +72,11 @@ final class ServingModel: Sendable {
             }
         }
         self.columns = cols
+        if let limit = model.manifest.parameters["max_candidates"], limit >= 1, limit <= Double(1 << 24), limit == limit.rounded() {
+            maxCandidates = Int(limit)
+        } else {
+            maxCandidates = nil
+        }
         self.summary = ModelSummary(name: name, kind: model.version.kind, version: version,
                                     contextFeatureCount: UInt16(clamping: s.context.count),
                                     candidateFeatureCount: UInt16(clamping: s.candidate.count))

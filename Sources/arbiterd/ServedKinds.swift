@@ -1,3 +1,4 @@
+import Allocation
 import ArbiterModels
 import Gbdt
 import LeadGrading
@@ -13,6 +14,7 @@ enum ServedKinds {
         r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
         r.register(kind: RankingLayout.kind, factory: RankingModel.factory)
         r.register(kind: RoutingLayout.kind, factory: RoutingModel.factory)
+        r.register(kind: AllocationLayout.kind, factory: AllocationModel.factory)
         return r
     }
 }
