@@ -122,7 +122,7 @@ let package = Package(
         .testTarget(name: "AllocationTests", dependencies: ["Allocation", "ArbiterModels", "ArbiterStore", "ArbiterTraining", "ArbiterTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
-            "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing",
+            "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import Allocation
 import ArbiterClient
 import ArbiterModels
 import Gbdt
@@ -67,6 +68,7 @@ enum Fixture {
         r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
         r.register(kind: RankingLayout.kind, factory: RankingModel.factory)
         r.register(kind: RoutingLayout.kind, factory: RoutingModel.factory)
+        r.register(kind: AllocationLayout.kind, factory: AllocationModel.factory)
         return r
     }
 
