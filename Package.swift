@@ -93,7 +93,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "arbiter-train", dependencies: [
-            "ArbiterTraining", "ArbiterStore", "ArbiterModels", "Routing",
+            "ArbiterTraining", "ArbiterStore", "ArbiterModels", "Routing", "Allocation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "arbiter", dependencies: [

@@ -1,3 +1,4 @@
+import Allocation
 import ArbiterStore
 import ArbiterTraining
 import ArgumentParser
@@ -14,7 +15,7 @@ struct ArbiterTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter-train",
         abstract: "Generate data, train models and publish them as versions into an Arbiter store.",
-        subcommands: [GenData.self, Train.self, Import.self, Replay.self, Versions.self, Activate.self, Promote.self, Split.self, Shadow.self, Rollback.self, GC.self])
+        subcommands: [GenData.self, Train.self, Allocate.self, Import.self, Replay.self, Versions.self, Activate.self, Promote.self, Split.self, Shadow.self, Rollback.self, GC.self])
 }
 
 /// Model kinds this trainer can produce.
@@ -22,6 +23,7 @@ enum Kind: String, ExpressibleByArgument, CaseIterable {
     case leadGrading = "lead-grading"
     case ranking
     case routing
+    case allocation
 }
 
 struct StoreOptions: ParsableArguments {
@@ -65,6 +67,11 @@ struct GenData: ParsableCommand {
     @Option(help: "Applicants (routing).") var applicants: Int = 20_000
     @Option(help: "Lenders (routing).") var lenders: Int = 30
     @Option(help: "Routing: where to write the lender table (ids, take rates, priorities, capacities, rules).") var lendersOut: String?
+    @Option(help: "Allocation: leads a day.") var leads: Int = 2000
+    @Option(help: "Allocation: agents (their capacities total about 1.2 × the leads a day).") var agents: Int = 200
+    @Option(help: "Allocation: days of historical pairs (each lead given to a random allowed agent).") var days: Int = 30
+    @Option(help: "Allocation: cities (a pair must share one; more cities, fewer allowed pairs: about 45% / cities of them).") var cities: Int = 12
+    @Option(help: "Allocation: also write a held-out day (its leads and every agent, as `allocate --input` reads it) here.") var dayOut: String?
     @Option(help: "Random seed; the same seed writes the same file.") var seed: UInt64 = 1
     @Option(help: "Output CSV path.") var out: String
 
@@ -82,10 +89,27 @@ struct GenData: ParsableCommand {
             guard (1...5_000_000).contains(applicants) else { throw ValidationError("--applicants must be in 1...5000000") }
             guard (2...1000).contains(lenders) else { throw ValidationError("--lenders must be in 2...1000") }
             guard lendersOut != nil else { throw ValidationError("--lenders-out is required for --kind routing (the lender table training needs)") }
+        case .allocation:
+            guard (1...1_000_000).contains(leads) else { throw ValidationError("--leads must be in 1...1000000") }
+            guard (1...100_000).contains(agents) else { throw ValidationError("--agents must be in 1...100000") }
+            guard (1...1000).contains(days), days * leads <= 50_000_000 else { throw ValidationError("--days must be in 1...1000, and --days × --leads at most 50000000") }
+            guard (1...10_000).contains(cities) else { throw ValidationError("--cities must be in 1...10000") }
         }
     }
 
     func run() throws {
+        if kind == .allocation {
+            let world = AllocationWorld(seed: seed, agents: agents, leadsPerDay: leads, cities: cities)
+            let rows = world.history(days: days, leadsPerDay: leads, seed: seed)
+            try AllocationData.writePairs(rows, to: URL(fileURLWithPath: out))
+            print("wrote \(rows.count) historical pairs of \(days) days to \(out) (hired \(pct(rows.filter(\.hired).count, rows.count)))")
+            if let dayOut {
+                let (day, _) = world.request(day: 1, leads: leads)
+                try AllocationData.writeDay(day, to: URL(fileURLWithPath: dayOut))
+                print("wrote a held-out day of \(leads) leads and \(agents) agents (capacity \(world.agents.reduce(0) { $0 + $1.capacity })) to \(dayOut)")
+            }
+            return
+        }
         if kind == .routing {
             let world = RoutingWorld(seed: seed, lenders: lenders)
             let rows = world.submissions(applicants: applicants, stream: seed)
@@ -145,6 +169,7 @@ struct Train: ParsableCommand {
     @Option(help: "Routing: the baseline arm's order: priority (the table's list) or rules (average amount × take rate).") var baseline: String = "priority"
     @Option(help: "Routing: the traffic split's salt (keep it to keep applicants on their arms across versions).") var splitSalt: UInt64 = 0
     @Flag(help: "Routing: separate heads for new and returning applicants.") var splitReturning = false
+    @Option(help: "Allocation: the cities the data was generated with (gen-data --cities).") var cities: Int = 12
     @Option(help: "Routing: the seed the data was generated with: replay fresh applicants of that world before publishing, and record the result.") var replaySeed: UInt64?
 
     func validate() throws {
@@ -158,6 +183,7 @@ struct Train: ParsableCommand {
     func run() throws {
         if kind == .ranking { return try runRanking() }
         if kind == .routing { return try runRouting() }
+        if kind == .allocation { return try runAllocation() }
         let rows = try LeadData.readCSV(URL(fileURLWithPath: data))
         var o = FMTrainingOptions()
         o.factors = factors
@@ -198,6 +224,32 @@ struct Train: ParsableCommand {
             fflush(nil)
             if pause > 0 { Thread.sleep(forTimeInterval: Double(pause) / 1000) }
         }
+        print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
+    }
+
+    func runAllocation() throws {
+        guard (1...10_000).contains(cities) else { throw ValidationError("--cities must be in 1...10000") }
+        let schema = AllocationWorld.schema(cities: cities)
+        let rows = try AllocationData.readPairs(URL(fileURLWithPath: data), schema: schema)
+        var o = FMTrainingOptions()
+        o.factors = factors
+        o.learningRate = learningRate
+        o.l2 = l2
+        o.maxEpochs = maxEpochs
+        o.seed = seed
+        let tty = isatty(STDERR_FILENO) == 1
+        let start = Date()
+        let trained = try AllocationTrainer.train(rows: rows, schema: schema, options: o) { r in
+            guard tty else { return }
+            FileHandle.standardError.write(Data(String(format: "  epoch %2d  train logloss %.4f  validation logloss %.4f\n",
+                                                       r.epoch, r.trainLogLoss, r.validationLogLoss).utf8))
+        }
+        print(String(format: "trained the pair model on %d pairs in %.1f s; held-out (test split, %d pairs): AUC %.4f  logloss %.4f",
+                     rows.count, Date().timeIntervalSince(start), trained.testRows, trained.auc, trained.logLoss))
+        let golden = try trained.version.goldenCases([AllocationTrainer.goldenRequest(cities: cities)])
+        let catalog = try storeOptions.open(create: true)
+        let v = try trained.version.publish(model: model, golden: golden, catalog: catalog,
+                                            metrics: ["auc": trained.auc, "logloss": trained.logLoss], activate: !noActivate)
         print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
     }
 
@@ -336,6 +388,104 @@ struct Train: ParsableCommand {
         let catalog = try storeOptions.open(create: true)
         let v = try version.publish(model: model, golden: golden, catalog: catalog, metrics: metrics, activate: !noActivate)
         print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
+    }
+}
+
+struct Allocate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Allocate a whole day's leads to agents with an allocation model in the store (the solver the server runs).",
+        discussion: """
+            INPUT is a CSV with `id` and the model's candidate features by name (role `lead` or `agent`, slots, \
+            the rest; an empty cell is a missing value), as `gen-data --kind allocation --day-out` writes. OUTPUT \
+            gets one row per input row: id, role, the chosen agents' ids and the pairs' probabilities, load, \
+            shadow price, and how the row was placed.
+            """)
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "The allocation model in the store (its active version).") var model: String
+    @Option(help: "The day's leads and agents (CSV).") var input: String
+    @Option(help: "Where to write the allocation (CSV).") var output: String
+    @Option(help: "Pairs below this probability are not allocated.") var minScore: Float = 0
+    @Option(help: "Most allowed pairs the rules may derive (the server's bound is the model's max_pairs).") var maxPairs: Int = 50_000_000
+
+    func validate() throws {
+        guard minScore.isFinite, (0...1).contains(minScore) else { throw ValidationError("--min-score must be in 0...1") }
+        guard (1...2_000_000_000).contains(maxPairs) else { throw ValidationError("--max-pairs must be in 1...2000000000") }
+        try StoreKeys.validate(model: model)
+    }
+
+    func run() throws {
+        let tty = isatty(STDERR_FILENO) == 1
+        func step(_ s: String) { if tty { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
+        let catalog = try storeOptions.open(create: false)
+        let loaded = try LoadedVersion(environment: catalog.environment, model: model)
+        let manifest = try ModelManifest.decode(Data(loaded.manifest))
+        guard manifest.kind == AllocationLayout.kind else { throw ValidationError("\(model) v\(loaded.version) is a \(manifest.kind) model, not allocation") }
+        let m = try AllocationModel(version: loaded, manifest: manifest)
+        let t0 = Date()
+        step("reading \(input)")
+        let q = try AllocationData.readDay(URL(fileURLWithPath: input), schema: manifest.schema, minScore: minScore)
+        let why = q.context.withUnsafeBufferPointer { c in
+            q.rows.withUnsafeBufferPointer { manifest.schema.firstInvalidValue(context: c, candidates: $0, candidateCount: q.count) }
+        }
+        if let why { throw ValidationError("\(input): \(why)") }
+        let t1 = Date()
+        step("allocating \(q.count) rows")
+        let n = q.count, schema = manifest.schema
+        var scores = [Float](repeating: 0, count: n)
+        var fc = [Float](repeating: 0, count: schema.floatColumnCount * n)
+        var cc = [UInt8](repeating: 0, count: schema.codeColumnCount * n)
+        try q.context.withUnsafeBufferPointer { ctx in
+            try q.rows.withUnsafeBufferPointer { rows in
+                try q.ids.withUnsafeBufferPointer { ids in
+                    try scores.withUnsafeMutableBufferPointer { sp in
+                        try fc.withUnsafeMutableBufferPointer { fp in
+                            try cc.withUnsafeMutableBufferPointer { cp in
+                                let out = ScoreOutput(scores: sp.baseAddress!, floatColumns: fp.baseAddress!, codeColumns: cp.baseAddress!, candidateCount: n)
+                                try m.allocate(ScoreBatch(context: ctx, candidates: rows, candidateCount: n, ids: ids), into: out, maxPairs: maxPairs)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let t2 = Date()
+        step("writing \(output)")
+        let M = m.maxLeadSlots, width = schema.candidate.count
+        var text = "id,role," + (1...M).map { "agent_\($0)" }.joined(separator: ",") + "," + (1...M).map { "p_\($0)" }.joined(separator: ",")
+            + ",load,shadow_price,allocation\n"
+        var leads = 0, placed = 0, greedy = 0, stranded = 0
+        for r in 0..<n {
+            let isLead = q.rows[r * width] == AllocationLayout.leadRole
+            text += "\(q.ids[r]),\(isLead ? "lead" : "agent")"
+            for s in 0..<M {
+                let a = fc[(2 * s) * n + r]
+                text += a >= 0 ? ",\(q.ids[Int(a)])" : ","
+            }
+            for s in 0..<M {
+                let p = fc[(2 * s + 1) * n + r]
+                text += p > 0 ? ",\(p)" : ","
+            }
+            let kind = AllocationLayout.allocationLabels[Int(cc[r])]
+            text += ",\(Int(fc[(2 * M) * n + r])),\(fc[(2 * M + 1) * n + r]),\(kind)\n"
+            if isLead {
+                leads += 1
+                if fc[r] >= 0 { placed += 1 }
+                if kind == "greedy" { greedy += 1 }
+                if kind == "no_allowed_agent" { stranded += 1 }
+            }
+        }
+        try Data(text.utf8).write(to: URL(fileURLWithPath: output), options: .atomic)
+        let t3 = Date()
+        let objective = n > 0 ? fc[(2 * M + 2) * n] : 0, greedyObjective = n > 0 ? fc[(2 * M + 3) * n] : 0
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        print("allocated \(leads) leads to \(n - leads) agents with \(model) v\(loaded.version): \(placed) placed, \(stranded) with no allowed agent"
+              + (greedy > 0 ? ", \(greedy) placed greedily after the deadline" : ""))
+        print(String(format: "expected hires %.2f (greedy on the same scores %.2f, %+.2f%%)", objective, greedyObjective,
+                     greedyObjective > 0 ? 100 * Double(objective / greedyObjective - 1) : 0))
+        print(String(format: "time: read %.2f s, allocate %.2f s, write %.2f s; peak RSS %d MiB", t1.timeIntervalSince(t0),
+                     t2.timeIntervalSince(t1), t3.timeIntervalSince(t2), usage.ru_maxrss / 1024))
+        print("wrote \(output)")
     }
 }
 

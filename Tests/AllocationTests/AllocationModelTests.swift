@@ -301,3 +301,57 @@ import Testing
         return Arrays(scores: scores, floatColumns: fc, codeColumns: cc)
     }
 }
+
+/// `arbiter-train` end to end: generated history, a trained pair model published, a held-out day allocated
+/// from a CSV into a CSV; a day with an agent of negative capacity is refused by name.
+@Suite struct AllocationCLITests {
+    @Test func aDayIsAllocatedFromTheCommandLine() async throws {
+        let dir = temporaryPath("allocation-cli")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let pairs = dir + "/pairs.csv", day = dir + "/day.csv", store = dir + "/store", out = dir + "/out.csv"
+        let trainer = OtherProcess.trainer
+        _ = try await offPool {
+            try OtherProcess.run(trainer, ["gen-data", "--kind", "allocation", "--leads", "400", "--agents", "40", "--days", "10",
+                                           "--cities", "5", "--seed", "3", "--out", pairs, "--day-out", day])
+        }
+        let trained = try await offPool {
+            try OtherProcess.run(trainer, ["train", "--kind", "allocation", "--data", pairs, "--cities", "5", "--store", store,
+                                           "--model", "alloc", "--max-epochs", "4", "--factors", "4"])
+        }
+        #expect(trained.contains("published alloc v1"), "\(trained)")
+        let said = try await offPool {
+            try OtherProcess.run(trainer, ["allocate", "--store", store, "--model", "alloc", "--input", day, "--output", out])
+        }
+        #expect(said.contains("allocated 400 leads to 40 agents") && said.contains("expected hires"), "\(said)")
+        // Every lead's agent shares its city and covers its category; no agent over capacity.
+        let input = try String(contentsOfFile: day, encoding: .utf8).split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+        let output = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+        #expect(output.first?.joined(separator: ",") == "id,role,agent_1,p_1,load,shadow_price,allocation")
+        #expect(output.count == input.count + 1)
+        let header = AllocationData.dayHeader
+        func cell(_ row: [Substring], _ name: String) -> Substring { row[header.firstIndex(of: name)!] }
+        let agents = Dictionary(uniqueKeysWithValues: input.filter { cell($0, "role") == "agent" }.map { (cell($0, "id"), $0) })
+        var load = [Substring: Int](), placed = 0
+        for (row, answer) in zip(input, output.dropFirst()) where cell(row, "role") == "lead" {
+            #expect(answer[0] == cell(row, "id") && answer[1] == "lead")
+            guard !answer[2].isEmpty else { continue }
+            let agent = try #require(agents[answer[2]])
+            #expect(cell(agent, "city") == cell(row, "city"))
+            #expect((Int(cell(agent, "agent_categories"))! >> Int(cell(row, "category"))!) & 1 == 1)
+            load[answer[2], default: 0] += 1
+            placed += 1
+        }
+        #expect(placed > 200)
+        for (id, n) in load { #expect(n <= Int(cell(agents[id]!, "slots"))!) }
+        // A day with an agent of negative capacity.
+        var lines = try String(contentsOfFile: day, encoding: .utf8).split(separator: "\n").map(String.init)
+        let agentLine = try #require(lines.firstIndex { $0.contains(",agent,") })
+        var cells = lines[agentLine].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        cells[header.firstIndex(of: "slots")!] = "-2"
+        lines[agentLine] = cells.joined(separator: ",")
+        try (lines.joined(separator: "\n") + "\n").write(toFile: day, atomically: true, encoding: .utf8)
+        let refused = try await offPool { try OtherProcess.capture(trainer, ["allocate", "--store", store, "--model", "alloc", "--input", day, "--output", out]) }
+        #expect(refused.status != 0 && refused.output.contains("row \(agentLine - 1) (agent): slots -2"), "\(refused.output)")
+    }
+}
