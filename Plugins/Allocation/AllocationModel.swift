@@ -169,8 +169,9 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
     }
 
     /// The whole request: rows split by role, pairs derived and scored, solved, answered. `maxPairs` bounds
-    /// the pairs (a batch tool may allow more than a served request).
-    public func allocate(_ batch: ScoreBatch, into out: ScoreOutput, maxPairs: Int,
+    /// the pairs and `deadline` (ns from the start; nil: the version's `deadline_ms`, `.max`: none) the exact
+    /// solve — a batch tool may allow more than a served request.
+    public func allocate(_ batch: ScoreBatch, into out: ScoreOutput, maxPairs: Int, deadline: UInt64? = nil,
                          clock: () -> UInt64 = AllocationSolver.monotonicNanoseconds) throws(ScoringError) {
         let started = clock()
         let n = batch.candidateCount
@@ -313,7 +314,8 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
             let grade = leads.map { value(Int($0), gi).isNaN ? -Float.infinity : value(Int($0), gi) }
             order = (0..<Int32(leads.count)).sorted { grade[Int($0)] != grade[Int($1)] ? grade[Int($0)] > grade[Int($1)] : $0 < $1 }
         }
-        let solution = AllocationSolver.solve(problem, order: order, deadline: started &+ deadlineNanoseconds, clock: clock,
+        let budget = deadline ?? deadlineNanoseconds
+        let solution = AllocationSolver.solve(problem, order: order, deadline: budget == .max ? nil : started &+ budget, clock: clock,
                                               compareWithGreedy: true)
 
         // The answer.

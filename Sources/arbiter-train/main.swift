@@ -406,10 +406,12 @@ struct Allocate: ParsableCommand {
     @Option(help: "Where to write the allocation (CSV).") var output: String
     @Option(help: "Pairs below this probability are not allocated.") var minScore: Float = 0
     @Option(help: "Most allowed pairs the rules may derive (the server's bound is the model's max_pairs).") var maxPairs: Int = 50_000_000
+    @Option(help: "Seconds the exact solve may take before the remaining leads are placed greedily (0: no limit; the server uses the model's deadline_ms).") var deadlineSeconds: Double = 0
 
     func validate() throws {
         guard minScore.isFinite, (0...1).contains(minScore) else { throw ValidationError("--min-score must be in 0...1") }
         guard (1...2_000_000_000).contains(maxPairs) else { throw ValidationError("--max-pairs must be in 1...2000000000") }
+        guard deadlineSeconds.isFinite, (0...86_400).contains(deadlineSeconds) else { throw ValidationError("--deadline-seconds must be in 0...86400") }
         try StoreKeys.validate(model: model)
     }
 
@@ -441,7 +443,8 @@ struct Allocate: ParsableCommand {
                         try fc.withUnsafeMutableBufferPointer { fp in
                             try cc.withUnsafeMutableBufferPointer { cp in
                                 let out = ScoreOutput(scores: sp.baseAddress!, floatColumns: fp.baseAddress!, codeColumns: cp.baseAddress!, candidateCount: n)
-                                try m.allocate(ScoreBatch(context: ctx, candidates: rows, candidateCount: n, ids: ids), into: out, maxPairs: maxPairs)
+                                try m.allocate(ScoreBatch(context: ctx, candidates: rows, candidateCount: n, ids: ids), into: out, maxPairs: maxPairs,
+                                               deadline: deadlineSeconds > 0 ? UInt64(deadlineSeconds * 1e9) : .max)
                             }
                         }
                     }
