@@ -5,7 +5,7 @@ PORT ?= 7878
 MODEL ?= leads
 ROWS ?= 200000
 
-.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt bench-soak bench-tls bench-rank bench-route bench-swap bench-alloc clean
+.PHONY: help deps build release test test-sanitize fuzz fuzz-smoke alloc-check demo demo-gbdt quality bench bench-full bench-smoke bench-gbdt bench-soak bench-tls bench-rank bench-route bench-swap bench-allocation clean
 
 help:
 	@echo "make deps     install system packages a fresh Debian machine lacks (apt-get)"
@@ -27,7 +27,7 @@ help:
 	@echo "make bench-rank  rank-200: a ranking model of 1M items and three tree heads, arbiterd and the grpc-swift peer"
 	@echo "make bench-route route-30: a routing model of 30 lenders and two tree heads at 2,000/s, arbiterd and the grpc-swift peer"
 	@echo "make bench-swap  swap: lead-1 and rank-200 under a publish a second (poll, RELOAD, rollback, every table changed), a 5% shadow, and a 1 GiB table swapped (about 40 min)"
-	@echo "make bench-alloc the allocation solver alone: 500 x 200 and 20,000 x 2,000 generated instances, exact against greedy"
+	@echo "make bench-allocation  the allocation kind: the solver alone (500 x 200, 20,000 x 2,000) and served over the wire"
 
 deps:
 	@./scripts/install-deps.sh
@@ -91,8 +91,8 @@ bench-route: deps
 bench-swap: deps
 	@./bench/swap/run.sh
 
-bench-alloc: deps
-	@./bench/alloc/run.sh
+bench-allocation: deps
+	@./bench/allocation/run.sh
 
 clean:
 	rm -rf .build .build-address .build-thread var bench/.build bench/.work fuzz/.build fuzz/corpus fuzz/artifacts

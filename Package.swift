@@ -65,7 +65,7 @@ let package = Package(
                 path: "Plugins/Ranking", swiftSettings: servingPath),
         .target(name: "Routing", dependencies: ["ArbiterModels", "ArbiterStore"],
                 path: "Plugins/Routing", swiftSettings: servingPath),
-        .target(name: "Allocation", dependencies: ["ArbiterModels", "ArbiterStore"],
+        .target(name: "Allocation", dependencies: ["ArbiterModels", "ArbiterStore", "CPrefetch"],
                 path: "Plugins/Allocation", swiftSettings: servingPath),
         .target(name: "ArbiterServer", dependencies: [
             "ArbiterWire", "ArbiterStore", "ArbiterModels",

@@ -44,6 +44,7 @@ let package = Package(
         .executableTarget(name: "arbiter-bench", dependencies: [
             "BenchCore", "ScorerMessages",
             .product(name: "ArbiterWire", package: "Arbiter"),
+            .product(name: "ArbiterTraining", package: "Arbiter"),
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -76,9 +77,10 @@ let package = Package(
             .product(name: "ArbiterTraining", package: "Arbiter"),
             .product(name: "Routing", package: "Arbiter"),
         ]),
-        // The allocation solver alone, on generated instances (bench/alloc/run.sh).
+        // The allocation solver alone, on generated instances (bench/allocation/run.sh).
         .executableTarget(name: "alloc-solver", dependencies: [
             .product(name: "Allocation", package: "Arbiter"),
+            .product(name: "ArbiterTraining", package: "Arbiter"),
         ]),
         // The swap scenario's tools (bench/swap/run.sh): the trainer's side — a new version (a copy of the active
         // one) every interval, or rollbacks — and a client that times a server's first answer.

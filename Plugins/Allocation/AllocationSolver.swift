@@ -1,3 +1,4 @@
+import CPrefetch
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -196,15 +197,19 @@ final class SortedArcs {
 }
 
 /// A binary min-heap of nodes keyed by distance, at most one entry per node (a better distance moves the node
-/// up), ties broken by node so the search settles nodes in the same order on every run.
+/// up), ties broken by node so the search settles nodes in the same order on every run — except that `first`
+/// (the sink) wins every tie: a search stops as soon as the sink is as near as anything left, instead of first
+/// settling the whole plateau of nodes at its distance (whose potentials would not move).
 final class IndexedHeap {
     private let keys: UnsafeMutableBufferPointer<Int64>
     private let nodes: UnsafeMutableBufferPointer<Int32>
     /// Per node: its position in the heap, or −1.
     private let position: UnsafeMutableBufferPointer<Int32>
     private(set) var count = 0
+    private let first: Int32
 
-    init(capacity: Int) {
+    init(capacity: Int, first: Int32 = -1) {
+        self.first = first
         keys = buffer(capacity, 0)
         nodes = buffer(capacity, 0)
         position = buffer(capacity, -1)
@@ -223,7 +228,7 @@ final class IndexedHeap {
 
     @inline(__always)
     private func less(_ ka: Int64, _ na: Int32, _ kb: Int64, _ nb: Int32) -> Bool {
-        ka != kb ? ka < kb : na < nb
+        ka != kb ? ka < kb : (na == first || (nb != first && na < nb))
     }
 
     /// Inserts `node` with `key`, or lowers its key if it is in the heap already (a higher key is ignored).
@@ -301,9 +306,13 @@ final class FlowNetwork {
     let excess: UnsafeMutableBufferPointer<Int32>
     let unallocated: UnsafeMutableBufferPointer<Int32>
     /// Per agent: the arcs it holds, `held[heldStart[j] ..< heldStart[j] + load[j]]`, and each arc's place there.
+    /// Beside each held arc, its lead and value (`heldLead`, `heldValue`): an agent's scan reads its own range
+    /// only, not the arcs' words scattered over every lead's pairs.
     let load: UnsafeMutableBufferPointer<Int32>
     let heldStart: UnsafeMutableBufferPointer<Int32>
     let held: UnsafeMutableBufferPointer<Int32>
+    let heldLead: UnsafeMutableBufferPointer<Int32>
+    let heldValue: UnsafeMutableBufferPointer<Int64>
     let heldAt: UnsafeMutableBufferPointer<Int32>
     /// Node potentials: leads, agents, sink.
     let pi: UnsafeMutableBufferPointer<Int64>
@@ -347,6 +356,8 @@ final class FlowNetwork {
         }
         for j in 0..<A { heldStart[j + 1] = heldStart[j] + min(degree[j], p.agentCapacity[j]) }
         held = buffer(Int(heldStart[A]), 0)
+        heldLead = buffer(Int(heldStart[A]), 0)
+        heldValue = buffer(Int(heldStart[A]), 0)
         // Potentials under which every arc of the empty flow has a non-negative reduced cost
         // (c + π(u) − π(v) ≥ 0): leads 0, agents and the sink minus the greatest value. An agent is then
         // reached at (greatest − the pair's value) and the sink through it at no more, so while agents have
@@ -359,11 +370,12 @@ final class FlowNetwork {
         settledIn = buffer(n, 0)
         parent = buffer(n, 0)
         settled = buffer(n, 0)
-        heap = IndexedHeap(capacity: n)
+        heap = IndexedHeap(capacity: n, first: Int32(t))
     }
 
     deinit {
-        for b in [arcLead, held, heldAt, excess, unallocated, load, heldStart, seen, settledIn, parent, settled] { b.deallocate() }
+        heldValue.deallocate()
+        for b in [arcLead, held, heldLead, heldAt, excess, unallocated, load, heldStart, seen, settledIn, parent, settled] { b.deallocate() }
         pi.deallocate()
         dist.deallocate()
     }
@@ -396,6 +408,8 @@ final class FlowNetwork {
         let j = arcs.agent(s)
         let at = heldStart[j] + load[j]
         held[Int(at)] = Int32(s)
+        heldLead[Int(at)] = arcLead[s]
+        heldValue[Int(at)] = arcs.value(s)
         heldAt[s] = at
         load[j] += 1
         arcs.setFlow(s, true)
@@ -408,6 +422,8 @@ final class FlowNetwork {
         let last = Int(heldStart[j] + load[j]), at = Int(heldAt[s])
         let moved = held[last]
         held[at] = moved
+        heldLead[at] = heldLead[last]
+        heldValue[at] = heldValue[last]
         heldAt[Int(moved)] = Int32(at)
         heldAt[s] = -1
         arcs.setFlow(s, false)
@@ -452,10 +468,12 @@ final class FlowNetwork {
             if toSink, load[j] < p.agentCapacity[j] { relax(t, base - pi[t], from: Int32(u)) }
             let first = Int(heldStart[j])
             for x in first ..< first + Int(load[j]) {
-                let s = Int(held[x]), v = Int(arcLead[s])
-                let dv = base + arcs.value(s) - pi[v]
+                let v = Int(heldLead[x])
+                let dv = base + heldValue[x] - pi[v]
                 if dv >= sinkDistance { continue }
-                relax(v, dv, from: Int32(s))
+                relax(v, dv, from: held[x])
+                // The lead's pairs are read when it is settled, likely from memory: start loading them now.
+                if toSink { arbiter_prefetch(arcs.word.baseAddress! + Int(arcs.start[v])) }
             }
         }
     }

@@ -37,8 +37,9 @@ public struct AllocationWorld: Sendable {
         public var capacity: Int
     }
 
-    /// A world of `agents` agents with capacity for about `leadsPerDay × 1.2` leads a day in all.
-    public init(seed: UInt64, agents count: Int, leadsPerDay: Int, cities: Int = 12) {
+    /// A world of `agents` agents with capacity for about `leadsPerDay × 1.2` leads a day in all, each covering
+    /// a category with probability `coverage` (so about `coverage / cities` of the pairs are allowed).
+    public init(seed: UInt64, agents count: Int, leadsPerDay: Int, cities: Int = 12, coverage: Double = 0.45) {
         schema = Self.schema(cities: cities)
         self.cities = cities
         categories = schema.candidate.first { $0.name == "category" }!.cardinality
@@ -46,7 +47,7 @@ public struct AllocationWorld: Sendable {
         let mean = 1.2 * Double(leadsPerDay) / Double(max(count, 1))
         agents = (0..<count).map { j in
             var set: UInt32 = 0
-            for c in 0..<8 where r.uniform() < 0.45 { set |= 1 << UInt32(c) }
+            for c in 0..<8 where r.uniform() < coverage { set |= 1 << UInt32(c) }
             if set == 0 { set = 1 << UInt32(r.next() % 8) }
             return Agent(id: 1_000_000 + UInt64(j), city: Int(r.next() % UInt64(cities)), categories: set, skill: 0.6 * r.normal(),
                          tenure: Float(r.next() % 12), capacity: max(0, Int((mean * (0.5 + r.uniform())).rounded())))

@@ -70,7 +70,8 @@ struct GenData: ParsableCommand {
     @Option(help: "Allocation: leads a day.") var leads: Int = 2000
     @Option(help: "Allocation: agents (their capacities total about 1.2 × the leads a day).") var agents: Int = 200
     @Option(help: "Allocation: days of historical pairs (each lead given to a random allowed agent).") var days: Int = 30
-    @Option(help: "Allocation: cities (a pair must share one; more cities, fewer allowed pairs: about 45% / cities of them).") var cities: Int = 12
+    @Option(help: "Allocation: cities (a pair must share one; more cities, fewer allowed pairs: about coverage / cities of them).") var cities: Int = 12
+    @Option(help: "Allocation: the probability that an agent covers a job category.") var coverage: Double = 0.45
     @Option(help: "Allocation: also write a held-out day (its leads and every agent, as `allocate --input` reads it) here.") var dayOut: String?
     @Option(help: "Random seed; the same seed writes the same file.") var seed: UInt64 = 1
     @Option(help: "Output CSV path.") var out: String
@@ -94,12 +95,13 @@ struct GenData: ParsableCommand {
             guard (1...100_000).contains(agents) else { throw ValidationError("--agents must be in 1...100000") }
             guard (1...1000).contains(days), days * leads <= 50_000_000 else { throw ValidationError("--days must be in 1...1000, and --days × --leads at most 50000000") }
             guard (1...10_000).contains(cities) else { throw ValidationError("--cities must be in 1...10000") }
+            guard coverage > 0, coverage <= 1 else { throw ValidationError("--coverage must be in (0, 1]") }
         }
     }
 
     func run() throws {
         if kind == .allocation {
-            let world = AllocationWorld(seed: seed, agents: agents, leadsPerDay: leads, cities: cities)
+            let world = AllocationWorld(seed: seed, agents: agents, leadsPerDay: leads, cities: cities, coverage: coverage)
             let rows = world.history(days: days, leadsPerDay: leads, seed: seed)
             try AllocationData.writePairs(rows, to: URL(fileURLWithPath: out))
             print("wrote \(rows.count) historical pairs of \(days) days to \(out) (hired \(pct(rows.filter(\.hired).count, rows.count)))")

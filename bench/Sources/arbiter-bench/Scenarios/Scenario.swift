@@ -30,7 +30,7 @@ struct Scenario: Sendable {
     /// The same requests over gRPC (one method, messages of one size), instead of `grpc`'s one.
     var grpcVariants: (@Sendable (_ model: String) -> (path: String, messages: [[UInt8]]))? = nil
 
-    static let all: [Scenario] = [.ping, .lead1, .lead100, .gbdt200, .rank200, .route30]
+    static let all: [Scenario] = [.ping, .lead1, .lead100, .gbdt200, .rank200, .route30, .alloc500x200, .alloc20kx2k]
 
     static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 
