@@ -42,7 +42,10 @@ import ArbiterModels
 /// pass's). The code column `allocation`: `exact` (a lead placed by the exact solve, possibly nowhere),
 /// `greedy` (placed after the deadline), `no_allowed_agent` (no pair of the lead is allowed), `agent`.
 ///
-/// A request's size is bounded per model: `max_candidates` (the server's limit applies when unset).
+/// A request's size is bounded per model: `max_candidates` (the server's limit applies when unset), and the
+/// pairs its rules allow by `max_pairs` (4,000,000 unless set). `offload_candidates` (the trainer sets 1) has
+/// the server score every request of the version off the event loops, however few its rows: a 500 × 200
+/// allocation costs milliseconds, which a loop's other connections should not wait for.
 public enum AllocationLayout {
     public static let kind = "allocation"
 
@@ -62,6 +65,7 @@ public enum AllocationLayout {
     public static let gradeFeatureParameter = "grade_feature"
     public static let blocklistParameter = "blocklist"
     public static let maxCandidatesParameter = "max_candidates"
+    public static let offloadCandidatesParameter = "offload_candidates"
     public static let sidePrefix = "side."
     public static let equalPrefix = "equal."
     public static let memberPrefix = "member."

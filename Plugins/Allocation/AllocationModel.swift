@@ -66,7 +66,7 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
         // Every parameter that names a feature must name one the schema has.
         let known: Set<String> = [AllocationLayout.factorsParameter, AllocationLayout.scaleParameter, AllocationLayout.maxLeadSlotsParameter,
                                   AllocationLayout.deadlineParameter, AllocationLayout.gradeFeatureParameter, AllocationLayout.blocklistParameter,
-                                  AllocationLayout.maxCandidatesParameter, "max_pairs"]
+                                  AllocationLayout.maxCandidatesParameter, "max_pairs", AllocationLayout.offloadCandidatesParameter]
         var lead: [Int] = [], agent: [Int] = []
         for (j, f) in schema.candidate.enumerated() where j != role && j != slots {
             switch p[AllocationLayout.sidePrefix + f.name] {
@@ -129,6 +129,7 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
         k = try integer(AllocationLayout.factorsParameter, in: 0...256)
         maxPairs = try integer("max_pairs", default: Double(Self.defaultMaxPairs), in: 1...2_000_000_000)
         _ = try integer(AllocationLayout.maxCandidatesParameter, default: 1, in: 1...Double(1 << 24))
+        _ = try integer(AllocationLayout.offloadCandidatesParameter, default: 1, in: 1...Double(1 << 24))
         let blocked = try integer(AllocationLayout.blocklistParameter, default: 0, in: 0...1e9)
 
         let fields = (lead + agent).map { schema.candidate[$0] }

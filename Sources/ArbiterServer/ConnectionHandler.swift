@@ -551,7 +551,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         guard view.candidateFeatureCount == m.candidateFeatureCount else {
             throw WireError(.schemaMismatch, "SCORE carries \(view.candidateFeatureCount) features per candidate; \(m.name) v\(m.version) takes \(m.candidateFeatureCount): \(m.wireSchema.candidateFeatures.map(\.name).joined(separator: ", "))")
         }
-        if let pool, config.offloadCandidates > 0, n >= config.offloadCandidates {
+        if let pool, n >= m.offloadCandidates ?? (config.offloadCandidates > 0 ? config.offloadCandidates : Int.max) {
             try offload(view, body: body, model: m, served: served, requestID: h.requestID, budget: h.time, receivedAt: receivedAt, sentAt: sentAt, pool: pool, context: context)
             return
         }

@@ -48,6 +48,10 @@ final class ServingModel: Sendable {
     /// The version's own limit on candidates per SCORE (manifest parameter `max_candidates`, an integer in
     /// 1...2^24), which replaces the server's for this model; nil when it sets none.
     let maxCandidates: Int?
+    /// The version's own threshold for scoring off the event loops (manifest parameter `offload_candidates`,
+    /// an integer in 1...2^24: requests of that many candidates or more), which replaces the server's; nil when
+    /// it sets none. A kind whose every request is heavy (an allocation) sets 1.
+    let offloadCandidates: Int?
 
     init(name: String, model: any ScoringModel) {
         let s = model.schema
@@ -76,6 +80,11 @@ final class ServingModel: Sendable {
             maxCandidates = Int(limit)
         } else {
             maxCandidates = nil
+        }
+        if let limit = model.manifest.parameters["offload_candidates"], limit >= 1, limit <= Double(1 << 24), limit == limit.rounded() {
+            offloadCandidates = Int(limit)
+        } else {
+            offloadCandidates = nil
         }
         self.summary = ModelSummary(name: name, kind: model.version.kind, version: version,
                                     contextFeatureCount: UInt16(clamping: s.context.count),

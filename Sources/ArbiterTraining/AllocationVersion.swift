@@ -64,6 +64,7 @@ public struct AllocationVersion: Sendable {
         p[AllocationLayout.deadlineParameter] = deadlineMilliseconds
         p[AllocationLayout.maxCandidatesParameter] = Double(maxCandidates)
         p["max_pairs"] = Double(maxPairs)
+        p[AllocationLayout.offloadCandidatesParameter] = 1
         p[AllocationLayout.blocklistParameter] = Double(blocklist.count)
         var tensors = [
             TensorData(name: AllocationLayout.bias, shape: [1], values: [machine.bias]),
