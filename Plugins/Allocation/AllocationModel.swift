@@ -169,12 +169,21 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
         return .requestOrder
     }
 
-    /// The whole request: rows split by role, pairs derived and scored, solved, answered. `maxPairs` bounds
-    /// the pairs and `deadline` (ns from the start; nil: the version's `deadline_ms`, `.max`: none) the exact
-    /// solve — a batch tool may allow more than a served request.
-    public func allocate(_ batch: ScoreBatch, into out: ScoreOutput, maxPairs: Int, deadline: UInt64? = nil,
-                         clock: () -> UInt64 = AllocationSolver.monotonicNanoseconds) throws(ScoringError) {
-        let started = clock()
+    /// What a request asks, derived: its leads' and agents' rows, the allowed pairs with their worth (the
+    /// problem the solver takes) and probability, and the order a greedy finish takes leads in (by
+    /// `grade_feature`, when set). Used by ``allocate(_:into:maxPairs:deadline:clock:)`` and by tools that
+    /// compare allocations on the same scores.
+    public struct Derived: Sendable {
+        public let problem: AllocationProblem
+        /// Request rows of the problem's leads and agents, in the problem's order.
+        public let leadRows: [Int32], agentRows: [Int32]
+        /// Per pair (as the problem holds them): the pair model's probability.
+        public let pairProbability: [Float]
+        public let greedyOrder: [Int32]?
+    }
+
+    /// Splits `batch` by role, checks slots, ids and bit sets, and derives and scores the allowed pairs.
+    public func derive(_ batch: ScoreBatch, maxPairs: Int) throws(ScoringError) -> Derived {
         let n = batch.candidateCount
         let width = manifest.schema.candidate.count
         let rows = batch.candidates.baseAddress
@@ -315,9 +324,22 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
             let grade = leads.map { value(Int($0), gi).isNaN ? -Float.infinity : value(Int($0), gi) }
             order = (0..<Int32(leads.count)).sorted { grade[Int($0)] != grade[Int($1)] ? grade[Int($0)] > grade[Int($1)] : $0 < $1 }
         }
+        return Derived(problem: problem, leadRows: leads, agentRows: agents, pairProbability: pairProbability, greedyOrder: order)
+    }
+
+    /// The whole request: rows split by role, pairs derived and scored, solved, answered. `maxPairs` bounds
+    /// the pairs and `deadline` (ns from the start; nil: the version's `deadline_ms`, `.max`: none) the exact
+    /// solve — a batch tool may allow more than a served request.
+    public func allocate(_ batch: ScoreBatch, into out: ScoreOutput, maxPairs: Int, deadline: UInt64? = nil,
+                         clock: () -> UInt64 = AllocationSolver.monotonicNanoseconds) throws(ScoringError) {
+        let started = clock()
+        let n = batch.candidateCount
+        let derived = try derive(batch, maxPairs: maxPairs)
+        let problem = derived.problem, leads = derived.leadRows, agents = derived.agentRows
+        let pairProbability = derived.pairProbability, pairAgent = problem.pairAgent
         let budget = deadline ?? deadlineNanoseconds
-        let solution = AllocationSolver.solve(problem, order: order, deadline: budget == .max ? nil : started &+ budget, clock: clock,
-                                              compareWithGreedy: true)
+        let solution = AllocationSolver.solve(problem, greedyOrder: derived.greedyOrder, deadline: budget == .max ? nil : started &+ budget,
+                                              clock: clock, compareWithGreedy: true)
 
         // The answer.
         let objective = Float(Double(solution.objective) / scale)

@@ -28,12 +28,14 @@ import Darwin
 /// Deterministic: the lead order, the pair order (by value, then agent) and the heap's ties (by node) are
 /// fixed, so the same problem gives the same allocation.
 public enum AllocationSolver {
-    /// Solves `problem` exactly, taking leads in `order` (a permutation of the leads), unless `deadline` (a time on `clock`, in ns) passes first: the leads not yet
-    /// taken are then allocated greedily, in `order`, each to its best agents with capacity left, and the
-    /// solution says so (``AllocationSolution/exact`` false).
+    /// Solves `problem` exactly, taking leads in `order` (a permutation of the leads; by default their best
+    /// pair's value, highest first, which keeps searches short), unless `deadline` (a time on `clock`, in ns)
+    /// passes first: the leads not yet taken are then allocated greedily, in `greedyOrder` (a permutation; by
+    /// default `order`), each to its best agents with capacity left, and the solution says so
+    /// (``AllocationSolution/exact`` false).
     /// With `compareWithGreedy`, the greedy pass's objective on the same values is computed too
     /// (``AllocationSolution/greedyObjective``), sharing the sorted pairs.
-    public static func solve(_ problem: AllocationProblem, order: [Int32]? = nil, deadline: UInt64? = nil,
+    public static func solve(_ problem: AllocationProblem, order: [Int32]? = nil, greedyOrder: [Int32]? = nil, deadline: UInt64? = nil,
                              clock: () -> UInt64 = monotonicNanoseconds, compareWithGreedy: Bool = false) -> AllocationSolution {
         let network = FlowNetwork(problem)
         let greedyObjective = compareWithGreedy ? greedy(problem, network.arcs).objective : nil
@@ -47,7 +49,10 @@ public enum AllocationSolver {
             if let deadline, n % 32 == 0, clock() >= deadline {
                 exact = false
                 placedGreedily = [Bool](repeating: false, count: problem.leadCount)
-                for rest in sequence[n...] where network.excess[Int(rest)] > 0 {
+                let finish = greedyOrder ?? Array(sequence[n...])
+                precondition(greedyOrder.map { $0.count == problem.leadCount && Set($0).count == $0.count && $0.allSatisfy { $0 >= 0 && Int($0) < problem.leadCount } } ?? true,
+                             "greedyOrder must list every lead once")
+                for rest in finish where network.excess[Int(rest)] > 0 {
                     network.allocateGreedily(Int(rest))
                     placedGreedily[Int(rest)] = true
                     greedyLeads += 1

@@ -496,22 +496,36 @@ struct Allocate: ParsableCommand {
 
 struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Replay a published routing version on fresh applicants of a generated world, against the baseline and a rules-only router.",
+        abstract: "Replay a published routing or allocation version on fresh data of the generated world it was trained for.",
         discussion: """
-            The world is the one `gen-data --kind routing --seed SEED` generated the training data from; its \
-            applicants here are new ones. Each policy routes every applicant down its order of eligible lenders \
-            until one approves (at most --tries), and earns the world's true expected funded amount and revenue.
+            Routing: the world is the one `gen-data --kind routing --seed SEED` generated the training data from; \
+            its applicants here are new ones. Each policy routes every applicant down its order of eligible lenders \
+            until one approves (at most --tries), and earns the world's true expected funded amount and revenue. \
+            Allocation: fresh days of the world `gen-data --kind allocation --seed SEED --leads N --agents A \
+            --cities C --coverage V` made (give the same values), allocated exactly, greedily on the same scores and \
+            by grade alone, each earning the world's true expected hires; and the model's calibration among the \
+            pairs the exact allocation chose.
             """)
-    @Option(help: "Model kind (routing).") var kind: Kind
+    @Option(help: "Model kind (routing, allocation).") var kind: Kind
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Model name.") var model: String
     @Option(help: "Version (default: the active one).") var version: UInt64 = 0
     @Option(help: "The seed the training data was generated with.") var seed: UInt64
-    @Option(help: "Fresh applicants to replay.") var applicants: Int = 20_000
-    @Option(help: "Lenders an applicant is sent to, in order, until one approves.") var tries: Int = 3
+    @Option(help: "Routing: fresh applicants to replay.") var applicants: Int = 20_000
+    @Option(help: "Routing: lenders an applicant is sent to, in order, until one approves.") var tries: Int = 3
+    @Option(help: "Allocation: held-out days to replay.") var days: Int = 5
+    @Option(help: "Allocation: leads a day (as gen-data had them).") var leads: Int = 2000
+    @Option(help: "Allocation: agents (as gen-data had them).") var agents: Int = 200
+    @Option(help: "Allocation: cities (as gen-data had them).") var cities: Int = 12
+    @Option(help: "Allocation: category coverage (as gen-data had it).") var coverage: Double = 0.45
 
     func validate() throws {
-        guard kind == .routing else { throw ValidationError("replay is for --kind routing") }
+        guard kind == .routing || kind == .allocation else { throw ValidationError("replay is for --kind routing or allocation") }
+        if kind == .allocation {
+            guard (1...1000).contains(days), (1...1_000_000).contains(leads), (1...100_000).contains(agents), (1...10_000).contains(cities),
+                  coverage > 0, coverage <= 1 else { throw ValidationError("--days 1...1000, --leads 1...1000000, --agents 1...100000, --cities 1...10000, --coverage (0, 1]") }
+            return
+        }
         guard (1...5_000_000).contains(applicants) else { throw ValidationError("--applicants must be in 1...5000000") }
         guard (1...100).contains(tries) else { throw ValidationError("--tries must be in 1...100") }
     }
@@ -520,6 +534,14 @@ struct Replay: ParsableCommand {
         let catalog = try storeOptions.open(create: false)
         let loaded = try LoadedVersion(environment: catalog.environment, model: model, version: version)
         let manifest = try ModelManifest.decode(loaded.manifest)
+        if kind == .allocation {
+            guard manifest.kind == AllocationLayout.kind else { throw ValidationError("\(model) v\(loaded.version) is a \(manifest.kind) model, not allocation") }
+            let m = try AllocationModel(version: loaded, manifest: manifest)
+            let world = AllocationWorld(seed: seed, agents: agents, leadsPerDay: leads, cities: cities, coverage: coverage)
+            print("\(model) v\(loaded.version):")
+            print(try AllocationReplay.run(model: m, world: world, days: days, leadsPerDay: leads).text, terminator: "")
+            return
+        }
         guard manifest.kind == RoutingLayout.kind else { throw ValidationError("\(model) v\(loaded.version) is a \(manifest.kind) model, not routing") }
         let routing = try RoutingModel(version: loaded, manifest: manifest)
         print("\(model) v\(loaded.version):")

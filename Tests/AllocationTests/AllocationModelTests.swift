@@ -344,6 +344,13 @@ import Testing
         }
         #expect(placed > 200)
         for (id, n) in load { #expect(n <= Int(cell(agents[id]!, "slots"))!) }
+        // The replay on fresh days of the same world: three policies and ten calibration deciles.
+        let replay = try await offPool {
+            try OtherProcess.run(trainer, ["replay", "--kind", "allocation", "--store", store, "--model", "alloc", "--seed", "3", "--days", "2",
+                                           "--leads", "400", "--agents", "40", "--cities", "5"])
+        }
+        #expect(replay.contains("2 held-out days of 400 leads and 40 agents") && replay.contains("grading only"), "\(replay)")
+        #expect(replay.split(separator: "\n").filter { $0.hasPrefix("    ") }.count == 10, "\(replay)")
         // A day with an agent of negative capacity.
         var lines = try String(contentsOfFile: day, encoding: .utf8).split(separator: "\n").map(String.init)
         let agentLine = try #require(lines.firstIndex { $0.contains(",agent,") })
