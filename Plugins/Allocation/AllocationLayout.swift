@@ -66,6 +66,7 @@ public enum AllocationLayout {
     public static let blocklistParameter = "blocklist"
     public static let maxCandidatesParameter = "max_candidates"
     public static let offloadCandidatesParameter = "offload_candidates"
+    public static let maxPairsParameter = "max_pairs"
     public static let sidePrefix = "side."
     public static let equalPrefix = "equal."
     public static let memberPrefix = "member."

@@ -4,9 +4,9 @@ import ArbiterStore
 /// Kind `allocation`: leads matched to agents under capacity, solved exactly in the request (see
 /// ``AllocationLayout`` for the request, the rules, the pair model and the answer).
 ///
-/// A request allocates per request, not per candidate row on the serving path of other kinds: its pairs, the
-/// flow network and the solver's scratch are O(leads + agents + allowed pairs), bounded by `max_candidates`
-/// and `max_pairs`.
+/// Unlike the other kinds, a request allocates memory as it runs — its pairs, the flow network and the solver's
+/// scratch, O(leads + agents + allowed pairs), bounded by `max_candidates` and `max_pairs` — which is why its
+/// versions are scored off the event loops (`offload_candidates`).
 // Unchecked: the pointers are read-only views into tensors `version` holds; nothing mutates after init.
 public final class AllocationModel: ScoringModel, @unchecked Sendable {
     public let version: LoadedVersion
@@ -66,7 +66,7 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
         // Every parameter that names a feature must name one the schema has.
         let known: Set<String> = [AllocationLayout.factorsParameter, AllocationLayout.scaleParameter, AllocationLayout.maxLeadSlotsParameter,
                                   AllocationLayout.deadlineParameter, AllocationLayout.gradeFeatureParameter, AllocationLayout.blocklistParameter,
-                                  AllocationLayout.maxCandidatesParameter, "max_pairs", AllocationLayout.offloadCandidatesParameter]
+                                  AllocationLayout.maxCandidatesParameter, AllocationLayout.maxPairsParameter, AllocationLayout.offloadCandidatesParameter]
         var lead: [Int] = [], agent: [Int] = []
         for (j, f) in schema.candidate.enumerated() where j != role && j != slots {
             switch p[AllocationLayout.sidePrefix + f.name] {
@@ -127,7 +127,7 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
             throw ModelError.invalidParameters("'\(AllocationLayout.deadlineParameter)' is \(deadline); it must be in (0, 600000] ms")
         }
         k = try integer(AllocationLayout.factorsParameter, in: 0...256)
-        maxPairs = try integer("max_pairs", default: Double(Self.defaultMaxPairs), in: 1...2_000_000_000)
+        maxPairs = try integer(AllocationLayout.maxPairsParameter, default: Double(Self.defaultMaxPairs), in: 1...2_000_000_000)
         _ = try integer(AllocationLayout.maxCandidatesParameter, default: 1, in: 1...Double(1 << 24))
         _ = try integer(AllocationLayout.offloadCandidatesParameter, default: 1, in: 1...Double(1 << 24))
         let blocked = try integer(AllocationLayout.blocklistParameter, default: 0, in: 0...1e9)

@@ -63,7 +63,7 @@ public struct AllocationVersion: Sendable {
         p[AllocationLayout.maxLeadSlotsParameter] = Double(maxLeadSlots)
         p[AllocationLayout.deadlineParameter] = deadlineMilliseconds
         p[AllocationLayout.maxCandidatesParameter] = Double(maxCandidates)
-        p["max_pairs"] = Double(maxPairs)
+        p[AllocationLayout.maxPairsParameter] = Double(maxPairs)
         p[AllocationLayout.offloadCandidatesParameter] = 1
         p[AllocationLayout.blocklistParameter] = Double(blocklist.count)
         var tensors = [
