@@ -385,6 +385,39 @@ public final class AllocationModel: ScoringModel, @unchecked Sendable {
         }
     }
 
+    /// ``allocate(_:into:maxPairs:deadline:clock:)`` on plain arrays (tools and tests): the scores and the
+    /// float and code columns, column-major, one row per candidate in request order.
+    public func allocate(context: [Float], rows: [Float], count n: Int, ids: [UInt64], maxPairs: Int, deadline: UInt64? = nil,
+                         clock: () -> UInt64 = AllocationSolver.monotonicNanoseconds) throws(ScoringError)
+        -> (scores: [Float], floatColumns: [Float], codeColumns: [UInt8]) {
+        let schema = manifest.schema
+        guard context.count == schema.context.count, rows.count == n * schema.candidate.count, ids.isEmpty || ids.count == n else {
+            throw ScoringError(.invalidRequest, "\(context.count) context values, \(rows.count) row values and \(ids.count) ids for \(n) rows of \(schema.candidate.count) features")
+        }
+        var scores = [Float](repeating: 0, count: max(n, 1))
+        var floats = [Float](repeating: 0, count: max(schema.floatColumnCount * n, 1))
+        var codes = [UInt8](repeating: 0, count: max(schema.codeColumnCount * n, 1))
+        let result = context.withUnsafeBufferPointer { c in
+            rows.withUnsafeBufferPointer { r in
+                ids.withUnsafeBufferPointer { i in
+                    scores.withUnsafeMutableBufferPointer { sp in
+                        floats.withUnsafeMutableBufferPointer { fp in
+                            codes.withUnsafeMutableBufferPointer { cp in
+                                let out = ScoreOutput(scores: sp.baseAddress!, floatColumns: fp.baseAddress!, codeColumns: cp.baseAddress!, candidateCount: n)
+                                return Result { () throws(ScoringError) in
+                                    try allocate(ScoreBatch(context: c, candidates: r, candidateCount: n, ids: i), into: out,
+                                                 maxPairs: maxPairs, deadline: deadline, clock: clock)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        try result.get()
+        return (Array(scores.prefix(n)), Array(floats.prefix(schema.floatColumnCount * n)), Array(codes.prefix(schema.codeColumnCount * n)))
+    }
+
     /// Marks with `position` the agents the blocklist keeps from the lead with id `lead`.
     private func markBlocked(lead: UInt64, position: Int32, agentsById: [(id: UInt64, agent: Int32)], into marks: inout [Int32]) {
         var lo = 0, hi = blockLead.count

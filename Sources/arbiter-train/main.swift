@@ -187,12 +187,7 @@ struct Train: ParsableCommand {
         if kind == .routing { return try runRouting() }
         if kind == .allocation { return try runAllocation() }
         let rows = try LeadData.readCSV(URL(fileURLWithPath: data))
-        var o = FMTrainingOptions()
-        o.factors = factors
-        o.learningRate = learningRate
-        o.l2 = l2
-        o.maxEpochs = maxEpochs
-        o.seed = seed
+        let o = fmOptions
         // Per-epoch progress only on a terminal: CI and pipes get the summary alone.
         let tty = isatty(STDERR_FILENO) == 1
         let start = Date()
@@ -229,16 +224,22 @@ struct Train: ParsableCommand {
         print("published \(model) v\(v) to \(storeOptions.store)\(noActivate ? " (not active)" : " (active)")")
     }
 
-    func runAllocation() throws {
-        guard (1...10_000).contains(cities) else { throw ValidationError("--cities must be in 1...10000") }
-        let schema = AllocationWorld.schema(cities: cities)
-        let rows = try AllocationData.readPairs(URL(fileURLWithPath: data), schema: schema)
+    /// The factorization machine's options from the flags.
+    var fmOptions: FMTrainingOptions {
         var o = FMTrainingOptions()
         o.factors = factors
         o.learningRate = learningRate
         o.l2 = l2
         o.maxEpochs = maxEpochs
         o.seed = seed
+        return o
+    }
+
+    func runAllocation() throws {
+        guard (1...10_000).contains(cities) else { throw ValidationError("--cities must be in 1...10000") }
+        let schema = AllocationWorld.schema(cities: cities)
+        let rows = try AllocationData.readPairs(URL(fileURLWithPath: data), schema: schema)
+        let o = fmOptions
         let tty = isatty(STDERR_FILENO) == 1
         let start = Date()
         let trained = try AllocationTrainer.train(rows: rows, schema: schema, options: o) { r in
@@ -435,24 +436,8 @@ struct Allocate: ParsableCommand {
         let t1 = Date()
         step("allocating \(q.count) rows")
         let n = q.count, schema = manifest.schema
-        var scores = [Float](repeating: 0, count: n)
-        var fc = [Float](repeating: 0, count: schema.floatColumnCount * n)
-        var cc = [UInt8](repeating: 0, count: schema.codeColumnCount * n)
-        try q.context.withUnsafeBufferPointer { ctx in
-            try q.rows.withUnsafeBufferPointer { rows in
-                try q.ids.withUnsafeBufferPointer { ids in
-                    try scores.withUnsafeMutableBufferPointer { sp in
-                        try fc.withUnsafeMutableBufferPointer { fp in
-                            try cc.withUnsafeMutableBufferPointer { cp in
-                                let out = ScoreOutput(scores: sp.baseAddress!, floatColumns: fp.baseAddress!, codeColumns: cp.baseAddress!, candidateCount: n)
-                                try m.allocate(ScoreBatch(context: ctx, candidates: rows, candidateCount: n, ids: ids), into: out, maxPairs: maxPairs,
-                                               deadline: deadlineSeconds > 0 ? UInt64(deadlineSeconds * 1e9) : .max)
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let (_, fc, cc) = try m.allocate(context: q.context, rows: q.rows, count: n, ids: q.ids, maxPairs: maxPairs,
+                                         deadline: deadlineSeconds > 0 ? UInt64(deadlineSeconds * 1e9) : .max)
         let t2 = Date()
         step("writing \(output)")
         let M = m.maxLeadSlots, width = schema.candidate.count

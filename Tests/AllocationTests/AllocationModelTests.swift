@@ -278,27 +278,8 @@ import Testing
 
     /// An allocation answered with a clock of the test's (to pass the deadline on purpose).
     static func allocating(_ m: AllocationModel, _ q: AllocationRequest, clock: @escaping () -> UInt64) throws -> Arrays {
-        let s = m.schema
-        let n = q.count
-        var scores = [Float](repeating: 0, count: n)
-        var fc = [Float](repeating: 0, count: s.floatColumnCount * n)
-        var cc = [UInt8](repeating: 0, count: s.codeColumnCount * n)
-        try q.context.withUnsafeBufferPointer { ctx in
-            try q.rows.withUnsafeBufferPointer { rows in
-                try q.ids.withUnsafeBufferPointer { ids in
-                    try scores.withUnsafeMutableBufferPointer { sp in
-                        try fc.withUnsafeMutableBufferPointer { fp in
-                            try cc.withUnsafeMutableBufferPointer { cp in
-                                let out = ScoreOutput(scores: sp.baseAddress!, floatColumns: fp.baseAddress!, codeColumns: cp.baseAddress!, candidateCount: n)
-                                try m.allocate(ScoreBatch(context: ctx, candidates: rows, candidateCount: n, ids: ids), into: out,
-                                               maxPairs: m.maxPairs, clock: clock)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return Arrays(scores: scores, floatColumns: fc, codeColumns: cc)
+        let (scores, floats, codes) = try m.allocate(context: q.context, rows: q.rows, count: q.count, ids: q.ids, maxPairs: m.maxPairs, clock: clock)
+        return Arrays(scores: scores, floatColumns: floats, codeColumns: codes)
     }
 }
 
