@@ -111,8 +111,8 @@ public enum AllocationLayout {
     }
 
     /// The schema of the data `arbiter-train gen-data --kind allocation` writes: leads of a job category in a
-    /// city, with their grade (p_hire from lead grading); agents in a city covering a set of categories, with
-    /// their skill and experience.
+    /// city, with their grade (p_hire from lead grading); agents in a city covering a set of categories, the one
+    /// they are best at (their specialty), their skill and experience.
     public static func defaultSchema(cities: Int = 12, categories: Int = 8, maxLeadSlots: Int = 1) -> FeatureSchema {
         FeatureSchema(
             context: [.numeric(minScoreFeature)],
@@ -124,6 +124,7 @@ public enum AllocationLayout {
                 .numeric("grade", allowsMissing: true),
                 .numeric("experience_years", allowsMissing: true),
                 .numeric("agent_categories", allowsMissing: true),
+                .categorical("agent_specialty", categories, allowsMissing: true),
                 .numeric("agent_skill", allowsMissing: true),
                 .numeric("agent_tenure_years", allowsMissing: true),
             ],
@@ -137,7 +138,7 @@ public enum AllocationLayout {
         func index(_ name: String) -> Double { Double(schema.candidate.firstIndex { $0.name == name }!) }
         return [
             sidePrefix + "city": 0, sidePrefix + "category": 0, sidePrefix + "grade": 0, sidePrefix + "experience_years": 0,
-            sidePrefix + "agent_categories": 1, sidePrefix + "agent_skill": 1, sidePrefix + "agent_tenure_years": 1,
+            sidePrefix + "agent_categories": 1, sidePrefix + "agent_specialty": 1, sidePrefix + "agent_skill": 1, sidePrefix + "agent_tenure_years": 1,
             equalPrefix + "city": index("city"),
             memberPrefix + "category": index("agent_categories"),
             gradeFeatureParameter: index("grade"),

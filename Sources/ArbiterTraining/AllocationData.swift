@@ -5,8 +5,9 @@ import Foundation
 /// A synthetic recruiting business for the `allocation` kind (the effect sizes are assumptions): leads of a
 /// job category in a city, graded by lead grading (a noisy view of their quality); agents in a city covering
 /// some categories, of varied skill and tenure, with a daily capacity. A pair's hire probability grows with
-/// the lead's quality and the agent's skill, more so together (good agents convert good leads best), and
-/// with an agent's tenure on leads with experience.
+/// the lead's quality and the agent's skill, more so together (good agents convert good leads best), with an
+/// agent's affinity for the lead's category (its specialty), and with an agent's tenure on leads with
+/// experience.
 public struct AllocationWorld: Sendable {
     /// The default schema with `cities` cities (12 unless said).
     public static func schema(cities: Int = 12) -> FeatureSchema { AllocationLayout.defaultSchema(cities: cities) }
@@ -31,6 +32,8 @@ public struct AllocationWorld: Sendable {
         public var city: Int
         /// Bit c set: covers category c.
         public var categories: UInt32
+        /// The category it converts best (one it covers).
+        public var specialty: Int
         public var skill: Double
         public var tenure: Float
         /// Leads a day.
@@ -49,7 +52,10 @@ public struct AllocationWorld: Sendable {
             var set: UInt32 = 0
             for c in 0..<8 where r.uniform() < coverage { set |= 1 << UInt32(c) }
             if set == 0 { set = 1 << UInt32(r.next() % 8) }
-            return Agent(id: 1_000_000 + UInt64(j), city: Int(r.next() % UInt64(cities)), categories: set, skill: 0.6 * r.normal(),
+            let covered = (0..<8).filter { (set >> UInt32($0)) & 1 == 1 }
+            let specialty = covered[Int(r.next() % UInt64(covered.count))]
+            return Agent(id: 1_000_000 + UInt64(j), city: Int(r.next() % UInt64(cities)), categories: set, specialty: specialty,
+                         skill: 0.6 * r.normal(),
                          tenure: Float(r.next() % 12), capacity: max(0, Int((mean * (0.5 + r.uniform())).rounded())))
         }
     }
@@ -71,31 +77,31 @@ public struct AllocationWorld: Sendable {
 
     /// The true hire probability of a pair.
     public func probability(_ l: Lead, _ a: Agent) -> Double {
-        let logit = -3.0 + 1.1 * l.quality + a.skill + 0.7 * l.quality * a.skill
+        let logit = -3.0 + 1.1 * l.quality + a.skill + 0.7 * l.quality * a.skill + (l.category == a.specialty ? 0.9 : 0)
             + 0.06 * Double(min(a.tenure, 8)) * Double(l.experience) / 5
         return 1 / (1 + exp(-logit))
     }
 
     /// A lead's row in an allocation request (and in the day CSV): role 0, slots 1.
     public func row(_ l: Lead) -> [Float] {
-        [0, 1, Float(l.city), Float(l.category), l.grade, l.experience, .nan, .nan, .nan]
+        [0, 1, Float(l.city), Float(l.category), l.grade, l.experience, .nan, .nan, .nan, .nan]
     }
 
     /// An agent's row: role 1, slots its capacity.
     public func row(_ a: Agent) -> [Float] {
-        [1, Float(a.capacity), Float(a.city), .nan, .nan, .nan, Float(a.categories), Float(a.skill), a.tenure]
+        [1, Float(a.capacity), Float(a.city), .nan, .nan, .nan, Float(a.categories), Float(a.specialty), Float(a.skill), a.tenure]
     }
 
     /// The pair model's input for a pair: the lead side's fields, then the agent side's (as the plugin builds it).
     public func pairInput(_ l: Lead, _ a: Agent) -> [Float] {
-        [Float(l.city), Float(l.category), l.grade, l.experience, Float(a.categories), Float(a.skill), a.tenure]
+        [Float(l.city), Float(l.category), l.grade, l.experience, Float(a.categories), Float(a.specialty), Float(a.skill), a.tenure]
     }
 
     /// One day's allocation request: its leads then every agent.
     public func request(day: Int, leads count: Int, minScore: Float = 0) -> (request: AllocationRequest, leads: [Lead]) {
         let leads = leads(day: day, count: count)
         var rows: [Float] = []
-        rows.reserveCapacity((leads.count + agents.count) * 9)
+        rows.reserveCapacity((leads.count + agents.count) * schema.candidate.count)
         for l in leads { rows += row(l) }
         for a in agents { rows += row(a) }
         return (AllocationRequest(context: [minScore], rows: rows, count: leads.count + agents.count,
@@ -129,7 +135,7 @@ public struct AllocationPairRow: Sendable {
 
 /// The CSV files of the allocation kind: historical pairs (training) and a day's leads and agents (`allocate`).
 public enum AllocationData {
-    public static let pairFields = ["city", "category", "grade", "experience_years", "agent_categories", "agent_skill", "agent_tenure_years"]
+    public static let pairFields = ["city", "category", "grade", "experience_years", "agent_categories", "agent_specialty", "agent_skill", "agent_tenure_years"]
     public static let pairHeader = pairFields + ["hired"]
     public static let dayHeader = ["id"] + AllocationWorld.schema().candidate.map(\.name)
 

@@ -53,6 +53,7 @@ import Testing
             } else {
                 row[column("slots")] = Float(r.next() % 4)
                 row[column("agent_categories")] = Float(r.next() % 32)
+                row[column("agent_specialty")] = Float(r.next() % 5)
                 row[column("agent_skill")] = Float(r.normal())
                 row[column("agent_tenure_years")] = Float(r.next() % 10)
             }

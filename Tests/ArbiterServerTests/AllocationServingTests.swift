@@ -37,9 +37,9 @@ import Testing
         var rows: [Float] = []
         for i in 0..<(leads + agents) {
             if i < leads {
-                rows += [0, 1, Float(r.next() % 4), Float(r.next() % 6), Float(r.uniform()), Float(r.next() % 8), .nan, .nan, .nan]
+                rows += [0, 1, Float(r.next() % 4), Float(r.next() % 6), Float(r.uniform()), Float(r.next() % 8), .nan, .nan, .nan, .nan]
             } else {
-                rows += [1, Float(r.next() % 5), Float(r.next() % 4), .nan, .nan, .nan, Float(r.next() % 64), Float(r.normal()), Float(r.next() % 9)]
+                rows += [1, Float(r.next() % 5), Float(r.next() % 4), .nan, .nan, .nan, Float(r.next() % 64), Float(r.next() % 6), Float(r.normal()), Float(r.next() % 9)]
             }
         }
         return AllocationRequest(context: [0.02], rows: rows, count: leads + agents, ids: (0..<(leads + agents)).map { UInt64($0 + 1) })
@@ -60,6 +60,7 @@ import Testing
             let client = try await ArbiterClient.connect(port: port)
             let schema = try await client.modelInfo("alloc")
             #expect(schema.kind == "allocation")
+            #expect(schema.candidateFeatures.count == Self.schema.candidate.count)
             #expect(schema.outputs.map(\.name) == ["agent_1", "p_1", "load", "shadow_price", "objective", "greedy_objective", "allocation"])
             // 2,400 leads and 500 agents: over the server's 100, within the version's 3,000.
             let q = Self.request(leads: 2_400, agents: 500)
@@ -77,7 +78,7 @@ import Testing
                 }
             }
             guard case .float32(let agentColumn) = r.columns[0].values else { Issue.record("no agent column"); return }
-            #expect(agentColumn.filter { $0 >= 0 }.count > 300)
+            #expect(agentColumn.filter { $0 >= 0 }.count > 100)
             // Over the version's own limit: refused naming it.
             await #expect {
                 _ = try await ask(Self.request(leads: 2_600, agents: 401))
