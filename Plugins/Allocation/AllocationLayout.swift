@@ -29,7 +29,7 @@ import ArbiterModels
 ///
 /// **The solve**: allowed pairs with probability ≥ `min_score` are worth `max(1, round(p × scale))` (`scale`,
 /// default 2^20, at most 2^32); the allocation of greatest total worth is found exactly
-/// (``AllocationSolver``) within `deadline_ms` (default 1,000), after which the leads not yet placed are
+/// (``AllocationSolver``) within `deadline_ms` (default 1,300), after which the leads not yet placed are
 /// placed greedily, best first (by the lead feature `grade_feature` names, when set, else by their best pair),
 /// and their rows say so. The greedy pass on the same worths is computed beside it.
 ///
@@ -61,7 +61,8 @@ public enum AllocationLayout {
     public static let maxLeadSlotsParameter = "max_lead_slots"
     public static let maxLeadSlotsLimit = 8
     public static let deadlineParameter = "deadline_ms"
-    public static let defaultDeadlineMilliseconds: Double = 1_000
+    /// So that a 20,000 × 2,000 request is answered within 1.5 s even when it must finish greedily.
+    public static let defaultDeadlineMilliseconds: Double = 1_300
     public static let gradeFeatureParameter = "grade_feature"
     public static let blocklistParameter = "blocklist"
     public static let maxCandidatesParameter = "max_candidates"
