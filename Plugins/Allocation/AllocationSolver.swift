@@ -201,7 +201,7 @@ final class SortedArcs {
     }
 }
 
-/// A binary min-heap of nodes keyed by distance, at most one entry per node (a better distance moves the node
+/// A 4-ary min-heap of nodes keyed by distance (half the levels of a binary one), at most one entry per node (a better distance moves the node
 /// up), ties broken by node so the search settles nodes in the same order on every run — except that `first`
 /// (the sink) wins every tie: a search stops as soon as the sink is as near as anything left, instead of first
 /// settling the whole plateau of nodes at its distance (whose potentials would not move).
@@ -247,7 +247,7 @@ final class IndexedHeap {
             return
         }
         while i > 0 {
-            let up = (i - 1) >> 1
+            let up = (i - 1) >> 2
             guard less(key, node, keys[up], nodes[up]) else { break }
             keys[i] = keys[up]
             nodes[i] = nodes[up]
@@ -269,11 +269,15 @@ final class IndexedHeap {
             let key = keys[count], node = nodes[count]
             var i = 0
             while true {
-                let l = 2 * i + 1
+                let l = 4 &* i &+ 1
                 if l >= count { break }
                 var m = l
-                let r = l + 1
-                if r < count, less(keys[r], nodes[r], keys[l], nodes[l]) { m = r }
+                var c = l &+ 1
+                let end = min(l &+ 4, count)
+                while c < end {
+                    if less(keys[c], nodes[c], keys[m], nodes[m]) { m = c }
+                    c &+= 1
+                }
                 guard less(keys[m], nodes[m], key, node) else { break }
                 keys[i] = keys[m]
                 nodes[i] = nodes[m]
@@ -331,6 +335,11 @@ final class FlowNetwork {
     let parent: UnsafeMutableBufferPointer<Int32>
     let settled: UnsafeMutableBufferPointer<Int32>
     var settledCount = 0
+    /// The sink's tentative distance in this search (Int64.max until a path reaches it).
+    var sinkDistance: Int64 = .max
+    /// Copies of the problem's slots and capacities (read in every scan).
+    let leadSlots: UnsafeMutableBufferPointer<Int32>
+    let capacity: UnsafeMutableBufferPointer<Int32>
     let heap: IndexedHeap
     var run: Int32 = 0
     /// Work done: searches, nodes settled and arcs relaxed over all of them.
@@ -376,11 +385,15 @@ final class FlowNetwork {
         parent = buffer(n, 0)
         settled = buffer(n, 0)
         heap = IndexedHeap(capacity: n, first: Int32(t))
+        leadSlots = buffer(L, 0)
+        capacity = buffer(A, 0)
+        for i in 0..<L { leadSlots[i] = p.leadSlots[i] }
+        for j in 0..<A { capacity[j] = p.agentCapacity[j] }
     }
 
     deinit {
         heldValue.deallocate()
-        for b in [arcLead, held, heldLead, heldAt, excess, unallocated, load, heldStart, seen, settledIn, parent, settled] { b.deallocate() }
+        for b in [arcLead, held, heldLead, heldAt, leadSlots, capacity, excess, unallocated, load, heldStart, seen, settledIn, parent, settled] { b.deallocate() }
         pi.deallocate()
         dist.deallocate()
     }
@@ -434,18 +447,15 @@ final class FlowNetwork {
         arcs.setFlow(s, false)
     }
 
-    /// The sink's tentative distance in this search (Int64.max until a path reaches it).
-    @inline(__always)
-    private var sinkDistance: Int64 { seen[t] == run ? dist[t] : .max }
-
     @inline(__always)
     private func relax(_ v: Int, _ d: Int64, from: Int32) {
-        relaxations += 1
+        relaxations &+= 1
         if seen[v] != run || d < dist[v] {
             seen[v] = run
             dist[v] = d
             parent[v] = from
             heap.update(Int32(v), d)
+            if v == t { sinkDistance = d }
         }
     }
 
@@ -454,27 +464,30 @@ final class FlowNetwork {
     /// queued); without it (the shadow-price search from the sink), every arc between leads and agents.
     @inline(__always)
     private func relaxNeighbours(of u: Int, at d: Int64, toSink: Bool) {
-        let base = d + pi[u]
+        // Distances and potentials stay far inside Int64 (values ≤ 2^32, paths of at most every node), so the
+        // arithmetic here wraps rather than checks.
+        let base = d &+ pi[u]
         if u < L {
-            if toSink, unallocated[u] < p.leadSlots[u] { relax(t, base - pi[t], from: Int32(u)) }
+            if toSink, unallocated[u] < leadSlots[u] { relax(t, base &- pi[t], from: Int32(u)) }
+            let stop = base &- agentPotentialBound
             for s in Int(arcs.start[u]) ..< Int(arcs.start[u + 1]) {
                 let w = arcs.word[s]
-                let value = AllocationProblem.maxValue - Int64((w >> 31) & 0xFFFF_FFFF)
-                if base - value - agentPotentialBound >= sinkDistance { break }
+                let value = AllocationProblem.maxValue &- Int64((w >> 31) & 0xFFFF_FFFF)
+                if stop &- value >= sinkDistance { break }
                 if w >= SortedArcs.flowBit { continue }
-                let j = Int(w & 0x7FFF_FFFF), v = L + j
-                let dv = base - value - pi[v]
+                let j = Int(w & 0x7FFF_FFFF), v = L &+ j
+                let dv = base &- value &- pi[v]
                 if dv >= sinkDistance { continue }
-                relax(v, dv, from: Int32(s))
-                if toSink, load[j] < p.agentCapacity[j], dist[v] == dv { relax(t, dv + pi[v] - pi[t], from: Int32(v)) }
+                relax(v, dv, from: Int32(truncatingIfNeeded: s))
+                if toSink, load[j] < capacity[j], dist[v] == dv { relax(t, dv &+ pi[v] &- pi[t], from: Int32(truncatingIfNeeded: v)) }
             }
         } else {
-            let j = u - L
-            if toSink, load[j] < p.agentCapacity[j] { relax(t, base - pi[t], from: Int32(u)) }
+            let j = u &- L
+            if toSink, load[j] < capacity[j] { relax(t, base &- pi[t], from: Int32(truncatingIfNeeded: u)) }
             let first = Int(heldStart[j])
-            for x in first ..< first + Int(load[j]) {
+            for x in first ..< first &+ Int(load[j]) {
                 let v = Int(heldLead[x])
-                let dv = base + heldValue[x] - pi[v]
+                let dv = base &+ heldValue[x] &- pi[v]
                 if dv >= sinkDistance { continue }
                 relax(v, dv, from: held[x])
                 // The lead's pairs are read when it is settled, likely from memory: start loading them now.
@@ -487,6 +500,7 @@ final class FlowNetwork {
     func augment(from k: Int) {
         run += 1
         settledCount = 0
+        sinkDistance = .max
         heap.clear()
         relax(k, 0, from: -1)
         var D: Int64 = 0
@@ -547,6 +561,7 @@ final class FlowNetwork {
     /// negative). One Dijkstra from the sink on reduced costs.
     func shadowPrices() -> [Int64] {
         run += 1
+        sinkDistance = .max
         heap.clear()
         // The sink's arcs out: the reverses of the leads' unallocated units and the agents' loads.
         for i in 0..<L where unallocated[i] > 0 { relax(i, pi[t] - pi[i], from: -1) }
