@@ -13,8 +13,7 @@ import Darwin
 /// The constraint matrix is a bipartite graph's — totally unimodular — so this integral optimum is the
 /// integer program's.
 ///
-/// Leads are taken one at a time, in `order` (the best pair first by default; the grade order when the caller
-/// gives one). Each unit of a lead travels the shortest path from that lead to the sink in the residual network
+/// Leads are taken one at a time, in `order` (by default their best pair's value, highest first). Each unit of a lead travels the shortest path from that lead to the sink in the residual network
 /// (Dijkstra on reduced costs, which the potentials keep non-negative, stopping when the sink is settled): a
 /// path may take a lead's agent away and send that lead elsewhere. After each search the potentials of the
 /// settled nodes move by their distance, so reduced costs stay non-negative and every residual arc's reduced
@@ -23,10 +22,11 @@ import Darwin
 /// What keeps a search small (see ``FlowNetwork``): a lead's pairs are held best value first, and no agent's
 /// potential is ever above the sink's, so once a pair's value is too low for any path through it to beat the
 /// best path to the sink found so far, the rest of the lead's pairs are not looked at; an agent looks only at
-/// the pairs it holds, not every pair it is allowed.
+/// the pairs it holds, not every pair it is allowed; and the sink wins distance ties, so a search ends before
+/// settling the plateau of nodes at the sink's distance.
 ///
-/// Deterministic: the lead order, the pair order (by value, then agent) and the heap's ties (by node) are
-/// fixed, so the same problem gives the same allocation.
+/// Deterministic: the lead order, the pair order (by value, then agent) and the heap's ties (the sink first,
+/// then by node) are fixed, so the same problem gives the same allocation.
 public enum AllocationSolver {
     /// Solves `problem` exactly, taking leads in `order` (a permutation of the leads; by default their best
     /// pair's value, highest first, which keeps searches short), unless `deadline` (a time on `clock`, in ns)
