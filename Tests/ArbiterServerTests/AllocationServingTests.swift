@@ -95,6 +95,15 @@ import Testing
                 guard case ClientError.server(let status, let message) = error else { return false }
                 return status == .invalidRequest && message.contains("candidate id 4 is given twice")
             }
+            // A row without a role: the server's schema check names the feature.
+            var roleless = Self.request(leads: 20, agents: 5)
+            roleless.rows[7 * Self.schema.candidate.count] = .nan
+            await #expect {
+                _ = try await ask(roleless)
+            } throws: { error in
+                guard case ClientError.server(let status, let message) = error else { return false }
+                return status == .invalidFeature && message.contains("role")
+            }
             #expect(try await ask(Self.request(leads: 20, agents: 5)).ids.count == 25)
             try await client.close()
         }
