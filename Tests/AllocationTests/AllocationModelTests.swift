@@ -161,6 +161,28 @@ import Testing
         #expect(checkedLeads == 360 && placed > 100, "\(placed) placed")
     }
 
+    /// With no factors the pair model is a logistic regression over the pair's fields; the rules and the solve
+    /// are the same.
+    @Test func aLogisticPairModelServesToo() throws {
+        var v = Self.version()
+        let d = v.machine.linear.count
+        v.machine = FMParameters(bias: v.machine.bias, linear: v.machine.linear, factors: [], factorCount: 0)
+        #expect(d > 0)
+        let m = try v.model()
+        let q = Self.request(leads: 40, agents: 12, seed: 4)
+        let a = try Self.answer(m, q)
+        let reference = Self.referencePairs(v, q)
+        var placed = 0
+        for (l, allowed) in reference {
+            for (s, agent) in a.agents(l).enumerated() {
+                let match = try #require(allowed.first { $0.agent == agent })
+                #expect(abs(Double(a.p(s, l)) - match.p) < 2e-6)
+                placed += 1
+            }
+        }
+        #expect(placed > 10)
+    }
+
     @Test func theSameRequestGivesTheSameBytes() throws {
         let m = try Self.version().model()
         let q = Self.request(leads: 200, agents: 40, seed: 5)
