@@ -105,10 +105,10 @@ public struct AllocationSolution: Sendable, Equatable {
     /// Whether this is an optimum (false when a deadline cut the exact search short and the remaining leads
     /// were allocated greedily).
     public var exact: Bool
-    /// Leads allocated greedily after the deadline (0 when exact).
-    public var greedyLeads: Int
     /// Per lead, whether it was placed greedily after the deadline (empty when exact).
     public var placedGreedily: [Bool]
+    /// Leads allocated greedily after the deadline (0 when exact).
+    public var greedyLeads: Int { placedGreedily.reduce(0) { $0 + ($1 ? 1 : 0) } }
     /// The greedy pass's objective on the same values (``AllocationSolver/greedy(_:)``), when asked for.
     public var greedyObjective: Int64?
     /// The certificate: node potentials under which every residual arc has a non-negative reduced cost

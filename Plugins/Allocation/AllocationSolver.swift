@@ -42,7 +42,7 @@ public enum AllocationSolver {
         let sequence = order ?? network.defaultOrder()
         precondition(sequence.count == problem.leadCount && Set(sequence).count == sequence.count
                      && sequence.allSatisfy { $0 >= 0 && Int($0) < problem.leadCount }, "order must list every lead once")
-        var exact = true, greedyLeads = 0
+        var exact = true
         var placedGreedily: [Bool] = []
         for (n, lead) in sequence.enumerated() {
             let k = Int(lead)
@@ -55,7 +55,6 @@ public enum AllocationSolver {
                 for rest in finish where network.excess[Int(rest)] > 0 {
                     network.allocateGreedily(Int(rest))
                     placedGreedily[Int(rest)] = true
-                    greedyLeads += 1
                 }
                 break
             }
@@ -63,7 +62,7 @@ public enum AllocationSolver {
         }
         let prices = exact ? network.shadowPrices() : [Int64](repeating: 0, count: problem.agentCount)
         return AllocationSolution(chosen: network.chosen(), objective: network.objective(), agentLoad: Array(network.load),
-                                  shadowPrice: prices, exact: exact, greedyLeads: greedyLeads, placedGreedily: placedGreedily, greedyObjective: greedyObjective,
+                                  shadowPrice: prices, exact: exact, placedGreedily: placedGreedily, greedyObjective: greedyObjective,
                                   potentials: Array(network.pi),
                                   work: .init(searches: network.searches, settledNodes: network.settledNodes,
                                               relaxations: network.relaxations))
