@@ -86,7 +86,9 @@ public final class ArbiterServer: Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         loaderGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let nice = configuration.backgroundNice
-        loaderGroup.next().execute { lowerThreadPriority(nice) }
+        // SCHED_IDLE, not only a nice value: a niced loader keeps its core for its time slice (a millisecond or
+        // two of checksums and golden cases) while an event loop woken there waits; SCHED_IDLE yields at once.
+        loaderGroup.next().execute { if nice > 0 && !idleThreadPriority() { lowerThreadPriority(nice) } }
         watcher = NIOLockedValueBox(Watcher(lastGeneration: (try? Catalog(environment: environment).generation()) ?? 0))
         // Only what must serve at start-up (active versions, a split's, a shadow): the retained others load
         // just after the port opens, so the first answer does not wait for them.
@@ -265,6 +267,13 @@ public final class ArbiterServer: Sendable {
     /// Waits until what the server has recorded so far (validation verdicts, the versions it keeps loaded) is in
     /// the store. These writes run on a thread of their own, after the swap they describe.
     public func waitForStoreRecords() { loader.records.drain() }
+
+    /// The scheduling of the threads beside the loops, as each sees itself (tests): the loader's and the
+    /// records thread's (policy, nice).
+    func backgroundScheduling() async throws -> (loader: ThreadScheduling, records: ThreadScheduling) {
+        let loader = try await loaderGroup.next().submit { ThreadScheduling.current() }.get()
+        return (loader, self.loader.records.scheduling())
+    }
 
     /// LMDB reader slots this process holds open (one per loaded version, while it is loaded or a request
     /// still uses it).
@@ -459,7 +468,7 @@ public final class ArbiterServer: Sendable {
         try await pool?.shutdownGracefully()
         try await shadowScorer.shutdown()
         loader.records.submit { self.flushShadowRecords() }
-        loader.records.drain()
+        try await loader.records.shutdown()
         try await group.shutdownGracefully()
         try await loaderGroup.shutdownGracefully()
         // The loaded versions' snapshots end here, not when the last reference to the server goes.

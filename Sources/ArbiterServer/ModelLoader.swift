@@ -2,6 +2,8 @@ import ArbiterModels
 import ArbiterStore
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
 
 /// Loads the active version of every model in the store, validating each before it may serve.
 struct ModelLoader: Sendable {
@@ -191,16 +193,48 @@ struct ModelLoader: Sendable {
 /// comparisons) in order, on a thread of its own. A trainer holds the store's write lock for as long as it
 /// writes a version; were these writes made on the loader thread, the next swap would wait for it.
 final class StoreRecorder: Sendable {
-    private let queue = DispatchQueue(label: "arbiterd.store-records")
+    /// One thread, so that its nice value holds for every record (a dispatch queue's blocks run on whichever
+    /// pool thread is free: a nice value set in one block would miss the next and stay on a shared thread).
+    private let pool: NIOThreadPool
 
     init(nice: Int32 = 0) {
-        queue.async { lowerThreadPriority(nice) }
+        pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        pool.submit { _ in lowerThreadPriority(nice) }
     }
 
-    func submit(_ body: @escaping @Sendable () -> Void) { queue.async(execute: body) }
+    /// Queues `body`; records submitted after `shutdown` are dropped.
+    func submit(_ body: @escaping @Sendable () -> Void) {
+        pool.submit { state in
+            guard case .active = state else { return }
+            body()
+        }
+    }
 
     /// Returns once everything submitted so far is written (tests, shutdown).
-    func drain() { queue.sync {} }
+    func drain() {
+        let done = ConditionLock(value: false)
+        pool.submit { _ in
+            done.lock()
+            done.unlock(withValue: true)
+        }
+        done.lock(whenValue: true)
+        done.unlock()
+    }
+
+    /// The records thread's scheduling, as it sees itself (tests).
+    func scheduling() -> ThreadScheduling {
+        let seen = NIOLockedValueBox(ThreadScheduling(policy: -1, nice: 0))
+        submit { seen.withLockedValue { $0 = ThreadScheduling.current() } }
+        drain()
+        return seen.withLockedValue { $0 }
+    }
+
+    /// Stops the thread once what is queued has run.
+    func shutdown() async throws {
+        drain()
+        try await pool.shutdownGracefully()
+    }
 }
 
 /// Puts the calling thread in Linux's SCHED_IDLE class: it runs only when nothing else wants the core, and a
@@ -215,6 +249,22 @@ func idleThreadPriority() -> Bool {
     #else
     return false
     #endif
+}
+
+/// A thread's scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE; -1 where unknown) and nice value.
+struct ThreadScheduling: Sendable, Equatable {
+    var policy: Int32
+    var nice: Int32
+
+    static func current() -> ThreadScheduling {
+        #if os(Linux)
+        errno = 0
+        let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        return ThreadScheduling(policy: sched_getscheduler(0), nice: nice)
+        #else
+        return ThreadScheduling(policy: -1, nice: getpriority(PRIO_PROCESS, 0))
+        #endif
+    }
 }
 
 /// Raises the calling thread's nice value to `nice` (Linux keeps one per thread); 0 leaves it. Failing (a

@@ -29,11 +29,13 @@ public struct ServerConfiguration: Sendable {
     /// Versions of each model kept loaded for pins beyond the active one, a split's and a shadow: the newest
     /// this many others that no server rejected. Default 2.
     public var retainedVersions: Int = 2
-    /// The nice value of the threads that load and validate new versions, write the server's records to the
-    /// store and score the shadow: above the event loops', so that a swap's checksums and golden cases yield
-    /// the cores to requests. Linux nice values are per thread. With a value above 0 the shadow thread runs in
-    /// SCHED_IDLE instead (only when the cores are otherwise idle; a starved shadow drops samples, counted).
-    /// Default 10; 0 runs them all as the loops run.
+    /// The priority of the work beside the event loops. With a value above 0, the threads that load and
+    /// validate new versions and that score the shadow run in SCHED_IDLE (only when the cores are otherwise
+    /// idle, and a waking event loop takes the core back at once: a swap's checksums and golden cases never
+    /// hold a request up; under saturation a new version waits for spare CPU, a starved shadow drops samples,
+    /// counted), and the thread that writes the server's records to the store runs at this nice value (it
+    /// holds the store's write lock: at SCHED_IDLE a busy server could keep a trainer waiting for it).
+    /// Linux priorities are per thread. Default 10; 0 runs them all as the loops run.
     public var backgroundNice: Int32 = 10
     /// Accept RELOAD from any address (with a token that has the `admin` right when tokens are required);
     /// otherwise only from loopback. Default off.

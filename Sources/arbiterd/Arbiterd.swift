@@ -44,7 +44,7 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "Versions of each model kept loaded for pins besides the active one, a split's and a shadow: the newest K others that no server rejected.")
     var retain: Int = 2
 
-    @Option(help: "Nice value of the threads that load and validate versions, write records and score the shadow (0 = as the event loops).")
+    @Option(help: "Above 0: the threads that load and validate versions and score the shadow run in SCHED_IDLE, the thread that writes records at this nice value; 0: all as the event loops.")
     var backgroundNice: Int32 = 10
 
     @Flag(help: "Take RELOAD from any address (with a token holding the admin right, when --tokens is set), not only from loopback.")

@@ -1,4 +1,4 @@
-import ArbiterServer
+@testable import ArbiterServer
 import Foundation
 import NIOCore
 import NIOConcurrencyHelpers
@@ -53,3 +53,26 @@ private func testSchedAffinity(get: Bool, _ mask: UnsafeMutableRawBufferPointer)
     get ? testSchedGetaffinity(0, mask.count, mask.baseAddress!) : testSchedSetaffinity(0, mask.count, mask.baseAddress!)
 }
 #endif
+
+/// The work beside the event loops yields the cores to them: the loader in SCHED_IDLE (a waking loop takes its
+/// core back at once), the records thread at the configured nice value on a thread of its own (a dispatch
+/// queue ran them on a pool thread at nice -4, above the loops) — and with `backgroundNice` 0, both as the
+/// loops run.
+@Suite struct BackgroundPriorityTests {
+    @Test func loaderIdlesAndRecordsAreNiced() async throws {
+        #if os(Linux)
+        var config = Fixture.config()
+        config.backgroundNice = 10
+        try await Fixture.withServer(config) { server, _ in
+            let s = try await server.backgroundScheduling()
+            #expect(s.loader.policy == 5)   // SCHED_IDLE
+            #expect(s.records == ThreadScheduling(policy: 0, nice: 10))
+        }
+        try await Fixture.withServer(Fixture.config()) { server, _ in
+            let s = try await server.backgroundScheduling()
+            #expect(s.loader == ThreadScheduling(policy: 0, nice: 0))
+            #expect(s.records == ThreadScheduling(policy: 0, nice: 0))
+        }
+        #endif
+    }
+}
