@@ -77,6 +77,42 @@ def interleaved(trace, events, after_ms=300, gap_ms=400):
     return after, between
 
 
+def alternating(trace, events, rest_every, rest_ms, t_end):
+    """p99 during swaps against a steady p99 taken beside them: the changes come in bursts (each event names its own), each
+    followed by `rest_ms` without changes. Swap blocks run from a burst's first write to a second after its last
+    commit; quiet blocks from there to the next burst's first write (after the last burst, `rest_ms` long).
+    Returns (during, quiet, blocks), latencies in µs, sorted; None without bursts."""
+    # swap-tool names each change's burst when it rests between them (runs made without rests have none).
+    if not events or any("burst" not in e for e in events):
+        return None
+    bursts = []
+    for e in events:
+        if not bursts or bursts[-1][0]["burst"] != e["burst"]:
+            bursts.append([])
+        bursts[-1].append(e)
+    if rest_ms <= 0 or len(bursts) < 2:
+        return None
+    swap_spans, quiet_spans = [], []
+    for i, b in enumerate(bursts):
+        start = b[0].get("began_ns", b[0]["commit_ns"])
+        settled = b[-1]["commit_ns"] + 1_000_000_000
+        swap_spans.append((start, settled))
+        end = bursts[i + 1][0].get("began_ns", bursts[i + 1][0]["commit_ns"]) if i + 1 < len(bursts) else min(settled + rest_ms * 1_000_000, t_end)
+        if end > settled:
+            quiet_spans.append((settled, end))
+    during, quiet = [], []
+    for s, a, v, failed in trace:
+        if not a or failed:
+            continue
+        if any(lo <= s < hi for lo, hi in swap_spans):
+            during.append((a - s) / 1000)
+        elif any(lo <= s < hi for lo, hi in quiet_spans):
+            quiet.append((a - s) / 1000)
+    during.sort()
+    quiet.sort()
+    return during, quiet, len(bursts)
+
+
 def first_answers(trace, events):
     """Per store change: ms from its commit to the first answer naming its version."""
     answers = sorted((a, v) for s, a, v, failed in trace if a and not failed)
@@ -133,7 +169,9 @@ def svg_rss(samples, events, t0, title, table_mib=None):
 
 
 def main():
-    runs_dir, out, rate_lead, rate_rank, conns, steady, swaps, rounds = sys.argv[1:]
+    runs_dir, out, rate_lead, rate_rank, conns, steady, swaps, rounds = sys.argv[1:9]
+    rest_every, rest_ms = (int(sys.argv[9]), int(sys.argv[10])) if len(sys.argv) > 10 else (0, 0)
+    trainer = sys.argv[11] if len(sys.argv) > 11 else "nice -n 10"
     results_dir = os.path.dirname(out)
     day = datetime.date.today().isoformat()
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
@@ -143,19 +181,21 @@ def main():
              "server share the machine.",
              f"Command: `bench/swap/run.sh` (STEADY={steady} s, SWAPS={swaps}, ROUNDS={rounds}, interleaved). Each run is one open-loop load "
              f"(arbiter-bench, {conns} connections, latency from the scheduled send): {steady} s of load alone, then {swaps} store "
-             "changes one second apart under the same load — `swap-tool publish` commits a new version (the active "
+             "changes one second apart under the same load" + (f", in bursts of {rest_every} each followed by {rest_ms / 1000:.0f} s "
+             "without changes" if rest_every else "") + " — `swap-tool publish` commits a new version (the active "
              "version's tensors and manifest with the last bit of one value changed in every float32 tensor under 16 MiB — retrained "
              "heads beside unchanged embedding tables, which the store shares — or, in the `tables` runs, in every float32 tensor: "
              "269 MiB written and read per version; the server loads, checksums, validates and warms it as any new version) or, in the "
              "rollback run, a publish and a rollback in turn. `poll`: the server finds the change at its 100 ms poll; `reload`: the "
-             "trainer sends RELOAD after the commit. The trainer runs at nice 10. Steady p99 is over the requests scheduled before "
+             f"trainer sends RELOAD after the commit. The trainer runs under `{trainer}`. Steady p99 is over the requests scheduled before "
              "the trainer began writing its first version, swap p99 over those scheduled from then to a second after the last "
-             "commit; both from the same run. "
+             "commit" + (" (in the bursts only: from each burst's first write to a second after its last commit)" if rest_every else "") +
+             "; both from the same run. "
              "Commit → first answer: from the commit's return in the trainer to the first RESULT naming that version "
              "(CLOCK_MONOTONIC in both processes).", "",
              "Medians over the rounds:", "",
-             "| run | rate /s | steady p50 / p99 / p99.9 µs | during swaps p50 / p99 / p99.9 µs | p99 ratio | p99 ratio, interleaved | failed | commit → first answer ms: median / max | RssAnon MiB min–max |",
-             "| --- | ---: | --- | --- | ---: | ---: | ---: | --- | --- |"]
+             "| run | rate /s | steady p50 / p99 / p99.9 µs | during swaps p50 / p99 / p99.9 µs | p99 ratio | p99 ratio, alternating | p99 ratio, interleaved | failed | commit → first answer ms: median / max | RssAnon MiB min–max |",
+             "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     details = []
     names = sorted(d for d in os.listdir(runs_dir) if d != "memory" and os.path.exists(os.path.join(runs_dir, d, "trace.csv")))
     per_run = []
@@ -174,11 +214,14 @@ def main():
         events = [e for e in events if e["commit_ns"] < t_end - 500_000_000]
         steady_end = events[0].get("began_ns", events[0]["commit_ns"])
         swap_start, swap_end = steady_end, min(events[-1]["commit_ns"] + 1_000_000_000, t_end)
+        alt = None if "shadow" in base else alternating(trace, events, rest_every, rest_ms, t_end)
         if "shadow" in base:
             # From 2 s after the shadow was set (its copy written and loaded) to the end of the load.
             swap_start, swap_end = events[0]["commit_ns"] + 2_000_000_000, t_end
         st, st_bad = window(trace, t0 + int(warmup * 1e9), steady_end)
         sw, sw_bad = window(trace, swap_start, swap_end)
+        if alt:
+            sw = alt[0]   # during swaps: the bursts, not the quiet stretches between them
         control = "control" in base or "shadow" in base
         fa = [] if control else first_answers(trace, events)
         anon = [a / 1024 for t, a, f in rss if t >= t0]
@@ -186,6 +229,9 @@ def main():
         r = {"name": name, "base": base, "st": st, "sw": sw, "bad": st_bad + sw_bad, "fa": fa, "events": events,
              "inter": (pct(inter_after, 99) / pct(inter_between, 99)) if len(inter_after) > 100 and len(inter_between) > 100 else None,
              "inter_n": (len(inter_after), len(inter_between)),
+             "alt": (pct(alt[0], 99) / pct(alt[1], 99)) if alt and len(alt[0]) > 100 and len(alt[1]) > 100 else None,
+             "alt_p99": (pct(alt[0], 99), pct(alt[1], 99)) if alt else None,
+             "alt_n": (len(alt[0]), len(alt[1]), alt[2]) if alt else None,
              "ratio": pct(sw, 99) / pct(st, 99), "anon": (min(anon), max(anon)), "changes": len(events),
              "span": (events[-1]["commit_ns"] - events[0]["commit_ns"]) / 1e9}
         if any("reloaded_ns" in e for e in events):
@@ -197,7 +243,7 @@ def main():
             with open(os.path.join(results_dir, svg), "w") as f:
                 f.write(svg_rss(rss, events, t0, f"arbiterd memory, {base} (round 1): changes from t={(events[0]['commit_ns'] - t0) / 1e9:.0f} s"))
             details.append(f"- {base}: memory over round 1: [{svg}]({svg}).")
-    order = ["lead-1-poll", "lead-1-reload", "lead-1-rollback", "lead-1-shadow", "rank-200-poll", "rank-200-reload",
+    order = ["lead-1-poll", "lead-1-reload", "lead-1-rollback", "lead-1-control", "lead-1-shadow", "rank-200-poll", "rank-200-reload",
              "rank-200-control", "rank-200-tables-reload", "rank-200-tables-control", "rank-200-shadow"]
     for base in sorted(groups, key=lambda b: order.index(b) if b in order else 99):
         rs = groups[base]
@@ -214,11 +260,13 @@ def main():
             fa_text = f"{statistics.median(known):.1f} / {max(known):.1f}" if known else "—"
             if len(known) < len(fas):
                 fa_text += f" ({len(fas) - len(known)} of {len(fas)} never served: a newer one was active first)"
+        alt = [r["alt"] for r in rs if r["alt"] is not None]
+        alt_text = f"{statistics.median(alt):.2f} ({', '.join(f'{x:.2f}' for x in alt)})" if alt else "—"
         inter = [r["inter"] for r in rs if r["inter"] is not None]
         inter_text = f"{statistics.median(inter):.2f} ({', '.join(f'{x:.2f}' for x in inter)})" if inter else "—"
         lines.append(f"| {base} | {rate} | {med(lambda r: pct(r['st'], 50)):.0f} / {med(lambda r: pct(r['st'], 99)):.0f} / "
                      f"{med(lambda r: pct(r['st'], 99.9)):.0f} | {med(lambda r: pct(r['sw'], 50)):.0f} / {med(lambda r: pct(r['sw'], 99)):.0f} / "
-                     f"{med(lambda r: pct(r['sw'], 99.9)):.0f} | {med(lambda r: r['ratio']):.2f} ({ratios}) | {inter_text} | "
+                     f"{med(lambda r: pct(r['sw'], 99.9)):.0f} | {med(lambda r: r['ratio']):.2f} ({ratios}) | {alt_text} | {inter_text} | "
                      f"{sum(r['bad'] for r in rs)} | {fa_text} | {min(r['anon'][0] for r in rs):.0f}–{max(r['anon'][1] for r in rs):.0f} |")
         if "reloaded" in rs[0]:
             rl = [x for r in rs for x in r["reloaded"]]
@@ -230,6 +278,12 @@ def main():
                 details.append(f"- {base}: commit → first answer, rollbacks: median {statistics.median(rb):.1f} ms, max {max(rb):.1f} ms "
                                f"(the version rolled back to is still loaded: retained); publishes: median {statistics.median(pb):.1f} ms, "
                                f"max {max(pb):.1f} ms.")
+        if alt:
+            details.append(f"- {base}: alternating: p99 of the requests scheduled in the {rest_every}-change bursts (to a second after "
+                           f"each burst's last commit) against those scheduled in the quiet {rest_ms / 1000:.0f} s after each: median ratio "
+                           f"{statistics.median(alt):.2f} (rounds {', '.join(f'{x:.2f}' for x in alt)}; p99 µs "
+                           f"{', '.join('%.0f/%.0f' % r['alt_p99'] for r in rs if r['alt_p99'])}; "
+                           f"{sum(r['alt_n'][0] for r in rs if r['alt_n'])} and {sum(r['alt_n'][1] for r in rs if r['alt_n'])} requests).")
         if inter:
             details.append(f"- {base}: p99 of the requests scheduled in the 300 ms after each commit against those scheduled between "
                            f"changes (from 400 ms after a commit to when the trainer began the next), interleaved in the same run: "
@@ -240,17 +294,22 @@ def main():
                            "(the trainer takes longer than the interval when a version is large).")
     lines += ["", "The p99 ratio column gives the median, then each round's ratio: p99 during the changes over p99 of the steady "
               "part before them. On this shared machine p99 drifts between the two blocks of a run by more than the bound, so "
-              "the interleaved column compares, in the same stretch of the same run, the requests scheduled in the 300 ms after "
+              "the alternating column takes the steady p99 beside the swaps instead: over the requests scheduled in the quiet "
+              "stretches between bursts (from a second after a burst's last commit to the next burst's first write), against "
+              "those scheduled in the bursts — the issue's measure, with blocks of a few seconds interleaved through the run so "
+              "that the machine's drift falls on both. "
+              "The interleaved column compares, in the same stretch of the same run, the requests scheduled in the 300 ms after "
               "each commit (when the server loads and swaps) with those scheduled between changes (from 400 ms after a commit "
               "until the trainer began writing the next version): the swap's own cost, with the machine's drift cancelled and "
               "the trainer's writes left out of both (— when a trainer's writes fill the interval). The shadow runs compare the "
               "steady part with the part from 2 s after a copy of the active version was set to score 5% of the requests in the "
               "shadow (ONLY=shadow).", ""] + details
-    lines += ["", "Per round:", "", "| run | steady p99 µs | during swaps p99 µs | ratio | failed | commit → first answer ms (each change) |",
-              "| --- | ---: | ---: | ---: | ---: | --- |"]
+    lines += ["", "Per round:", "", "| run | steady p99 µs | during swaps p99 µs | ratio | quiet between bursts p99 µs (alternating ratio) | failed | commit → first answer ms (each change) |",
+              "| --- | ---: | ---: | ---: | --- | ---: | --- |"]
     for r in per_run:
         fa = ", ".join("—" if x is None else f"{x:.0f}" for x in r["fa"]) or "—"
-        lines.append(f"| {r['name']} | {pct(r['st'], 99):.0f} | {pct(r['sw'], 99):.0f} | {r['ratio']:.2f} | {r['bad']} | {fa} |")
+        alt = "%.0f (%.2f)" % (r["alt_p99"][1], r["alt"]) if r["alt"] is not None else "—"
+        lines.append(f"| {r['name']} | {pct(r['st'], 99):.0f} | {pct(r['sw'], 99):.0f} | {r['ratio']:.2f} | {alt} | {r['bad']} | {fa} |")
 
     mem = os.path.join(runs_dir, "memory")
     if os.path.exists(os.path.join(mem, "rss.csv")):

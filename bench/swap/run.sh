@@ -31,6 +31,14 @@ CONNECTIONS=${CONNECTIONS:-4}
 WARMUP=${WARMUP:-2}
 STEADY=${STEADY:-20}
 SWAPS=${SWAPS:-20}
+# The changes come in bursts of REST_EVERY, one second apart, each followed by REST_MS of load without changes:
+# the quiet stretches between bursts give a steady p99 measured beside the swaps, through the same drift of the
+# machine (0 = one burst of SWAPS).
+REST_EVERY=${REST_EVERY:-5}
+REST_MS=${REST_MS:-5000}
+# The trainer's priority: SCHED_IDLE, as docs/DEPLOYMENTS.md advises for a trainer on a serving machine
+# (TRAINER="nice -n 10" to compare).
+TRAINER=${TRAINER:-chrt --idle 0}
 BIG_ITEMS=${BIG_ITEMS:-4194304}
 ONLY=${ONLY:-}
 ROUNDS=${ROUNDS:-3}
@@ -100,13 +108,15 @@ run_one() {
   # The control: the trainer writes the same versions into another store, which the server does not serve —
   # what the trainer's writes cost the machine, apart from any swap.
   if [ "${1:-}" = "--control" ]; then target=$2; shift 2; fi
-  # The trainer runs under nice, as docs/DEPLOYMENTS.md advises on a serving machine (NICE=0 to compare).
-  nice -n "${NICE:-10}" "$BBIN/swap-tool" publish --store "$target" --model "$model" --start-delay-ms $(( (WARMUP + STEADY) * 1000 + 300 )) \
-    --count "$SWAPS" --every-ms 1000 "${reload[@]}" "$@" >"$dir/events.jsonl" &
+  local rest=(); [ "$REST_EVERY" -gt 0 ] && [ "$SWAPS" -gt 1 ] && rest=(--rest-every "$REST_EVERY" --rest-ms "$REST_MS")
+  # shellcheck disable=SC2086
+  $TRAINER "$BBIN/swap-tool" publish --store "$target" --model "$model" --start-delay-ms $(( (WARMUP + STEADY) * 1000 + 300 )) \
+    --count "$SWAPS" --every-ms 1000 "${rest[@]}" "${reload[@]}" "$@" >"$dir/events.jsonl" &
   local publisher=$!
+  local rests_s=0; [ ${#rest[@]} -gt 0 ] && rests_s=$(( (SWAPS - 1) / REST_EVERY * REST_MS / 1000 + REST_MS / 1000 ))
   echo "== $name: $scenario at $rate/s, $STEADY s steady then $SWAPS changes $*${reload[*]:+ with RELOAD}"
   "$BBIN/arbiter-bench" run --label "$name" --protocol arbiter --port "$port" --scenario "$scenario" --model "$model" \
-    --rate "$rate" --connections "$CONNECTIONS" --warmup "$WARMUP" --duration $(( STEADY + 2 * SWAPS + 2 )) \
+    --rate "$rate" --connections "$CONNECTIONS" --warmup "$WARMUP" --duration $(( STEADY + 3 * SWAPS / 2 + 2 + rests_s )) \
     --trace "$dir/trace.csv" --out "$dir/run.jsonl" | head -3
   wait "$publisher"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
@@ -122,10 +132,18 @@ if [ -z "$ONLY" ] || [ "$ONLY" = swaps ]; then
     mdb_copy -c "$RANK_STORE" "$CONTROL_STORE"
     touch "$WORK/control-copied"
   fi
+  LEAD_CONTROL_STORE="$WORK/lead-control-store"
+  if [ ! -f "$WORK/lead-control-copied" ]; then
+    rm -rf "$LEAD_CONTROL_STORE"; mkdir -p "$LEAD_CONTROL_STORE"
+    mdb_copy -c "$LEAD_STORE" "$LEAD_CONTROL_STORE"
+    touch "$WORK/lead-control-copied"
+  fi
   for r in $(seq 1 "$ROUNDS"); do
     run_one "lead-1-poll.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD"
     run_one "lead-1-reload.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload
     run_one "lead-1-rollback.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --mode rollback
+    "$BIN/arbiter-train" gc --store "$LEAD_CONTROL_STORE" --model leads --keep 0 >/dev/null
+    run_one "lead-1-control.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --control "$LEAD_CONTROL_STORE"
     # Retrained heads beside unchanged embedding tables (--change small, the default): the store shares the tables.
     run_one "rank-200-poll.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK"
     run_one "rank-200-reload.$r" "$RANK_STORE" rank rank-200 "$RATE_RANK" --reload
@@ -188,5 +206,5 @@ if [ -z "$ONLY" ] || [ "$ONLY" = memory ]; then
   echo "$((BIG_ITEMS * 64 * 4))" > "$dir/table_bytes"
 fi
 
-python3 "$BENCH/swap/analyze.py" "$WORK/runs" "$OUT" "$RATE_LEAD" "$RATE_RANK" "$CONNECTIONS" "$STEADY" "$SWAPS" "$ROUNDS"
+python3 "$BENCH/swap/analyze.py" "$WORK/runs" "$OUT" "$RATE_LEAD" "$RATE_RANK" "$CONNECTIONS" "$STEADY" "$SWAPS" "$ROUNDS" "$REST_EVERY" "$REST_MS" "$TRAINER"
 echo "wrote $OUT"

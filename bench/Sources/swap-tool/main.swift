@@ -62,6 +62,8 @@ struct Publish: ParsableCommand {
     @Option(help: "Milliseconds between store changes.") var everyMs = 1000
     @Option(help: "Store changes to make.") var count = 20
     @Option(help: "Milliseconds to wait before the first.") var startDelayMs = 0
+    @Option(help: "After every this many changes, rest --rest-ms more before the next (0: no rests): bursts of changes alternate with quiet stretches of the same load, for a steady p99 measured beside the swaps rather than before them.") var restEvery = 0
+    @Option(help: "The rest after each burst, ms.") var restMs = 0
     @Option(help: "publish: a new version each time; rollback: a new version, then a rollback to the one before, in turn; shadow: a copy published without activating, then scored in the shadow of the active one (--sample).") var mode = "publish"
     @Option(help: "The shadow's sample (--mode shadow).") var sample = 0.05
     @Option(help: "After each change, send RELOAD to the server on this port (loopback) and wait for its answer.") var reloadPort: Int?
@@ -72,6 +74,7 @@ struct Publish: ParsableCommand {
         guard ["publish", "rollback", "shadow"].contains(mode) else { throw ValidationError("--mode is publish, rollback or shadow") }
         guard ["none", "small", "all"].contains(change) else { throw ValidationError("--change is none, small or all") }
         guard everyMs >= 10, count >= 1, startDelayMs >= 0 else { throw ValidationError("--every-ms ≥ 10, --count ≥ 1, --start-delay-ms ≥ 0") }
+        guard restEvery >= 0, restMs >= 0 else { throw ValidationError("--rest-every and --rest-ms are ≥ 0") }
     }
 
     func run() throws {
@@ -85,7 +88,8 @@ struct Publish: ParsableCommand {
         }
         let start = monotonic() + UInt64(startDelayMs) * 1_000_000
         for i in 0..<count {
-            let due = start + UInt64(i) * UInt64(everyMs) * 1_000_000
+            let rests = restEvery > 0 ? UInt64(i / restEvery) * UInt64(restMs) : 0
+            let due = start + (UInt64(i) * UInt64(everyMs) + rests) * 1_000_000
             let now = monotonic()
             if due > now { usleep(UInt32((due - now) / 1000)) }
             var event: [String: Any]
@@ -102,6 +106,7 @@ struct Publish: ParsableCommand {
                 event = ["event": "publish", "version": v, "began_ns": began, "commit_ns": monotonic()]
                 if let keep = gcKeep { event["gc_freed_bytes"] = try catalog.gc(model: model, keep: keep).bytes }
             }
+            if restEvery > 0 { event["burst"] = i / restEvery }
             if let reload {
                 reload.send(Frame(requestID: UInt64(i + 2), message: .reload))
                 guard let f = try reload.readFrame(), case .reloaded = f.message else { throw ValidationError("RELOAD was not answered RELOADED") }
