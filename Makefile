@@ -26,7 +26,7 @@ help:
 	@echo "make bench-gbdt  the tree kernel against xgboost and LightGBM, one thread, same models and rows"
 	@echo "make bench-rank  rank-200: a ranking model of 1M items and three tree heads, arbiterd and the grpc-swift peer"
 	@echo "make bench-route route-30: a routing model of 30 lenders and two tree heads at 2,000/s, arbiterd and the grpc-swift peer"
-	@echo "make bench-swap  swap: lead-1 and rank-200 under a publish a second (poll, RELOAD, rollback, every table changed), a 5% shadow, and a 1 GiB table swapped (about 40 min)"
+	@echo "make bench-swap  swap: lead-1 and rank-200 under a publish a second (poll, RELOAD, rollback, controls, every table changed), a 5% shadow, and a 1 GiB table swapped (about 50 min)"
 	@echo "make bench-allocation  the allocation kind: the solver alone (500 x 200, 20,000 x 2,000) and served over the wire"
 
 deps:

@@ -258,7 +258,6 @@ struct ThreadScheduling: Sendable, Equatable {
 
     static func current() -> ThreadScheduling {
         #if os(Linux)
-        errno = 0
         let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
         return ThreadScheduling(policy: sched_getscheduler(0), nice: nice)
         #else

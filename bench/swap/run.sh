@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The swap scenario (issue 16): steady open-loop load at a fixed rate while a trainer publishes a new version
 # every second. Each run: WARMUP s, then STEADY s of load alone, then SWAPS store changes one second apart
-# under the same load; arbiter-bench traces every request (scheduled, answered, serving version) and
+# under the same load, in bursts of REST_EVERY with REST_MS of load without changes after each (the quiet
+# stretches give a steady p99 beside the swaps: the "alternating" ratio); arbiter-bench traces every request (scheduled, answered, serving version) and
 # `swap-tool publish` prints each commit's time (both CLOCK_MONOTONIC), so the report compares p99 during the
 # swaps with p99 of the steady part of the same run, and times commit → first answer from the new version.
 # The server's memory (RssAnon, RssFile) is sampled every 100 ms and plotted.
@@ -16,10 +17,11 @@
 # Each new version changes one value of every float32 tensor under 16 MiB (retrained heads; the embedding
 # tables are unchanged and the store shares them) — rank-200-tables-* change the tables too (269 MiB written
 # and read per version). The -control runs are the same load while the trainer writes the same versions into a
-# copy of the store that the server does not serve: what the trainer's writes cost the machine, apart from any
-# swap. Every configuration runs ROUNDS times, interleaved; the report takes medians.
+# copy of the store that the server does not serve (lead-1-control, rank-200-control): what the trainer's writes
+# cost the machine, apart from any swap. Every configuration runs ROUNDS times, interleaved; the report takes
+# medians. The trainer runs under TRAINER (default `chrt --idle 0`).
 #   bench/swap/run.sh      (ROUNDS 3, RATE_LEAD 2000, RATE_RANK 500, CONNECTIONS 4, STEADY 20, SWAPS 20,
-#                           BIG_ITEMS 4194304; ONLY=swaps, ONLY=shadow or ONLY=memory runs one part, FILTER=REGEX
+#                           REST_EVERY 5, REST_MS 5000, BIG_ITEMS 4194304; ONLY=swaps, ONLY=shadow or ONLY=memory runs one part, FILTER=REGEX
 #                           the runs named so)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
