@@ -243,7 +243,7 @@ def main():
             with open(os.path.join(results_dir, svg), "w") as f:
                 f.write(svg_rss(rss, events, t0, f"arbiterd memory, {base} (round 1): changes from t={(events[0]['commit_ns'] - t0) / 1e9:.0f} s"))
             details.append(f"- {base}: memory over round 1: [{svg}]({svg}).")
-    order = ["lead-1-poll", "lead-1-reload", "lead-1-rollback", "lead-1-control", "lead-1-shadow", "rank-200-poll", "rank-200-reload",
+    order = ["lead-1-poll", "lead-1-reload", "lead-1-rollback", "lead-1-rollback-reload", "lead-1-control", "lead-1-shadow", "rank-200-poll", "rank-200-reload",
              "rank-200-control", "rank-200-tables-reload", "rank-200-tables-control", "rank-200-shadow"]
     for base in sorted(groups, key=lambda b: order.index(b) if b in order else 99):
         rs = groups[base]

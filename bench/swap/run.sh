@@ -9,7 +9,7 @@
 #
 # Runs: lead-1 at RATE_LEAD/s and rank-200 at RATE_RANK/s (the rank-200 store: 1M items, 100k users), each
 # with the default poll (100 ms) and with RELOAD after each publish; lead-1 with rollbacks (publish, then
-# roll back, in turn). Then the memory run: a ranking model whose item table is 1 GiB — first answer after
+# roll back, in turn; polled and with RELOAD). Then the memory run: a ranking model whose item table is 1 GiB — first answer after
 # process start, and RSS while copies of it are published and swapped in. Writes bench/results/swap-DATE.md
 # and its SVG plots.
 # The shadow runs set a copy of the active version to score 5% of the requests in the shadow after the steady
@@ -144,6 +144,7 @@ if [ -z "$ONLY" ] || [ "$ONLY" = swaps ]; then
     run_one "lead-1-poll.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD"
     run_one "lead-1-reload.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload
     run_one "lead-1-rollback.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --mode rollback
+    run_one "lead-1-rollback-reload.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --reload --mode rollback
     "$BIN/arbiter-train" gc --store "$LEAD_CONTROL_STORE" --model leads --keep 0 >/dev/null
     run_one "lead-1-control.$r" "$LEAD_STORE" leads lead-1 "$RATE_LEAD" --control "$LEAD_CONTROL_STORE"
     # Retrained heads beside unchanged embedding tables (--change small, the default): the store shares the tables.
