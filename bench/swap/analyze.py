@@ -290,8 +290,10 @@ def main():
                            f"median ratio {statistics.median(inter):.2f} (rounds {', '.join(f'{x:.2f}' for x in inter)}; "
                            f"{sum(r['inter_n'][0] for r in rs)} and {sum(r['inter_n'][1] for r in rs)} requests).")
         if "shadow" not in base:
+            rested = any("burst" in e for r in rs for e in r["events"])
             details.append(f"- {base}: {sum(r['changes'] for r in rs)} store changes over {sum(r['span'] for r in rs):.0f} s "
-                           "(the trainer takes longer than the interval when a version is large).")
+                           + ("(the rests between bursts included)." if rested else
+                              "(the trainer takes longer than the interval when a version is large)."))
     lines += ["", "The p99 ratio column gives the median, then each round's ratio: p99 during the changes over p99 of the steady "
               "part before them. On this shared machine p99 drifts between the two blocks of a run by more than the bound, so "
               "the alternating column takes the steady p99 beside the swaps instead: over the requests scheduled in the quiet "
