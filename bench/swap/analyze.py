@@ -77,7 +77,7 @@ def interleaved(trace, events, after_ms=300, gap_ms=400):
     return after, between
 
 
-def alternating(trace, events, rest_every, rest_ms, t_end):
+def alternating(trace, events, rest_ms, t_end):
     """p99 during swaps against a steady p99 taken beside them: the changes come in bursts (each event names its own), each
     followed by `rest_ms` without changes. Swap blocks run from a burst's first write to a second after its last
     commit; quiet blocks from there to the next burst's first write (after the last burst, `rest_ms` long).
@@ -214,7 +214,7 @@ def main():
         events = [e for e in events if e["commit_ns"] < t_end - 500_000_000]
         steady_end = events[0].get("began_ns", events[0]["commit_ns"])
         swap_start, swap_end = steady_end, min(events[-1]["commit_ns"] + 1_000_000_000, t_end)
-        alt = None if "shadow" in base else alternating(trace, events, rest_every, rest_ms, t_end)
+        alt = None if "shadow" in base else alternating(trace, events, rest_ms, t_end)
         if "shadow" in base:
             # From 2 s after the shadow was set (its copy written and loaded) to the end of the load.
             swap_start, swap_end = events[0]["commit_ns"] + 2_000_000_000, t_end
