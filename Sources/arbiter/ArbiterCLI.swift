@@ -295,12 +295,12 @@ enum ScoreInput {
         var matrix: [Float] = []
         for (i, c) in cands.enumerated() {
             guard let obj = c as? [String: Any] else { throw CLIError("candidate \(i) is not an object") }
-            if let id = obj["id"] {
-                guard let n = id as? NSNumber, n.int64Value >= 0 else { throw CLIError("candidate \(i): \"id\" must be a non-negative integer") }
-                ids.append(n.uint64Value)
-            } else {
-                ids.append(UInt64(i))
+            // An id is what the answer's rows are matched by: one made up here would let a caller mistake rows.
+            guard let id = obj["id"] else { throw CLIError("candidate \(i) has no \"id\" (a non-negative integer naming it in the answer)") }
+            guard let n = id as? NSNumber, n.int64Value >= 0, n.doubleValue == n.doubleValue.rounded() else {
+                throw CLIError("candidate \(i): \"id\" must be a non-negative integer, got \(id)")
             }
+            ids.append(n.uint64Value)
             matrix += try vector(obj["features"] ?? [String: Any](), features: schema.candidateFeatures, what: "candidate \(i)")
         }
         func uint(_ key: String) throws -> UInt64 {
