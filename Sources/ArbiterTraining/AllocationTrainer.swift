@@ -12,9 +12,13 @@ public enum AllocationTrainer {
         public var trainRows: Int, validationRows: Int, testRows: Int
     }
 
-    /// Trains on `rows` (the default schema, `schema` giving its city count) (80% train, 10% validation for early stopping, 10% test, by row position hashed).
+    /// The default holdout: 10% test, 10% validation.
+    public static let defaultHoldout = try! Holdout(test: 0.1, validation: 0.1)
+
+    /// Trains on `rows` (the default schema, `schema` giving its city count), holding back `holdout` (test, and
+    /// validation for early stopping) by row position hashed.
     public static func train(rows: [AllocationPairRow], schema: FeatureSchema = AllocationWorld.schema(), options: FMTrainingOptions,
-                             progress: (EpochReport) -> Void = { _ in }) throws -> Result {
+                             holdout: Holdout = defaultHoldout, progress: (EpochReport) -> Void = { _ in }) throws -> Result {
         guard rows.count >= 20 else { throw DataError("\(rows.count) pairs: too few to train on (20 or more)") }
         let rules = AllocationLayout.defaultRules(schema)
         let (lead, agent) = AllocationLayout.sides(schema, rules)
@@ -22,10 +26,15 @@ public enum AllocationTrainer {
         var train: [Int] = [], validation: [Int] = [], test: [Int] = []
         for i in rows.indices {
             var h = SplitMix64(seed: UInt64(i) &+ options.seed &* 31)
-            switch h.next() % 10 {
-            case 0: validation.append(i)
-            case 1: test.append(i)
-            default: train.append(i)
+            // A place in [0, 1) from the hash: its tenth from the first draw (1 first, then 0: with the default
+            // holdout the same rows as before fractions could be chosen — 1 test, 0 validation), the rest from
+            // a second.
+            let tenth = h.next() % 10
+            let place = (Double(tenth == 0 ? 1 : tenth == 1 ? 0 : tenth) + Double(h.next() >> 11) / 9_007_199_254_740_992) / 10
+            switch holdout.split(at: place) {
+            case .validation: validation.append(i)
+            case .test: test.append(i)
+            case .train: train.append(i)
             }
         }
         let inputs = rows.map(\.input)

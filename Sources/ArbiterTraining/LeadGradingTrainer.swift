@@ -3,18 +3,58 @@ import ArbiterStore
 import Foundation
 import LeadGrading
 
-/// How rows are split, by their index in the file: `i % 10` in {0, 1} is the test split (20%, for the
-/// reported metrics and the grade thresholds), 2 the validation split (10%, early stopping), the rest
-/// trains. `scripts/lightgbm_reference.py` uses the same rule.
+/// Which split a row belongs to.
 public enum DataSplit: Sendable {
     case train, validation, test
 
-    public static func of(row i: Int) -> DataSplit {
-        switch i % 10 {
-        case 0, 1: .test
-        case 2: .validation
-        default: .train
+    /// Lead grading's rule, by the row's index in the file: with the default holdout (20% test, 10%
+    /// validation) `i % 10` in {0, 1} is the test split (the reported metrics and the grade thresholds), 2 the
+    /// validation split (early stopping), the rest trains — `scripts/lightgbm_reference.py` uses the same rule.
+    /// Other fractions place row `i` by the radical inverse of `i` in base 10 (its digits reversed after the
+    /// point: 0.d₀d₁d₂…, d₀ = i % 10), which spreads each split evenly through the file and reduces to the
+    /// rule above for whole tenths.
+    public static func of(row i: Int, holdout: Holdout = .init()) -> DataSplit {
+        holdout.split(at: radicalInverse10(i))
+    }
+
+    static func radicalInverse10(_ i: Int) -> Double {
+        var n = i, u = 0.0, scale = 0.1
+        while n > 0 {
+            u += Double(n % 10) * scale
+            n /= 10
+            scale /= 10
         }
+        return u
+    }
+}
+
+/// The shares of the input held back from training: `test` for the reported metrics (and lead grading's grade
+/// thresholds), `validation` for early stopping. Both above 0 and together at most 0.9.
+public struct Holdout: Sendable, Equatable {
+    public let test: Double
+    public let validation: Double
+
+    /// 20% test, 10% validation.
+    public init() {
+        test = 0.2
+        validation = 0.1
+    }
+
+    public init(test: Double, validation: Double) throws(DataError) {
+        guard test.isFinite, test > 0, test < 1 else { throw DataError("the test fraction must be above 0 and below 1, got \(test)") }
+        guard validation.isFinite, validation > 0, validation < 1 else {
+            throw DataError("the validation fraction must be above 0 and below 1, got \(validation)")
+        }
+        guard test + validation <= 0.9 + 1e-12 else {
+            throw DataError("the test and validation fractions leave \(Int(((1 - test - validation) * 100).rounded()))% to train on; they may hold back at most 90%")
+        }
+        self.test = test
+        self.validation = validation
+    }
+
+    /// The split of a row placed at `u` in [0, 1): test below `test`, then validation, then train.
+    public func split(at u: Double) -> DataSplit {
+        u < test - 1e-12 ? .test : u < test + validation - 1e-12 ? .validation : .train
     }
 }
 
@@ -58,14 +98,14 @@ public enum LeadGradingTrainer {
         case epoch(String, EpochReport)
     }
 
-    public static func train(rows: [LeadRow], options: FMTrainingOptions = FMTrainingOptions(),
+    public static func train(rows: [LeadRow], options: FMTrainingOptions = FMTrainingOptions(), holdout: Holdout = Holdout(),
                              progress: (Event) -> Void = { _ in }) throws -> TrainedLeadModel {
         let schema = LeadData.schema
         let fields = schema.context + schema.candidate
         let encoding = FieldEncoding(fields: fields)
         var train: [Int] = [], validation: [Int] = [], test: [Int] = []
         for i in rows.indices {
-            switch DataSplit.of(row: i) {
+            switch DataSplit.of(row: i, holdout: holdout) {
             case .train: train.append(i)
             case .validation: validation.append(i)
             case .test: test.append(i)

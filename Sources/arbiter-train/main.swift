@@ -154,6 +154,10 @@ struct Train: ParsableCommand {
     @Option(help: "Seed for initialization and shuffling.") var seed: UInt64 = 1
     @Flag(help: "Publish without making the new version active.") var noActivate = false
     @Option(help: "Also write the held-out metrics as JSON to this file.") var metricsOut: String?
+    @Option(help: ArgumentHelp("Share of the input held back for the reported metrics (and lead grading's grade thresholds). Default 0.2 (allocation 0.1).",
+                               discussion: "Lead grading places rows by their position in the file, spread evenly; ranking by user, routing by applicant, allocation by a hash of the row. With --validation-fraction, at most 0.9 may be held back."))
+    var testFraction: Double?
+    @Option(help: "Share of the input held back for early stopping (ranking: and the fusion weights' search). Default 0.1.") var validationFraction: Double?
     @Option(help: "Ranking: latent dimension of the matrix factorisation (served vectors carry 2 more: the biases).") var dimension: Int = 16
     @Option(help: "Ranking: a categorical item feature to diversify on (at most --diversity-max items per value in an answer).") var diversityFeature: String?
     @Option(help: "Ranking: most items sharing a value of --diversity-feature in an answer.") var diversityMax: Int = 2
@@ -180,6 +184,19 @@ struct Train: ParsableCommand {
         guard l2 >= 0, l2.isFinite else { throw ValidationError("--l2 must be >= 0") }
         guard (1...1000).contains(maxEpochs) else { throw ValidationError("--max-epochs must be in 1...1000") }
         try StoreKeys.validate(model: model)
+        _ = try holdout
+    }
+
+    /// The fractions held back, as given or the kind's defaults; refused, naming the flags, when out of range.
+    var holdout: Holdout {
+        get throws {
+            let defaults = kind == .allocation ? AllocationTrainer.defaultHoldout : Holdout()
+            do {
+                return try Holdout(test: testFraction ?? defaults.test, validation: validationFraction ?? defaults.validation)
+            } catch {
+                throw ValidationError("--test-fraction / --validation-fraction: \(error)")
+            }
+        }
     }
 
     func run() throws {
@@ -191,7 +208,7 @@ struct Train: ParsableCommand {
         // Per-epoch progress only on a terminal: CI and pipes get the summary alone.
         let tty = isatty(STDERR_FILENO) == 1
         let start = Date()
-        let trained = try LeadGradingTrainer.train(rows: rows, options: o) { event in
+        let trained = try LeadGradingTrainer.train(rows: rows, options: o, holdout: try holdout) { event in
             guard tty else { return }
             switch event {
             case .stageStarted(let s, let tr, let va):
@@ -202,7 +219,9 @@ struct Train: ParsableCommand {
                 FileHandle.standardError.write(Data(line.utf8))
             }
         }
-        print(String(format: "trained on %d leads in %.1f s; held-out (test split):", rows.count, Date().timeIntervalSince(start)))
+        let h = try holdout
+        print(String(format: "trained on %d leads in %.1f s (%.0f%% held out for test, %.0f%% for validation); held-out (test split):",
+                     rows.count, Date().timeIntervalSince(start), h.test * 100, h.validation * 100))
         for m in trained.metrics {
             print(String(format: "  %-10@ AUC %.4f  logloss %.4f  (%d rows, %d epochs)", m.stage, m.auc, m.logLoss, m.rows, m.epochs))
         }
@@ -242,7 +261,7 @@ struct Train: ParsableCommand {
         let o = fmOptions
         let tty = isatty(STDERR_FILENO) == 1
         let start = Date()
-        let trained = try AllocationTrainer.train(rows: rows, schema: schema, options: o) { r in
+        let trained = try AllocationTrainer.train(rows: rows, schema: schema, options: o, holdout: try holdout) { r in
             guard tty else { return }
             FileHandle.standardError.write(Data(String(format: "  epoch %2d  train logloss %.4f  validation logloss %.4f\n",
                                                        r.epoch, r.trainLogLoss, r.validationLogLoss).utf8))
@@ -261,6 +280,8 @@ struct Train: ParsableCommand {
         guard diversityMax >= 1 else { throw ValidationError("--diversity-max must be at least 1") }
         let rows = try RankingData.readCSV(URL(fileURLWithPath: data))
         var o = RankingTrainingOptions()
+        let h = try holdout
+        (o.testShare, o.validationShare) = (h.test, h.validation)
         o.dimension = dimension
         o.headFactors = factors
         o.headEpochs = maxEpochs
@@ -325,6 +346,8 @@ struct Train: ParsableCommand {
         guard maxProducts >= 0 else { throw ValidationError("--max-products must be ≥ 0") }
         guard splitSalt < 1 << 53 else { throw ValidationError("--split-salt must be below 2^53") }
         var o = RoutingTrainingOptions()
+        let h = try holdout
+        (o.testShare, o.validationShare) = (h.test, h.validation)
         o.factors = factors
         o.maxEpochs = maxEpochs
         o.learningRate = learningRate

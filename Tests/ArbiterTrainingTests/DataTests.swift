@@ -58,7 +58,7 @@ import Testing
     }
 
     @Test func splitIsByRowIndex() {
-        let splits = (0..<10).map(DataSplit.of)
+        let splits = (0..<10).map { DataSplit.of(row: $0) }
         #expect(splits.filter { $0 == .test }.count == 2)
         #expect(splits.filter { $0 == .validation }.count == 1)
         #expect(splits.filter { $0 == .train }.count == 7)
