@@ -248,18 +248,32 @@ struct Info: AsyncParsableCommand {
 
 struct Score: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Score candidates from a JSON file (or - for standard input); prints JSON.",
+        abstract: "Score candidates from a JSON file, or many requests from a JSON Lines file (or - for standard input).",
         discussion: """
         Input: {"context": {"job_category": 3, "job_salary": 4200},
                 "candidates": [{"id": 1, "features": {"channel": 1, "city": 4, ...}}, ...],
                 "top_k": 0, "version": 0, "routing_key": 0}
         A model that needs a subject (kind ranking: the user) takes "subject": <user id> as well.
         Features may also be arrays in the schema's order (see `arbiter info`). null is a missing value, for
-        features that accept one (`arbiter info` shows "missing_allowed").
+        features that accept one (`arbiter info` shows "missing_allowed"). Every candidate needs an "id".
+
+        One such object prints one pretty JSON answer. A file of one object per line (JSON Lines) is scored as a
+        batch: every line is checked first (a bad one is named and nothing is sent), the requests are pipelined
+        over --connections connections with at most --in-flight each waiting, and the answers are written as
+        JSON Lines in the input's order (to --output, or standard output), a request the server refused as
+        {"line": N, "error": "..."}. Progress is shown on a terminal; the throughput is reported at the end.
         """)
     @OptionGroup var connection: Connection
     @Option(help: "Model name.") var model: String
-    @Option(help: "Input JSON file, or - for standard input.") var input: String
+    @Option(help: "Input: a JSON object, or JSON Lines (one request object per line); - for standard input.") var input: String
+    @Option(help: "JSON Lines input: write the answers here instead of standard output.") var output: String?
+    @Option(help: "JSON Lines input: connections to score over.") var connections: Int = 2
+    @Option(help: "JSON Lines input: requests waiting for their answers per connection.") var inFlight: Int = 32
+
+    func validate() throws {
+        guard (1...64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
+        guard (1...1024).contains(inFlight) else { throw ValidationError("--in-flight must be in 1...1024") }
+    }
 
     func run() async throws {
         let data: Data
@@ -268,9 +282,25 @@ struct Score: AsyncParsableCommand {
         } catch {
             throw CLIError("cannot read \(input): \(error.localizedDescription)")
         }
-        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw CLIError("\(input) is not a JSON object")
+        if let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            return try await scoreOne(json)
         }
+        let lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        let objects = lines.enumerated().filter { !$0.element.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D } }
+        guard objects.count > 1 || (objects.count == 1 && lines.count > 1) else {
+            throw CLIError("\(input) is neither a JSON object nor JSON Lines (one request object per line)")
+        }
+        var parsed: [(line: Int, json: [String: Any])] = []
+        for (i, bytes) in objects {
+            guard let json = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+                throw CLIError("line \(i + 1) of \(input) is not a JSON object")
+            }
+            parsed.append((i + 1, json))
+        }
+        try await scoreLines(parsed)
+    }
+
+    func scoreOne(_ json: [String: Any]) async throws {
         let client = try await connection.connect()
         do {
             let schema = try await client.modelInfo(model)
@@ -283,6 +313,99 @@ struct Score: AsyncParsableCommand {
             if let e = error as? CLIError { throw e }
             throw CLIError("\(error)")
         }
+    }
+
+    func scoreLines(_ parsed: [(line: Int, json: [String: Any])]) async throws {
+        var clients: [ArbiterClient] = []
+        do {
+            for _ in 0..<connections { clients.append(try await connection.connect()) }
+            try await scoreLines(parsed, over: clients)
+        } catch {
+            for c in clients { try? await c.close() }
+            if error is CLIError || error is ExitCode { throw error }
+            throw CLIError("\(error)")
+        }
+        for c in clients { try? await c.close() }
+    }
+
+    func scoreLines(_ parsed: [(line: Int, json: [String: Any])], over clients: [ArbiterClient]) async throws {
+        let schema = try await clients[0].modelInfo(model)
+        // Every line is checked before anything is sent.
+        var requests: [ScoreRequest] = []
+        requests.reserveCapacity(parsed.count)
+        var candidates = 0
+        for (line, json) in parsed {
+            do {
+                let r = try ScoreInput.parse(json, model: model, schema: schema)
+                candidates += r.candidateIDs.count
+                requests.append(r)
+            } catch {
+                throw CLIError("line \(line): \(error)")
+            }
+        }
+        let out: FileHandle
+        if let output {
+            guard FileManager.default.createFile(atPath: output, contents: nil), let h = FileHandle(forWritingAtPath: output) else {
+                throw CLIError("cannot write \(output)")
+            }
+            out = h
+        } else {
+            out = FileHandle.standardOutput
+        }
+        defer { if output != nil { try? out.close() } }
+        let lines = parsed.map(\.line), model = self.model, deadline = TimeAmount.milliseconds(connection.timeoutMs)
+        let tty = isatty(STDERR_FILENO) == 1
+        let clock = ContinuousClock(), start = clock.now
+        var answers = [String?](repeating: nil, count: requests.count)
+        var written = 0, done = 0, failed = 0
+        var pending = Data()
+        var lastProgress = start
+        let window = connections * inFlight
+        try await withThrowingTaskGroup(of: (Int, String, Bool).self) { group in
+            var next = 0
+            func add() {
+                let i = next, client = clients[i % clients.count], request = requests[i]
+                next += 1
+                group.addTask {
+                    do {
+                        let r = try await client.score(request, deadline: deadline)
+                        return (i, try ScoreInput.line(ScoreInput.render(r, model: model)), true)
+                    } catch {
+                        return (i, try ScoreInput.line(["line": lines[i], "error": "\(error)"]), false)
+                    }
+                }
+            }
+            while next < min(window, requests.count) { add() }
+            while let (i, text, ok) = try await group.next() {
+                answers[i] = text
+                done += 1
+                if !ok { failed += 1 }
+                if next < requests.count { add() }
+                // Written in the input's order, as soon as the answers before are in.
+                while written < answers.count, let a = answers[written] {
+                    pending.append(contentsOf: a.utf8)
+                    pending.append(0x0A)
+                    answers[written] = nil
+                    written += 1
+                }
+                if pending.count >= 1 << 16 {
+                    out.write(pending)
+                    pending.removeAll(keepingCapacity: true)
+                }
+                if tty && clock.now - lastProgress > .milliseconds(500) {
+                    lastProgress = clock.now
+                    FileHandle.standardError.write(Data("\r\(done) of \(requests.count) requests scored".utf8))
+                }
+            }
+        }
+        out.write(pending)
+        let seconds = Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds)
+        if tty { FileHandle.standardError.write(Data("\r".utf8)) }
+        FileHandle.standardError.write(Data(String(format: "scored %d requests (%d candidates) in %.2f s: %.0f requests/s, %.0f candidates/s over %d connection(s)%@\n",
+                                                   requests.count, candidates, seconds, Double(requests.count) / max(seconds, 1e-9),
+                                                   Double(candidates) / max(seconds, 1e-9), connections,
+                                                   failed > 0 ? "; \(failed) refused (their lines say why)" : "").utf8))
+        if failed > 0 { throw ExitCode(1) }
     }
 }
 
@@ -340,6 +463,11 @@ enum ScoreInput {
             }
             return try number(v, f, "'\(f.name)'")
         }
+    }
+
+    /// One JSON Lines line.
+    static func line(_ object: [String: Any]) throws -> String {
+        String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
     }
 
     static func render(_ r: ScoreResult, model: String) -> [String: Any] {
