@@ -74,9 +74,10 @@ import Testing
             for k in [0, 151, 299] {
                 let alone = try Self.score(port: port, json: lines[k])
                 let one = try JSONSerialization.jsonObject(with: Data(alone.out.utf8)) as? [String: Any]
-                let a = (one?["rows"] as? [[String: Any]])?.map { ($0["score"] as? NSNumber)?.doubleValue }
-                let b = (answers[k]?["rows"] as? [[String: Any]])?.map { ($0["score"] as? NSNumber)?.doubleValue }
+                // Every field of every row (scores, stage probabilities, grade), and the version.
+                let a = one?["rows"] as? NSArray, b = answers[k]?["rows"] as? NSArray
                 #expect(a != nil && a == b, "line \(k + 1): \(String(describing: a)) against \(String(describing: b))")
+                #expect((one?["version"] as? NSNumber) == (answers[k]?["version"] as? NSNumber) && answers[k]?["model"] as? String == "leads")
             }
 
             // A bad line is named and nothing is scored.
