@@ -47,6 +47,8 @@ public final class ArbiterServer: Sendable {
     }
     /// What all connections hold, against `memoryBudgetBytes`.
     let budget: MemoryBudget
+    /// The series `/metrics` shows (see `AdminEndpoint`).
+    public let metrics = ServerMetrics()
     private let credentials: Credentials
     private let handshakeLog = RateLimitedLog(intervalNanos: 10_000_000_000)
     private let authLog = RateLimitedLog(intervalNanos: 10_000_000_000)
@@ -92,7 +94,8 @@ public final class ArbiterServer: Sendable {
         watcher = NIOLockedValueBox(Watcher(lastGeneration: (try? Catalog(environment: environment).generation()) ?? 0))
         // Only what must serve at start-up (active versions, a split's, a shadow): the retained others load
         // just after the port opens, so the first answer does not wait for them.
-        let table = loader.loadAll(retain: 0).table
+        let (table, events) = loader.loadAll(retain: 0)
+        for e in events where e.outcome == .rejected { metrics.rejected(model: e.model) }
         state = ServingState(table, loops: Array(group.makeIterator()))
         if configuration.offloadCandidates > 0 {
             let p = NIOThreadPool(numberOfThreads: max(1, configuration.offloadThreads))
@@ -117,6 +120,7 @@ public final class ArbiterServer: Sendable {
         let refusalLog = self.refusalLog, acceptLog = self.acceptLog, handshakeLog = self.handshakeLog
         let authLog = self.authLog
         let credentials = self.credentials
+        let metrics = self.metrics
         let admin = AdminHooks(shadow: shadowScorer, reload: { [weak self] in
             guard let self else {
                 return MultiThreadedEventLoopGroup.singleton.next().makeFailedFuture(ServerError.invalidConfiguration("the server is gone"))
@@ -147,6 +151,7 @@ public final class ArbiterServer: Sendable {
                     return n
                 }
                 channel.closeFuture.whenComplete { _ in count.withLockedValue { $0 -= 1 } }
+                metrics.connectionsAccepted.increment()
                 return channel.eventLoop.makeCompletedFuture {
                     let access = credentials.current
                     if let tls = access.tls {
@@ -157,6 +162,7 @@ public final class ArbiterServer: Sendable {
                         refusalLog.log { suppressed in
                             logger.warning("refused a connection from \(channel.remoteAddress?.description ?? "?"): \(config.maxConnections) are open, the limit (--max-connections)\(suppressed > 0 ? "; \(suppressed) more refused since the last report" : "")")
                         }
+                        metrics.connectionsRefused.increment()
                         try channel.pipeline.syncOperations.addHandler(RefusingHandler(limit: config.maxConnections))
                         return
                     }
@@ -357,7 +363,9 @@ public final class ArbiterServer: Sendable {
             let (after, events) = loader.loadAll(keeping: before, retain: configuration.retainedVersions)
             for (name, m) in after.models where before.models[name]?.active.version != m.active.version {
                 logger.info("swapped in \(name) v\(m.active.version)")
+                metrics.swapped(model: name)
             }
+            for e in events where e.outcome == .rejected { metrics.rejected(model: e.model) }
             let kept = Set(after.models.values.compactMap { $0.shadow.map { ObjectIdentifier($0.recorder) } })
             let replaced = before.models.values.compactMap(\.shadow?.recorder).filter { !kept.contains(ObjectIdentifier($0)) }
             if !replaced.isEmpty { retiredRecorders.withLockedValue { $0 += replaced } }
@@ -381,6 +389,72 @@ public final class ArbiterServer: Sendable {
             }
         case .failure(let error):
             return loop.makeFailedFuture(error)
+        }
+    }
+
+    // MARK: health and metrics (AdminEndpoint)
+
+    /// Whether this server should receive traffic: listening, not shutting down, and every model in the store
+    /// served by a version that loaded and validated. A model whose newest active version failed validation
+    /// while an older one serves keeps it ready (a bad publish must not take every replica out; `/metrics`
+    /// shows it in `arbiter_model_failing`); a model with no servable version at all does not. `detail` says
+    /// why, or what is served.
+    public func readiness() -> (ready: Bool, detail: String) {
+        let (listening, shutDown) = lifecycle.withLockedValue { ($0.channel != nil, $0.shutDown) }
+        if shutDown { return (false, "shutting down") }
+        if !listening { return (false, "models loaded; the port is not open yet") }
+        let table = state.table
+        let unserved = table.failures.filter { table.models[$0.key] == nil }.sorted { $0.key < $1.key }
+        if let (name, why) = unserved.first {
+            return (false, "model '\(name)' has no version that validated: \(why)" + (unserved.count > 1 ? " (and \(unserved.count - 1) more)" : ""))
+        }
+        if table.models.isEmpty { return (false, "the store has no servable model yet") }
+        var detail = table.models.values.sorted { $0.name < $1.name }.map { "\($0.name) v\($0.active.version)" }.joined(separator: ", ")
+        if !table.failures.isEmpty {
+            detail += "; failing validation (an older version serves): " + table.failures.keys.sorted().joined(separator: ", ")
+        }
+        return (true, detail)
+    }
+
+    /// nil when every event loop runs a task within `AdminEndpoint.liveWithin`, else what is stuck.
+    func liveness(on loop: any EventLoop) -> EventLoopFuture<String?> {
+        let tables = state.loopTables
+        let promise = loop.makePromise(of: String?.self)
+        let answered = NIOLockedValueBox(false)
+        let pings = tables.map { lt in lt.loop.submit {} }
+        EventLoopFuture.andAllComplete(pings, on: loop).whenComplete { _ in
+            if answered.withLockedValue({ a in defer { a = true }; return !a }) { promise.succeed(nil) }
+        }
+        loop.scheduleTask(in: AdminEndpoint.liveWithin) {
+            if answered.withLockedValue({ a in defer { a = true }; return !a }) {
+                promise.succeed("an event loop did not run a task within \(AdminEndpoint.liveWithin.nanoseconds / 1_000_000) ms")
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// The Prometheus exposition: each loop's counters copied on that loop, added up, with the rest read now.
+    func metricsText(on loop: any EventLoop) -> EventLoopFuture<String> {
+        let table = state.table
+        let loaded = Set(table.models.values.flatMap { $0.loaded.map(\.seriesNumber) })
+        let copies = state.loopTables.map { lt in lt.loop.submit { lt.metrics.snapshot(keeping: loaded) } }
+        let budget = self.budget, environment = self.environment, metrics = self.metrics
+        let connections = connectionCount.withLockedValue { $0 }
+        let generation = watcher.withLockedValue { $0.lastGeneration }
+        let ready = readiness().ready
+        var found = table.models.values.map { (name: $0.name, active: $0.active.version, loaded: $0.loaded.count, failing: table.failures[$0.name] != nil) }
+        for name in table.failures.keys where table.models[name] == nil { found.append((name, 0, 0, true)) }
+        let models = found.sorted { $0.name < $1.name }
+        return EventLoopFuture.whenAllSucceed(copies, on: loop).map { snapshots in
+            var total = LoopMetrics.Snapshot()
+            for s in snapshots { total.add(s) }
+            let pages = environment.pageStatistics()
+            let readings = ServerMetrics.Readings(
+                connections: connections, memoryLimit: budget.limit, memoryInUse: budget.bytesInUse,
+                memoryProcess: budget.processBytes, memoryStore: budget.storeBytes, storeGeneration: generation,
+                storeMapBytes: pages.maxPages * pages.pageSize, storeUsedBytes: pages.pagesUsed * pages.pageSize,
+                storeFileBytes: pages.fileBytes, ready: ready, models: models)
+            return metrics.render(readings, requests: total)
         }
     }
 

@@ -282,6 +282,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             break
         case .fail(let status, let message):
             logger.debug("closing connection", metadata: ["status": "\(status)", "message": "\(message)"])
+            loopTable.metrics.failed(status)
             cumulation = nil
             reuseOutbox()
             ResultEncoder.encodeError(WireError(status, message), into: &outbox)
@@ -373,6 +374,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             // Shed by the whole wait so far: before the read, and behind the requests read with it.
             let sinceRead = (clock.nanoseconds() &- receivedAt) / 1_000
             if config.maxQueueMillis > 0 && waited + sinceRead > UInt64(config.maxQueueMillis) * 1_000 {
+                loopTable.metrics.shed(.queue)
                 throw WireError(.overloaded, "the request waited about \((waited + sinceRead) / 1_000) ms before the server could score it, over its limit of \(config.maxQueueMillis) ms; retry")
             }
             if h.time > 0 && waited >= h.time {
@@ -382,6 +384,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         if op == .score && budget.holdsBack(charged, readsAnswers: readsAnswers) {
             // Shed before decompressing or scoring anything: the answer costs a few bytes.
+            loopTable.metrics.shed(.memory)
             throw WireError(.overloaded, "the server's memory budget (\(budget.limit >> 20) MiB) is in use; retry later")
         }
         var body = frame.body
@@ -556,8 +559,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         let at = outbox.writerIndex
-        try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: sentAt,
-                                         scratch: &scratch, clientMaxFrame: clientMaxFrame, clock: clock, into: &outbox)
+        let timing = try ResultEncoder.scoreAndEncode(view, model: m, requestID: h.requestID, budget: h.time, receivedAt: sentAt,
+                                                      scratch: &scratch, clientMaxFrame: clientMaxFrame, clock: clock, into: &outbox)
+        loopTable.metrics.scored(series: m.seriesNumber, candidates: n, timing: timing)
         finishFrame(at: at, in: &outbox, receivedAt: receivedAt, allocator: context.channel.allocator)
         if let shadow = served.shadow, view.version == 0 { sampleForShadow(body, served: m, shadow: shadow) }
     }
@@ -580,6 +584,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             throw WireError(.overloaded, "\(life.pending) large requests are already being scored on this connection; retry later")
         }
         life.workStarted()
+        loopTable.metrics.offloadStarted()
         // Held until answered: the request's inputs and its answer (ids, score and columns per candidate),
         // and while it runs, its scratch (a copy of as much again).
         let n = view.candidateCount
@@ -590,29 +595,32 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let allocator = context.channel.allocator
         let limit = clientMaxFrame
         let clock = self.clock
-        let job = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<ByteBuffer, WireError> in
+        let job = pool.runIfActive(eventLoop: context.eventLoop) { () -> Result<(ByteBuffer, ScoreTiming), WireError> in
             var scratch = ScoringScratch()
             var out = allocator.buffer(capacity: answerBytes)  // sized once: no doubling as it grows
             do throws(WireError) {
-                try ResultEncoder.scoreAndEncode(view, model: m, requestID: requestID, budget: budget,
-                                                 receivedAt: sentAt, scratch: &scratch, clientMaxFrame: limit,
-                                                 clock: clock, into: &out)
-                return .success(out)
+                let timing = try ResultEncoder.scoreAndEncode(view, model: m, requestID: requestID, budget: budget,
+                                                              receivedAt: sentAt, scratch: &scratch, clientMaxFrame: limit,
+                                                              clock: clock, into: &out)
+                return .success((out, timing))
             } catch {
                 return .failure(error)
             }
         }
         let bound = NIOLoopBound(OffloadTarget(handler: self, context: context), eventLoop: context.eventLoop)
-        job.whenComplete { (outcome: Result<Result<ByteBuffer, WireError>, any Error>) in
+        job.whenComplete { (outcome: Result<Result<(ByteBuffer, ScoreTiming), WireError>, any Error>) in
             let handler = bound.value.handler, context = bound.value.context
             handler.offloadedBytes -= held
+            handler.loopTable.metrics.offloadFinished()
             let next = handler.life.workFinished(now: handler.clock.nanoseconds())
             defer { if handler.life.phase != .closed { handler.resumeIfPossible(context) } }
             // Closed meanwhile (a timeout, the grace period, the client): the answer has no one to go to.
             guard !handler.life.dropsInput || next != .none else { return }
             handler.reuseOutbox()
             switch outcome {
-            case .success(.success(var out)):
+            case .success(.success(let (answer, timing))):
+                var out = answer
+                handler.loopTable.metrics.scored(series: m.seriesNumber, candidates: n, timing: timing)
                 // Whatever is already in the outbox was answered first: keep that order on the wire.
                 handler.writeOutbox(context)
                 handler.finishFrame(at: out.readerIndex, in: &out, receivedAt: receivedAt, allocator: context.channel.allocator)
@@ -685,6 +693,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// it 0 (errors that answer no request, or a frame whose header cannot be trusted).
     private func fail(_ error: WireError, context: ChannelHandlerContext, receivedAt: UInt64 = 0) {
         logger.debug("protocol error", metadata: ["status": "\(error.status)", "message": "\(error.message)"])
+        loopTable.metrics.failed(error.status)
         let at = outbox.writerIndex
         ResultEncoder.encodeError(error, into: &outbox)
         if receivedAt > 0 {

@@ -29,10 +29,12 @@ enum ResultEncoder {
 
     /// Copies the request into `scratch`, checks every value, scores, selects top-k, and appends the
     /// RESULT frame to `out` (header time not yet stamped). On error nothing is appended. Allocates nothing
-    /// once `scratch` and `out` have grown to the request sizes seen.
+    /// once `scratch` and `out` have grown to the request sizes seen. Returns the wait and compute times the
+    /// answer reports (for the metrics).
+    @discardableResult
     static func scoreAndEncode(_ view: ScoreRequestView, model m: ServingModel, requestID: UInt64, budget: UInt64,
                                receivedAt: UInt64, scratch: inout ScoringScratch, clientMaxFrame: UInt32,
-                               clock: ServerClock, into out: inout ByteBuffer) throws(WireError) {
+                               clock: ServerClock, into out: inout ByteBuffer) throws(WireError) -> ScoreTiming {
         let n = view.candidateCount
         let start = clock.nanoseconds()
         let queueMicros = (start &- receivedAt) / 1000
@@ -117,5 +119,6 @@ enum ResultEncoder {
             throw WireError(.tooManyCandidates, "the RESULT would be \(bodyLength) bytes, over this client's max_frame_bytes of \(clientMaxFrame); send fewer candidates or set top_k")
         }
         FrameHeader.patchBodyLength(UInt32(bodyLength), in: &out, headerAt: frameStart)
+        return ScoreTiming(queueMicros: queueMicros, computeMicros: computeMicros)
     }
 }

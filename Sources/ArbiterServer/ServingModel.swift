@@ -52,6 +52,8 @@ final class ServingModel: Sendable {
     /// an integer in 1...2^24: requests of that many candidates or more), which replaces the server's; nil when
     /// it sets none. A kind whose every request is heavy (an allocation) sets 1.
     let offloadCandidates: Int?
+    /// This (model, version)'s number among the event loops' request counters (`LoopMetrics`).
+    let seriesNumber: Int
 
     init(name: String, model: any ScoringModel) {
         let s = model.schema
@@ -59,6 +61,7 @@ final class ServingModel: Sendable {
         self.schema = s
         self.name = name
         self.version = model.version.version
+        self.seriesNumber = SeriesNumbers.number(model: name, version: model.version.version)
         self.contextCount = s.context.count
         self.candidateFeatureCount = s.candidate.count
         self.floatColumnCount = s.floatColumnCount

@@ -65,6 +65,8 @@ final class LoopTable: @unchecked Sendable {
     var table: ModelTable
     /// The connections served on this loop, for the deadline sweep and for shutdown.
     private(set) var connections: [ObjectIdentifier: ConnectionHandler] = [:]
+    /// The request counters of the connections served on this loop.
+    let metrics = LoopMetrics()
 
     init(loop: any EventLoop, table: ModelTable) {
         self.loop = loop

@@ -11,6 +11,9 @@ public struct LeadRow: Equatable, Sendable {
     public var contacted: Bool
     public var interviewed: Bool
     public var hired: Bool
+    /// The job posting it applied to (the CSV's posting_id; 0 when the CSV has none). Rows of one posting share
+    /// their context.
+    public var posting: Int = 0
 }
 
 /// An error in a leads CSV, naming the line and the problem.
@@ -27,7 +30,11 @@ public struct DataError: Error, CustomStringConvertible, Equatable {
 public enum LeadData {
     public static let schema = LeadGradingLayout.defaultSchema
     public static let labelColumns = ["contacted", "interviewed", "hired"]
+    /// The columns a leads CSV must have (in any order); `writeCSV` puts `idColumns` before them.
     public static var header: [String] { schema.context.map(\.name) + schema.candidate.map(\.name) + labelColumns }
+    /// The posting a lead applied to, and the lead's own id (its row number from 1): what `arbiter score
+    /// --group-by posting_id --id-column lead_id` groups and names rows by. Training ignores them.
+    public static let idColumns = ["posting_id", "lead_id"]
 
     /// The planted population.
     struct Population {
@@ -54,16 +61,25 @@ public enum LeadData {
         }
     }
 
-    /// Generates `rows` leads, deterministic by `seed`.
-    public static func generate(rows: Int, seed: UInt64) -> [LeadRow] {
+    /// Generates `rows` leads, deterministic by `seed`. With `leadsPerPosting` above 1, consecutive leads apply
+    /// to the same job posting (its category and salary), 1 to 2K−1 of them (K on average); with 1 (the
+    /// default) every lead is its own posting, and the rows are those of earlier releases for the same seed.
+    public static func generate(rows: Int, seed: UInt64, leadsPerPosting: Int = 1) -> [LeadRow] {
         let pop = Population()
         var r = SplitMix64(seed: seed)
         var out: [LeadRow] = []
         out.reserveCapacity(rows)
         func sig(_ x: Double) -> Double { 1 / (1 + _exp(-x)) }
+        var posting = 0, left = 0
+        var job = 0, salary = 0.0
         for _ in 0..<rows {
-            let job = Int(r.next() % 8)
-            let salary = (pop.categorySalary[job] * _exp(0.15 * r.normal())).rounded()
+            if left == 0 {
+                job = Int(r.next() % 8)
+                salary = (pop.categorySalary[job] * _exp(0.15 * r.normal())).rounded()
+                posting += 1
+                left = leadsPerPosting <= 1 ? 1 : 1 + Int(r.next() % UInt64(2 * leadsPerPosting - 1))
+            }
+            left -= 1
             let channel = r.categorical(pop.channelWeights)
             let city = Int(r.next() % 12)
             let distance = min(100, -15 * _log(max(1e-9, 1 - r.uniform())))
@@ -84,16 +100,18 @@ public enum LeadData {
                 context: [Float(job), Float(salary)],
                 candidate: [Float(channel), Float(city), Float((distance * 10).rounded() / 10),
                             Float((gap * 1000).rounded() / 1000), Float(activity), Float(experience)],
-                contacted: contacted, interviewed: interviewed, hired: hired))
+                contacted: contacted, interviewed: interviewed, hired: hired, posting: posting))
         }
         return out
     }
 
     /// Writes rows as CSV with a header line.
     public static func writeCSV(_ rows: [LeadRow], to url: URL) throws {
-        var s = header.joined(separator: ",") + "\n"
-        s.reserveCapacity(rows.count * 48)
-        for row in rows {
+        var s = (idColumns + header).joined(separator: ",") + "\n"
+        s.reserveCapacity(rows.count * 60)
+        for (i, row) in rows.enumerated() {
+            s += String(row.posting); s += ","
+            s += String(i + 1); s += ","
             for v in row.context { s += format(v); s += "," }
             for v in row.candidate { s += format(v); s += "," }
             s += row.contacted ? "1," : "0,"
@@ -133,6 +151,7 @@ public enum LeadData {
             }
             position.append(i)
         }
+        let postingColumn = names.firstIndex(of: idColumns[0])
         let features = schema.context + schema.candidate
         var rows: [LeadRow] = []
         rows.reserveCapacity(lines.count - 1)
@@ -164,9 +183,17 @@ public enum LeadData {
             guard (!labels[1] || labels[0]) && (!labels[2] || labels[1]) else {
                 throw DataError("\(url.path) line \(ln + 1): stages out of order (interviewed needs contacted, hired needs interviewed)")
             }
+            var posting = 0
+            if let postingColumn {
+                let cell = cells[postingColumn].trimmingCharacters(in: .whitespaces)
+                guard let p = Int(cell), p >= 0 else {
+                    throw DataError("\(url.path) line \(ln + 1): 'posting_id' is '\(cell)', not a non-negative integer")
+                }
+                posting = p
+            }
             let nc = schema.context.count
             rows.append(LeadRow(context: Array(values[..<nc]), candidate: Array(values[nc...]),
-                                contacted: labels[0], interviewed: labels[1], hired: labels[2]))
+                                contacted: labels[0], interviewed: labels[1], hired: labels[2], posting: posting))
         }
         guard !rows.isEmpty else { throw DataError("\(url.path) has a header but no rows") }
         return rows

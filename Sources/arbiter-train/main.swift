@@ -61,6 +61,7 @@ struct GenData: ParsableCommand {
                                                     abstract: "Write synthetic training data with planted structure (CSV).")
     @Option(help: "Model kind.") var kind: Kind
     @Option(help: "Number of rows (lead-grading).") var rows: Int?
+    @Option(help: "Lead grading: leads per job posting on average (consecutive rows sharing the posting's context and posting_id; 1: every lead its own posting, the default).") var leadsPerPosting: Int = 1
     @Option(help: "Users (ranking).") var users: Int = 2000
     @Option(help: "Items (ranking).") var items: Int = 1000
     @Option(help: "Impressions per user (ranking).") var perUser: Int = 40
@@ -81,6 +82,7 @@ struct GenData: ParsableCommand {
         case .leadGrading:
             guard let rows else { throw ValidationError("--rows is required for --kind lead-grading") }
             guard (1...50_000_000).contains(rows) else { throw ValidationError("--rows must be in 1...50000000") }
+            guard (1...1000).contains(leadsPerPosting) else { throw ValidationError("--leads-per-posting must be in 1...1000") }
         case .ranking:
             guard (1...10_000_000).contains(users) else { throw ValidationError("--users must be in 1...10000000") }
             guard (1...10_000_000).contains(items) else { throw ValidationError("--items must be in 1...10000000") }
@@ -132,10 +134,10 @@ struct GenData: ParsableCommand {
             return
         }
         let rows = rows ?? 0
-        let data = LeadData.generate(rows: rows, seed: seed)
+        let data = LeadData.generate(rows: rows, seed: seed, leadsPerPosting: leadsPerPosting)
         try LeadData.writeCSV(data, to: URL(fileURLWithPath: out))
         let c = data.filter(\.contacted).count, i = data.filter(\.interviewed).count, h = data.filter(\.hired).count
-        print("wrote \(rows) leads to \(out) (contacted \(pct(c, rows)), interviewed \(pct(i, rows)), hired \(pct(h, rows)))")
+        print("wrote \(rows) leads of \(data.last?.posting ?? 0) postings to \(out) (contacted \(pct(c, rows)), interviewed \(pct(i, rows)), hired \(pct(h, rows)))")
     }
 }
 

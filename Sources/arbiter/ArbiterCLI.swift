@@ -248,7 +248,7 @@ struct Info: AsyncParsableCommand {
 
 struct Score: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Score candidates from a JSON file, or many requests from a JSON Lines file (or - for standard input).",
+        abstract: "Score candidates from a JSON file, or many requests from a JSON Lines or CSV file (or - for standard input).",
         discussion: """
         Input: {"context": {"job_category": 3, "job_salary": 4200},
                 "candidates": [{"id": 1, "features": {"channel": 1, "city": 4, ...}}, ...],
@@ -261,33 +261,64 @@ struct Score: AsyncParsableCommand {
         batch: every line is checked first (a bad one is named and nothing is sent), the requests are pipelined
         over --connections connections with at most --in-flight each waiting, and the answers are written as
         JSON Lines in the input's order (to --output, or standard output), a request the server refused as
-        {"line": N, "error": "..."}. Progress is shown on a terminal; the throughput is reported at the end.
+        {"line": N, "error": "..."}.
+
+        A CSV (--format csv, or a file named *.csv) has a header naming its columns: the model's features by
+        name, an id column (--id-column), and with --group-by a column whose consecutive equal values make one
+        request (their context from the first of those rows; every row one candidate). Without --group-by every
+        row is a request of one candidate. Other columns are ignored. An empty cell, NA, NaN or null is a missing
+        value. The file is read as it is scored (memory stays bounded whatever its size): a bad row stops the
+        batch there, naming it, after the answers before it are written. Answers are CSV (one line per
+        candidate: the group, id, score, the model's columns, version) or, with --output-format jsonl, JSON
+        Lines; a group the server refused is named on standard error and the exit status is 1.
+
+        Batches show progress on a terminal and report their throughput at the end.
         """)
     @OptionGroup var connection: Connection
     @Option(help: "Model name.") var model: String
-    @Option(help: "Input: a JSON object, or JSON Lines (one request object per line); - for standard input.") var input: String
-    @Option(help: "JSON Lines input: write the answers here instead of standard output.") var output: String?
-    @Option(help: "JSON Lines input: connections to score over.") var connections: Int = 2
-    @Option(help: "JSON Lines input: requests waiting for their answers per connection.") var inFlight: Int = 32
+    @Option(help: "Input: a JSON object, JSON Lines (one request object per line) or CSV; - for standard input.") var input: String
+    @Option(help: "Input format: auto (CSV for *.csv, else JSON or JSON Lines), json, jsonl or csv.") var format: InputFormat = .auto
+    @Option(help: "Batches: write the answers here instead of standard output.") var output: String?
+    @Option(help: "Batches: answers as csv or jsonl (default: csv for CSV input, jsonl for JSON Lines).") var outputFormat: OutputFormat?
+    @Option(help: "CSV: the column whose consecutive equal values make one request (e.g. a job posting's id).") var groupBy: String?
+    @Option(help: "CSV: the column holding each candidate's id.") var idColumn: String = "id"
+    @Option(help: "CSV: return only the best K candidates of each request, best first (0 = all, in input order).") var topK: UInt32 = 0
+    @Option(help: "CSV: score with this version instead of the active one (it must be loaded).") var modelVersion: UInt64 = 0
+    @Option(help: "Batches: connections to score over.") var connections: Int = 2
+    @Option(help: "Batches: requests waiting for their answers per connection.") var inFlight: Int = 32
+
+    enum InputFormat: String, ExpressibleByArgument, CaseIterable { case auto, json, jsonl, csv }
+    enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case jsonl, csv }
 
     func validate() throws {
         guard (1...64).contains(connections) else { throw ValidationError("--connections must be in 1...64") }
         guard (1...1024).contains(inFlight) else { throw ValidationError("--in-flight must be in 1...1024") }
+        let csv = format == .csv || (format == .auto && input.lowercased().hasSuffix(".csv"))
+        if !csv {
+            for (flag, set) in [("--group-by", groupBy != nil), ("--id-column", idColumn != "id"), ("--top-k", topK != 0), ("--model-version", modelVersion != 0)] where set {
+                throw ValidationError("\(flag) applies to CSV input (--format csv or a *.csv file); JSON requests carry it in each object")
+            }
+            if outputFormat == .csv { throw ValidationError("--output-format csv needs CSV input") }
+        }
     }
 
     func run() async throws {
+        if format == .csv || (format == .auto && input.lowercased().hasSuffix(".csv")) {
+            return try await scoreCSV()
+        }
         let data: Data
         do {
             data = input == "-" ? FileHandle.standardInput.readDataToEndOfFile() : try Data(contentsOf: URL(fileURLWithPath: input))
         } catch {
             throw CLIError("cannot read \(input): \(error.localizedDescription)")
         }
-        if let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+        if format != .jsonl, let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
             return try await scoreOne(json)
         }
+        if format == .json { throw CLIError("\(input) is not a JSON object") }
         let lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         let objects = lines.enumerated().filter { !$0.element.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D } }
-        guard objects.count > 1 || (objects.count == 1 && lines.count > 1) else {
+        guard objects.count > 1 || (objects.count == 1 && (lines.count > 1 || format == .jsonl)) else {
             throw CLIError("\(input) is neither a JSON object nor JSON Lines (one request object per line)")
         }
         var parsed: [(line: Int, json: [String: Any])] = []
@@ -297,7 +328,7 @@ struct Score: AsyncParsableCommand {
             }
             parsed.append((i + 1, json))
         }
-        try await scoreLines(parsed)
+        try await withClients { clients in try await scoreLines(parsed, over: clients) }
     }
 
     func scoreOne(_ json: [String: Any]) async throws {
@@ -315,11 +346,12 @@ struct Score: AsyncParsableCommand {
         }
     }
 
-    func scoreLines(_ parsed: [(line: Int, json: [String: Any])]) async throws {
+    /// Runs `body` over `--connections` connections, closing them afterwards.
+    func withClients(_ body: ([ArbiterClient]) async throws -> Void) async throws {
         var clients: [ArbiterClient] = []
         do {
             for _ in 0..<connections { clients.append(try await connection.connect()) }
-            try await scoreLines(parsed, over: clients)
+            try await body(clients)
         } catch {
             for c in clients { try? await c.close() }
             if error is CLIError || error is ExitCode { throw error }
@@ -331,18 +363,82 @@ struct Score: AsyncParsableCommand {
     func scoreLines(_ parsed: [(line: Int, json: [String: Any])], over clients: [ArbiterClient]) async throws {
         let schema = try await clients[0].modelInfo(model)
         // Every line is checked before anything is sent.
-        var requests: [ScoreRequest] = []
-        requests.reserveCapacity(parsed.count)
-        var candidates = 0
+        var items: [BatchItem] = []
+        items.reserveCapacity(parsed.count)
         for (line, json) in parsed {
             do {
-                let r = try ScoreInput.parse(json, model: model, schema: schema)
-                candidates += r.candidateIDs.count
-                requests.append(r)
+                items.append(BatchItem(request: try ScoreInput.parse(json, model: model, schema: schema), key: nil, firstLine: line, lastLine: line))
             } catch {
                 throw CLIError("line \(line): \(error)")
             }
         }
+        var i = 0
+        let model = self.model
+        try await pipeline(over: clients, header: nil, next: {
+            defer { i += 1 }
+            return i < items.count ? items[i] : nil
+        }, render: { _, r in ScoreInput.jsonLine(r, model: model) + "\n" },
+           refuse: { item, error in ((try? ScoreInput.line(["line": item.firstLine, "error": "\(error)"])) ?? "") + "\n" })
+    }
+
+    func scoreCSV() async throws {
+        let handle: FileHandle
+        if input == "-" {
+            handle = FileHandle.standardInput
+        } else {
+            guard let h = FileHandle(forReadingAtPath: input) else { throw CLIError("cannot read \(input): no such file, or not readable") }
+            handle = h
+        }
+        defer { if input != "-" { try? handle.close() } }
+        try await withClients { clients in
+            let schema = try await clients[0].modelInfo(model, version: modelVersion)
+            let rows = try CSVRequests(reader: CSVReader(handle: handle, source: input == "-" ? "standard input" : input), model: model,
+                                       schema: schema, groupBy: groupBy, idColumn: idColumn, topK: topK, version: modelVersion,
+                                       maxCandidates: Int(clients[0].session.limits.maxCandidates))
+            if !rows.ignored.isEmpty {
+                FileHandle.standardError.write(Data("ignoring column\(rows.ignored.count == 1 ? "" : "s") \(rows.ignored.joined(separator: ", ")) (not features of \(model))\n".utf8))
+            }
+            let model = self.model, group = groupBy
+            let csv = (outputFormat ?? .csv) == .csv
+            try await pipeline(over: clients, header: csv ? rows.answerHeader() : nil, next: {
+                try rows.next().map { BatchItem(request: $0.request, key: $0.key, firstLine: $0.firstLine, lastLine: $0.lastLine) }
+            }, render: { item, r in
+                if csv { return CSVRequests.answerRows(r, key: group == nil ? nil : item.key) }
+                var line = ScoreInput.jsonLine(r, model: model)
+                if let group {
+                    var prefix = "{"
+                    ScoreInput.appendString(group, to: &prefix)
+                    prefix += ":"
+                    ScoreInput.appendString(item.key ?? "", to: &prefix)
+                    line = prefix + "," + line.dropFirst()
+                }
+                return line + "\n"
+            }, refuse: { item, error in
+                let lines = item.firstLine == item.lastLine ? "line \(item.firstLine)" : "lines \(item.firstLine)-\(item.lastLine)"
+                let what = group.map { "\(lines) (\($0) \(item.key ?? ""))" } ?? lines
+                if csv {
+                    FileHandle.standardError.write(Data("\(what): refused: \(error)\n".utf8))
+                    return ""
+                }
+                return ((try? ScoreInput.line(["lines": [item.firstLine, item.lastLine], "error": "\(error)"])) ?? "") + "\n"
+            })
+        }
+    }
+
+    /// One request of a batch, and where it came from.
+    struct BatchItem: Sendable {
+        let request: ScoreRequest
+        let key: String?
+        let firstLine: Int
+        let lastLine: Int
+    }
+
+    /// Pipelines `next()`'s requests over `clients` (at most `--in-flight` waiting on each) and writes each
+    /// answer's text in the order the requests came, as soon as those before it are in. An error from `next`
+    /// (a bad row) stops the batch: the requests already sent are answered and written, then it is thrown.
+    func pipeline(over clients: [ArbiterClient], header: String?, next: () throws -> BatchItem?,
+                  render: @escaping @Sendable (BatchItem, ScoreResult) -> String,
+                  refuse: @escaping @Sendable (BatchItem, any Error) -> String) async throws {
         let out: FileHandle
         if let output {
             guard FileManager.default.createFile(atPath: output, contents: nil), let h = FileHandle(forWritingAtPath: output) else {
@@ -353,39 +449,47 @@ struct Score: AsyncParsableCommand {
             out = FileHandle.standardOutput
         }
         defer { if output != nil { try? out.close() } }
-        let lines = parsed.map(\.line), model = self.model, deadline = TimeAmount.milliseconds(connection.timeoutMs)
+        let deadline = TimeAmount.milliseconds(connection.timeoutMs)
         let tty = isatty(STDERR_FILENO) == 1
         let clock = ContinuousClock(), start = clock.now
-        var answers = [String?](repeating: nil, count: requests.count)
-        var written = 0, done = 0, failed = 0
-        var pending = Data()
+        // Answers not yet written, by sequence number (at most the window's worth).
+        var answers: [Int: String] = [:]
+        var sent = 0, written = 0, failed = 0, candidates = 0
+        var stopped: (any Error)?
+        var pending = Data(header.map { Array($0.utf8) } ?? [])
         var lastProgress = start
         let window = connections * inFlight
         try await withThrowingTaskGroup(of: (Int, String, Bool).self) { group in
-            var next = 0
-            func add() {
-                let i = next, client = clients[i % clients.count], request = requests[i]
-                next += 1
+            /// Sends the next request, if any; false at the end (or after a bad row).
+            func add() -> Bool {
+                guard stopped == nil else { return false }
+                let item: BatchItem
+                do {
+                    guard let i = try next() else { return false }
+                    item = i
+                } catch {
+                    stopped = error
+                    return false
+                }
+                let seq = sent, client = clients[seq % clients.count]
+                sent += 1
+                candidates += item.request.candidateIDs.count
                 group.addTask {
                     do {
-                        let r = try await client.score(request, deadline: deadline)
-                        return (i, ScoreInput.jsonLine(r, model: model), true)
+                        return (seq, render(item, try await client.score(item.request, deadline: deadline)), true)
                     } catch {
-                        return (i, try ScoreInput.line(["line": lines[i], "error": "\(error)"]), false)
+                        return (seq, refuse(item, error), false)
                     }
                 }
+                return true
             }
-            while next < min(window, requests.count) { add() }
-            while let (i, text, ok) = try await group.next() {
-                answers[i] = text
-                done += 1
+            while sent < window, add() {}
+            while let (seq, text, ok) = try await group.next() {
+                answers[seq] = text
                 if !ok { failed += 1 }
-                if next < requests.count { add() }
-                // Written in the input's order, as soon as the answers before are in.
-                while written < answers.count, let a = answers[written] {
+                _ = add()
+                while let a = answers.removeValue(forKey: written) {
                     pending.append(contentsOf: a.utf8)
-                    pending.append(0x0A)
-                    answers[written] = nil
                     written += 1
                 }
                 if pending.count >= 1 << 16 {
@@ -394,17 +498,19 @@ struct Score: AsyncParsableCommand {
                 }
                 if tty && clock.now - lastProgress > .milliseconds(500) {
                     lastProgress = clock.now
-                    FileHandle.standardError.write(Data("\r\(done) of \(requests.count) requests scored".utf8))
+                    FileHandle.standardError.write(Data("\r\(written) requests scored".utf8))
                 }
             }
         }
         out.write(pending)
-        let seconds = Double((clock.now - start).components.attoseconds) / 1e18 + Double((clock.now - start).components.seconds)
+        let elapsed = clock.now - start
+        let seconds = Double(elapsed.components.attoseconds) / 1e18 + Double(elapsed.components.seconds)
         if tty { FileHandle.standardError.write(Data("\r".utf8)) }
         FileHandle.standardError.write(Data(String(format: "scored %d requests (%d candidates) in %.2f s: %.0f requests/s, %.0f candidates/s over %d connection(s)%@\n",
-                                                   requests.count, candidates, seconds, Double(requests.count) / max(seconds, 1e-9),
+                                                   sent, candidates, seconds, Double(sent) / max(seconds, 1e-9),
                                                    Double(candidates) / max(seconds, 1e-9), connections,
-                                                   failed > 0 ? "; \(failed) refused (their lines say why)" : "").utf8))
+                                                   failed > 0 ? "; \(failed) refused (\(output == nil && header != nil ? "named above" : "their lines say why"))" : "").utf8))
+        if let stopped { throw stopped }
         if failed > 0 { throw ExitCode(1) }
     }
 }

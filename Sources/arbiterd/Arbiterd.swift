@@ -5,6 +5,8 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 
 @main
 struct Arbiterd: AsyncParsableCommand {
@@ -85,6 +87,11 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "On SIGTERM, connections are closed and the server exits within about this many ms, whatever clients do.")
     var shutdownGraceMs: Int64 = 10_000
 
+    @Option(help: ArgumentHelp(
+        "Serve /metrics (Prometheus), /live and /ready over HTTP on PORT or HOST:PORT (a bare port binds 127.0.0.1). Off by default.",
+        discussion: "/ready answers 200 once every model in the store is served by a validated version; the port opens before the models load."))
+    var metricsListen: String?
+
     @Flag(help: "Create an empty store when --store holds none, and wait for a publish (otherwise that is an error).")
     var create = false
 
@@ -122,15 +129,27 @@ struct Arbiterd: AsyncParsableCommand {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard tlsClientCa == nil || tlsCert != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        if let m = metricsListen {
+            guard let (_, port) = Self.parseHostPort(m, defaultHost: "127.0.0.1") else {
+                throw ValidationError("--metrics-listen must be PORT or HOST:PORT with a port in 0...65535, got '\(m)'")
+            }
+            if let (_, main) = parseListen(), main != 0, port == main {
+                throw ValidationError("--metrics-listen and --listen name the same port, \(port)")
+            }
+        }
     }
 
-    func parseListen() -> (String, Int)? {
-        guard let colon = listen.lastIndex(of: ":") else { return nil }
-        var host = String(listen[..<colon])
+    /// "HOST:PORT", "[V6]:PORT" or a bare "PORT" (on `defaultHost`).
+    static func parseHostPort(_ s: String, defaultHost: String?) -> (String, Int)? {
+        if let defaultHost, let port = Int(s) { return (0...65535).contains(port) ? (defaultHost, port) : nil }
+        guard let colon = s.lastIndex(of: ":") else { return nil }
+        var host = String(s[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        guard !host.isEmpty, let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else { return nil }
         return (host, port)
     }
+
+    func parseListen() -> (String, Int)? { Self.parseHostPort(listen, defaultHost: nil) }
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel)!
@@ -173,15 +192,30 @@ struct Arbiterd: AsyncParsableCommand {
         if let tlsCert, let tlsKey { config.tls = TLSFiles(certificatePath: tlsCert, privateKeyPath: tlsKey, clientCAPath: tlsClientCa) }
         config.tokenFile = tokens
 
+        // The admin port first: /live answers and /ready says "loading models" while a large store loads.
+        var adminEndpoint: AdminEndpoint?
+        if let m = metricsListen, let (host, port) = Self.parseHostPort(m, defaultHost: "127.0.0.1") {
+            do {
+                adminEndpoint = try await AdminEndpoint.start(host: host, port: port, logger: logger)
+                logger.info("metrics, /live and /ready on http://\(host.contains(":") ? "[\(host)]" : host):\(adminEndpoint?.port ?? port)")
+            } catch {
+                logger.critical("cannot start: --metrics-listen \(m): \(error)")
+                throw ExitCode(1)
+            }
+        }
         let server: ArbiterServer
         do {
             server = try ArbiterServer(configuration: config, registry: ServedKinds.registry(), logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
+            await adminEndpoint?.shutdown()
             throw ExitCode(1)
         }
+        // Anything in this process that reports through swift-metrics lands in the same exposition.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: server.metrics.registry))
         for m in server.served { logger.info("serving \(m.name) v\(m.version) (\(m.kind))") }
         try await server.start()
+        adminEndpoint?.attach(server)
 
         // SIGTERM / SIGINT: stop accepting, finish what was read, close connections, exit 0.
         let (stop, continuation) = AsyncStream<Int32>.makeStream()
@@ -212,5 +246,6 @@ struct Arbiterd: AsyncParsableCommand {
         }
         sources.forEach { $0.cancel() }
         try await server.shutdown()
+        await adminEndpoint?.shutdown()
     }
 }

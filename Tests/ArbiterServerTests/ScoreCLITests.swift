@@ -1,11 +1,14 @@
+import ArbiterClient
 import ArbiterTestSupport
+import ArbiterTraining
+import ArbiterWire
 import Foundation
 import Testing
 
 /// `arbiter score` as a user runs it, against a running server.
 @Suite struct ScoreCLITests {
-    static func score(port: Int, json: String, _ extra: [String] = []) throws -> (status: Int32, out: String, err: String) {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("score-cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).json")
+    static func score(port: Int, json: String, _ extra: [String] = [], ext: String = "json") throws -> (status: Int32, out: String, err: String) {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("score-cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).\(ext)")
         try Data(json.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let p = Process()
@@ -88,6 +91,71 @@ import Testing
             let noID = try Self.score(port: port, json: lines[0] + "\n" + withoutID + "\n")
             #expect(noID.status != 0 && noID.out.isEmpty)
             #expect(noID.err.contains("line 2: candidate 0 has no \"id\""), "\(noID.err)")
+        }
+    }
+
+    /// A CSV of leads grouped by posting: one request per posting, every row answered with what the posting's
+    /// request scored alone gets; bad rows named by line.
+    @Test func csvRowsAreGroupedIntoRequestsAndAnsweredAsCSV() async throws {
+        let leads = LeadData.generate(rows: 400, seed: 3, leadsPerPosting: 4)
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("score-cli-leads-\(getpid()).csv")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try LeadData.writeCSV(leads, to: url)
+        let csv = try String(contentsOf: url, encoding: .utf8)
+        let postings = Dictionary(grouping: leads.indices, by: { leads[$0].posting })
+        try await Fixture.withServer { _, port in
+            let r = try Self.score(port: port, json: csv, ["--group-by", "posting_id", "--id-column", "lead_id", "--connections", "3", "--in-flight", "4"], ext: "csv")
+            #expect(r.status == 0, "\(r.err)")
+            #expect(r.err.contains("scored \(postings.count) requests (400 candidates)"), "\(r.err)")
+            #expect(r.err.contains("ignoring columns contacted, interviewed, hired"), "\(r.err)")
+            let lines = r.out.split(separator: "\n")
+            #expect(lines.first == "posting_id,id,score,p_contact,p_interview,p_hire,grade,version")
+            #expect(lines.count == 401)
+            // Every posting scored alone, through the client: the same numbers, row for row, in input order.
+            let client = try await ArbiterClient.connect(port: port)
+            var expected: [String] = []
+            for p in postings.keys.sorted() {
+                let rows = postings[p]!
+                let req = ScoreRequest(model: "leads", context: leads[rows[0]].context, candidateIDs: rows.map { UInt64($0 + 1) },
+                                       candidateFeatureCount: 6, candidateFeatures: rows.flatMap { leads[$0].candidate })
+                let a = try await client.score(req)
+                for i in a.ids.indices {
+                    guard case .float32(let pc) = a.columns[0].values, case .float32(let pi) = a.columns[1].values,
+                          case .float32(let ph) = a.columns[2].values else { Issue.record("columns"); return }
+                    expected.append("\(p),\(a.ids[i]),\(a.scores[i]),\(pc[i]),\(pi[i]),\(ph[i]),\(a.columns[3].label(at: i) ?? ""),\(a.version)")
+                }
+            }
+            try await client.close()
+            #expect(Array(lines.dropFirst().map(String.init)) == expected)
+
+            // JSON Lines out: one line per posting, naming it.
+            let j = try Self.score(port: port, json: csv, ["--group-by", "posting_id", "--id-column", "lead_id", "--output-format", "jsonl"], ext: "csv")
+            #expect(j.status == 0, "\(j.err)")
+            let first = try JSONSerialization.jsonObject(with: Data(j.out.split(separator: "\n")[0].utf8)) as? [String: Any]
+            #expect(first?["posting_id"] as? String == "1" && (first?["rows"] as? [Any])?.count == postings[1]?.count)
+
+            // Bad input, named by line: answers before it are written, the exit status says it failed.
+            let header = csv.prefix { $0 != "\n" }
+            let body = Array(csv.split(separator: "\n").dropFirst())
+            // Two rows of one posting, and a row of another.
+            let pair = try #require(postings.keys.sorted().lazy.compactMap { postings[$0]!.count >= 2 ? postings[$0]! : nil }.first)
+            let other = try #require(leads.indices.first { leads[$0].posting != leads[pair[0]].posting })
+            let salary = { (i: Int) in ",\(Int(leads[i].context[1]))," }
+            let cases: [(String, [String], String)] = [
+                (csv, ["--group-by", "posting"], "has no column 'posting' (--group-by)"),
+                (csv, ["--group-by", "posting_id"], "has no column 'id'"),
+                (header + "\n" + body[pair[0]] + "\n" + body[other] + "\n" + body[pair[1]] + "\n",
+                 ["--group-by", "posting_id", "--id-column", "lead_id"], "line 4: posting_id '\(leads[pair[0]].posting)' comes back after other rows"),
+                (header + "\n" + body[pair[0]] + "\n" + String(body[pair[1]]).replacingOccurrences(of: salary(pair[1]), with: ",1,") + "\n",
+                 ["--group-by", "posting_id", "--id-column", "lead_id"], "line 3: job_salary is 1 here but"),
+                (header + "\n" + String(body[0]).replacingOccurrences(of: salary(0), with: ",x,") + "\n",
+                 ["--id-column", "lead_id"], "line 2: 'job_salary' is 'x', not a number"),
+                (header + "\n1,1,2\n", ["--id-column", "lead_id"], "line 2: 3 fields, the header has 13"),
+            ]
+            for (text, flags, message) in cases {
+                let bad = try Self.score(port: port, json: String(text), flags, ext: "csv")
+                #expect(bad.status != 0 && bad.err.contains(message), "\(flags): \(bad.err)")
+            }
         }
     }
 }
