@@ -17,4 +17,20 @@ if [ "$status" -ne 0 ]; then
   exit "$status"
 fi
 [ "$total" -gt 0 ] || { echo "no tests ran"; exit 1; }
-echo "tests: $total passed, ${failed:-0} failed"
+# The Python client: golden vectors, and a live arbiterd of this build (skipped, saying so, without Python).
+python_summary="Python client tests skipped: python3 is not installed"
+if command -v python3 >/dev/null 2>&1; then
+  pylog=$(mktemp)
+  trap 'rm -f "$log" "$pylog"' EXIT
+  pystatus=0
+  ARBITER_BIN="$(swift build --show-bin-path)" python3 -m unittest discover -s clients/python/tests -v 2>&1 | tee "$pylog" || pystatus=$?
+  if [ "$pystatus" -ne 0 ]; then
+    echo "Python client tests failed (exit $pystatus)"
+    exit "$pystatus"
+  fi
+  pyran=$(grep -Eo '^Ran [0-9]+ tests?' "$pylog" | grep -Eo '[0-9]+' || echo 0)
+  pyskipped=$(grep -Eo 'skipped=[0-9]+' "$pylog" | grep -Eo '[0-9]+' || echo 0)
+  python_summary="Python client: $pyran ran, $pyskipped skipped"
+  grep -E "\.\.\. skipped" "$pylog" | sed 's/^/  /' || true
+fi
+echo "tests: $total passed, ${failed:-0} failed; $python_summary"

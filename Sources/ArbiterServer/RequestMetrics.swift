@@ -4,8 +4,9 @@ import NIOConcurrencyHelpers
 /// Latency counts in fixed buckets (upper bounds in microseconds; the last bucket is +Inf), as a Prometheus
 /// histogram wants them. Recording is a short scan and two adds: no lock, no allocation.
 struct LatencyHistogram: Sendable {
-    /// Upper bounds, µs: 10 µs to 2.5 s in 1–2.5–5 steps.
-    static let boundsMicros: [UInt64] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000,
+    /// Upper bounds, µs: 1, 2, 5, then 10 µs to 2.5 s in 1–2.5–5 steps (a small model computes in a few µs;
+    /// the wire counts whole µs).
+    static let boundsMicros: [UInt64] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000,
                                          100_000, 250_000, 500_000, 1_000_000, 2_500_000]
     /// Per bucket (not cumulative), the last one for values above every bound.
     private(set) var counts = [UInt64](repeating: 0, count: LatencyHistogram.boundsMicros.count + 1)

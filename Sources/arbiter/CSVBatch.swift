@@ -59,6 +59,10 @@ final class CSVReader {
     }
 
     static func fields(_ line: ArraySlice<UInt8>, lineNumber: Int) throws -> [String] {
+        try line.withUnsafeBufferPointer { try fields($0, lineNumber: lineNumber) }
+    }
+
+    static func fields(_ line: UnsafeBufferPointer<UInt8>, lineNumber: Int) throws -> [String] {
         var out: [String] = []
         var i = line.startIndex
         while true {
@@ -87,7 +91,7 @@ final class CSVReader {
                 }
             } else {
                 let end = line[i...].firstIndex(of: 0x2C) ?? line.endIndex
-                out.append(String(decoding: line[i..<end], as: UTF8.self))
+                out.append(String(decoding: UnsafeBufferPointer(rebasing: line[i..<end]), as: UTF8.self))
                 i = end
             }
             if i == line.endIndex { return out }
@@ -97,7 +101,7 @@ final class CSVReader {
 
     /// A field as CSV writes it: quoted when it holds a comma, a quote or a line break.
     static func quoted(_ s: String) -> String {
-        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+        guard s.utf8.contains(where: { $0 == 0x2C || $0 == 0x22 || $0 == 0x0A || $0 == 0x0D }) else { return s }
         return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 }
@@ -188,7 +192,7 @@ final class CSVRequests {
             guard ids.count < maxCandidates else {
                 throw CLIError("line \(line): \(groupName.map { "\($0) '\(key)'" } ?? "the request") has more than \(maxCandidates) rows, the server's limit of candidates per request")
             }
-            let idText = fields[idColumn].trimmingCharacters(in: .whitespaces)
+            let idText = Self.trimmed(fields[idColumn])
             guard let id = UInt64(idText) else {
                 throw CLIError("line \(line): the id '\(idText)' is not a non-negative integer")
             }
@@ -227,17 +231,23 @@ final class CSVRequests {
 
     /// A feature's value: a number, or empty / NA / NaN / null for a missing value where the feature takes one.
     private func value(_ fields: [String], _ column: Int, _ f: FeatureSpec, line: Int) throws -> Float {
-        let text = fields[column].trimmingCharacters(in: .whitespaces)
+        let text = Self.trimmed(fields[column])
+        if let v = Float(text), v.isFinite { return v }
         if text.isEmpty || ["na", "nan", "null"].contains(text.lowercased()) {
             guard f.allowsMissing else {
                 throw CLIError("line \(line): '\(f.name)' is missing (\(text.isEmpty ? "empty" : text)), and the model does not accept a missing \(f.name)")
             }
             return .nan
         }
-        guard let v = Float(text), v.isFinite else {
-            throw CLIError("line \(line): '\(f.name)' is '\(text)', not a number")
-        }
-        return v
+        throw CLIError("line \(line): '\(f.name)' is '\(text)', not a number")
+    }
+
+    /// Without leading and trailing spaces and tabs (no Foundation: this runs for every cell).
+    static func trimmed(_ s: String) -> Substring {
+        var t = Substring(s)
+        while let c = t.utf8.first, c == 0x20 || c == 0x09 { t = t.dropFirst() }
+        while let c = t.utf8.last, c == 0x20 || c == 0x09 { t = t.dropLast() }
+        return t
     }
 
     /// The header of the CSV answer: the group column, id, score, the model's columns, version.
