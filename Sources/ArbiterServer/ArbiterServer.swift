@@ -95,6 +95,7 @@ public final class ArbiterServer: Sendable {
         // Only what must serve at start-up (active versions, a split's, a shadow): the retained others load
         // just after the port opens, so the first answer does not wait for them.
         let (table, events) = loader.loadAll(retain: 0)
+        for name in table.models.keys { metrics.serving(model: name) }
         for e in events where e.outcome == .rejected { metrics.rejected(model: e.model) }
         state = ServingState(table, loops: Array(group.makeIterator()))
         if configuration.offloadCandidates > 0 {
@@ -363,7 +364,8 @@ public final class ArbiterServer: Sendable {
             let (after, events) = loader.loadAll(keeping: before, retain: configuration.retainedVersions)
             for (name, m) in after.models where before.models[name]?.active.version != m.active.version {
                 logger.info("swapped in \(name) v\(m.active.version)")
-                metrics.swapped(model: name)
+                metrics.serving(model: name)
+                if before.models[name] != nil { metrics.swapped(model: name) }
             }
             for e in events where e.outcome == .rejected { metrics.rejected(model: e.model) }
             let kept = Set(after.models.values.compactMap { $0.shadow.map { ObjectIdentifier($0.recorder) } })

@@ -49,10 +49,17 @@ public final class ServerMetrics: Sendable {
         MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
-    static let swapsHelp = "Changes of a model's active version served by this server (a swap or a rollback)"
+    static let swapsHelp = "Changes of the active version of a model this server already served (a swap or a rollback)"
     static let rejectedHelp = "Versions that failed validation here and never served"
 
-    /// A model's active version changed (on the loader thread).
+    /// A model is served: its counters exist from now on (at 0), so that dashboards see them before the first
+    /// event. Idempotent.
+    func serving(model: String) {
+        _ = registry.makeCounter(descriptor: Self.named("arbiter_swaps_total", Self.swapsHelp), labels: [("model", model)])
+        _ = registry.makeCounter(descriptor: Self.named("arbiter_versions_rejected_total", Self.rejectedHelp), labels: [("model", model)])
+    }
+
+    /// A served model's active version changed (on the loader thread).
     func swapped(model: String) {
         registry.makeCounter(descriptor: Self.named("arbiter_swaps_total", Self.swapsHelp), labels: [("model", model)]).increment()
     }

@@ -121,7 +121,9 @@ import Glibc
         #expect(Self.value(m, "arbiter_requests_in_flight") == 0)
         #expect(Self.value(m, "arbiter_connections") == 1)
         #expect(Self.value(m, "arbiter_connections_accepted_total") == 1)
-        #expect(Self.value(m, #"arbiter_swaps_total{model="leads"}"#) == 1)
+        // The model's first version is not a swap.
+        #expect(Self.value(m, #"arbiter_swaps_total{model="leads"}"#) == 0)
+        #expect(Self.value(m, #"arbiter_versions_rejected_total{model="leads"}"#) == 0)
         #expect(Self.value(m, #"arbiter_model_active_version{model="leads"}"#) == 1)
         #expect(Self.value(m, "arbiter_ready") == 1)
         #expect(Self.value(m, "arbiter_memory_budget_bytes") == Double(config.memoryBudgetBytes))
@@ -136,6 +138,19 @@ import Glibc
         }
         #expect(last == 7)
 
+        // Every series the Grafana dashboard (docs/) and docs/METRICS.md name is one the server exports.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        for doc in ["docs/grafana-arbiter.json", "docs/METRICS.md"] {
+            let text = try String(contentsOf: root.appendingPathComponent(doc), encoding: .utf8)
+            let names = Set(text.matches(of: /arbiter_[a-z_]+/).map { String($0.output) }.map {
+                $0.hasSuffix("_bucket") ? String($0.dropLast(7)) : $0
+            })
+            #expect(names.count >= 15, "\(doc): \(names)")
+            for name in names.sorted() {
+                #expect(m.contains("# TYPE \(name) "), "\(doc) names \(name), which /metrics does not export")
+            }
+        }
+
         // A second scrape counts on from the first (nothing is reset by reading).
         _ = try await client.score(Fixture.scoreRequest(n: 2))
         #expect(Self.value(try Self.get(port: port, "/metrics").body, "arbiter_requests_total{\(series)}") == 8)
@@ -149,6 +164,14 @@ import Glibc
         #expect(Self.value(after, #"arbiter_model_failing{model="leads"}"#) == 1)
         #expect(Self.value(after, #"arbiter_model_active_version{model="leads"}"#) == 1)
         #expect(try Self.get(port: port, "/ready").status == 200)
+
+        // A good version after it swaps in.
+        try LeadGradingTrainer.publish(Self.trained, model: "leads", catalog: Catalog(environment: env))
+        try await server.reload()
+        let swapped = try Self.get(port: port, "/metrics").body
+        #expect(Self.value(swapped, #"arbiter_swaps_total{model="leads"}"#) == 1, "\(swapped)")
+        #expect(Self.value(swapped, #"arbiter_model_active_version{model="leads"}"#) == 3)
+        #expect(Self.value(swapped, #"arbiter_model_failing{model="leads"}"#) == 0)
 
         // Shutting down: no longer ready.
         try await server.shutdown()
