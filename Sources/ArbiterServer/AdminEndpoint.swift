@@ -15,6 +15,9 @@ import NIOPosix
 /// Bounded like the protocol port: at most `maxConnections` connections (more are closed at once), each closed
 /// after `idleTimeout` without a request; request bodies are discarded.
 public final class AdminEndpoint: Sendable {
+    /// Answered by /metrics once the server has shut down (its event loops may be gone).
+    struct ShuttingDown: Error, CustomStringConvertible { var description: String { "the server is shutting down" } }
+
     private let group: MultiThreadedEventLoopGroup
     private let channel: any Channel
     private let server = NIOLockedValueBox<ArbiterServer?>(nil)

@@ -420,6 +420,8 @@ public final class ArbiterServer: Sendable {
 
     /// nil when every event loop runs a task within `AdminEndpoint.liveWithin`, else what is stuck.
     func liveness(on loop: any EventLoop) -> EventLoopFuture<String?> {
+        // Once shut down the serving loops may be gone: nothing is submitted to them.
+        if lifecycle.withLockedValue({ $0.shutDown }) { return loop.makeSucceededFuture("shutting down") }
         let tables = state.loopTables
         let promise = loop.makePromise(of: String?.self)
         let answered = NIOLockedValueBox(false)
@@ -437,6 +439,7 @@ public final class ArbiterServer: Sendable {
 
     /// The Prometheus exposition: each loop's counters copied on that loop, added up, with the rest read now.
     func metricsText(on loop: any EventLoop) -> EventLoopFuture<String> {
+        if lifecycle.withLockedValue({ $0.shutDown }) { return loop.makeFailedFuture(AdminEndpoint.ShuttingDown()) }
         let table = state.table
         let loaded = Set(table.models.values.flatMap { $0.loaded.map(\.seriesNumber) })
         let copies = state.loopTables.map { lt in lt.loop.submit { lt.metrics.snapshot(keeping: loaded) } }

@@ -294,6 +294,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 cumulation = nil
                 while let frame = try? decoder.decodeFrame(&c) {
                     framesHandled += 1
+                    loopTable.metrics.failed(.shuttingDown)
                     ResultEncoder.encodeError(WireError(.shuttingDown, "the server is shutting down; resend this request on a new connection",
                                                         requestID: frame.header.requestID), into: &outbox)
                 }
@@ -355,6 +356,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         let h = frame.header
         guard life.servesRequests else {
             // Shutting down, with answers still being scored: say so, and close once they are sent.
+            loopTable.metrics.failed(.shuttingDown)
             ResultEncoder.encodeError(WireError(.shuttingDown, "the server is shutting down; resend this request on a new connection",
                                                 requestID: h.requestID), into: &outbox)
             return
