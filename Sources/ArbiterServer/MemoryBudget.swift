@@ -34,7 +34,7 @@ public final class MemoryBudget: Sendable {
     private let own = ManagedAtomic<Int>(0)
     private let lastTrim = ManagedAtomic<UInt64>(0)
     private let statm: Int32
-    /// The store's resident mapped bytes (read once a second: `mincore` over the file), and when.
+    /// The store's resident mapped bytes (read once a second: the `Rss` of its mapping in /proc/self/smaps), and when.
     private let storeResident: (@Sendable () -> Int)?
     private let store = ManagedAtomic<Int>(0)
     private let storeSampledAt = ManagedAtomic<UInt64>(0)

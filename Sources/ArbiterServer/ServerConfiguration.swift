@@ -73,9 +73,9 @@ public struct ServerConfiguration: Sendable {
     /// least 64 MiB.
     public var memoryBudgetBytes: Int = MemoryBudget.defaultLimit()
     /// Whether the budget counts the process's resident memory less the store's mapped pages (sampled every
-    /// 100 ms from /proc/self/statm, the store's pages once a second with `mincore`), not only what
-    /// connections hold. arbiterd sets it; off by default, for a server
-    /// embedded in a process whose other memory it does not own (the tests).
+    /// 100 ms from /proc/self/statm, the store's resident pages once a second from /proc/self/smaps), not only
+    /// what connections hold. arbiterd sets it; off by default, for a server embedded in a process whose other
+    /// memory it does not own (the tests).
     public var countsProcessMemory: Bool = false
     /// Bytes one connection may have in requests being scored off the event loop (their bodies and
     /// answers); past it the connection stops reading until some finish. Default 32 MiB.

@@ -232,30 +232,58 @@ public final class StoreEnvironment: @unchecked Sendable {
         transactions.withLockedValue { _ in Self.mapSize(of: env) }
     }
 
-    /// Bytes of the store's file that are resident in this process's map now (`mincore` over the mapped part
-    /// of `data.mdb`; pages past the file's end are never resident). These are the kernel's page cache: shared,
-    /// and dropped under memory pressure rather than swapped. The server's memory budget leaves them out.
+    /// Bytes of the store's file resident in this process's map now: the `Rss` of the `data.mdb` mapping in
+    /// /proc/self/smaps, which is what the process's resident size (statm) counts of the store. These pages are
+    /// the kernel's page cache: shared, and dropped under memory pressure rather than swapped; the server's
+    /// memory budget leaves them out. About a millisecond for a process of a few hundred mappings (the kernel
+    /// walks the page tables); 0 where /proc is not there.
     public func residentMapBytes() -> Int {
-        transactions.withLockedValue { _ in
-            var info = MDB_envinfo()
-            var fd: Int32 = -1
-            guard mdb_env_info(env, &info) == 0, mdb_env_get_fd(env, &fd) == 0, let base = info.me_mapaddr else { return 0 }
-            var st = Glibc.stat()
-            guard fstat(fd, &st) == 0 else { return 0 }
-            let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-            let pages = (min(Int(st.st_size), info.me_mapsize) + page - 1) / page
-            let chunk = 1 << 16
-            var vector = [UInt8](repeating: 0, count: min(pages, chunk))
-            var resident = 0
-            var done = 0
-            while done < pages {
-                let n = min(chunk, pages - done)
-                let rc = vector.withUnsafeMutableBufferPointer { mincore(base + done * page, n * page, $0.baseAddress) }
-                guard rc == 0 else { return resident * page }
-                for i in 0..<n where vector[i] & 1 != 0 { resident += 1 }
-                done += n
+        var fd: Int32 = -1
+        var st = Glibc.stat()
+        guard mdb_env_get_fd(env, &fd) == 0, fstat(fd, &st) == 0 else { return 0 }
+        guard let text = Self.readProcFile("/proc/self/smaps") else { return 0 }
+        return Self.mappedResidentBytes(smaps: text, inode: UInt64(st.st_ino), fileName: "data.mdb")
+    }
+
+    /// The sum of `Rss` over the mappings in `smaps` (the text of /proc/PID/smaps) of the file with this inode
+    /// whose path ends in `/fileName`.
+    public static func mappedResidentBytes(smaps: [UInt8], inode: UInt64, fileName: String) -> Int {
+        let suffix = Array(("/" + fileName).utf8)
+        let rss = Array("Rss:".utf8)
+        var total = 0
+        var inMapping = false
+        var lineStart = 0
+        while lineStart < smaps.count {
+            let end = smaps[lineStart...].firstIndex(of: 0x0A) ?? smaps.count
+            let line = smaps[lineStart..<end]
+            lineStart = end + 1
+            guard let space = line.firstIndex(of: 0x20), space > line.startIndex else { continue }
+            if smaps[space - 1] != 0x3A {  // not "Key:": a mapping's header, "start-end perms offset dev inode path"
+                let fields = line.split(separator: 0x20, maxSplits: 5, omittingEmptySubsequences: true)
+                inMapping = fields.count == 6 && UInt64(String(decoding: fields[4], as: UTF8.self)) == inode
+                    && fields[5].reversed().starts(with: suffix.reversed())
+            } else if inMapping && line.starts(with: rss) {
+                let digits = line.dropFirst(rss.count).drop { $0 == 0x20 }.prefix { $0 >= 0x30 && $0 <= 0x39 }
+                total += (Int(String(decoding: digits, as: UTF8.self)) ?? 0) * 1024
             }
-            return resident * page
+        }
+        return total
+    }
+
+    /// A /proc file's whole text (their sizes read as 0, so read to the end), or nil.
+    static func readProcFile(_ path: String) -> [UInt8]? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var out: [UInt8] = []
+        out.reserveCapacity(256 << 10)
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return n == 0 ? out : nil }
+            out.append(contentsOf: chunk[0..<n])
+            if out.count > 64 << 20 { return nil }  // not a smaps file any process has
         }
     }
 
