@@ -246,28 +246,56 @@ public final class StoreEnvironment: @unchecked Sendable {
     }
 
     /// The sum of `Rss` over the mappings in `smaps` (the text of /proc/PID/smaps) of the file with this inode
-    /// whose path ends in `/fileName`.
+    /// whose path ends in `/fileName`. One pass over the bytes, allocating nothing.
     public static func mappedResidentBytes(smaps: [UInt8], inode: UInt64, fileName: String) -> Int {
         let suffix = Array(("/" + fileName).utf8)
-        let rss = Array("Rss:".utf8)
-        var total = 0
-        var inMapping = false
-        var lineStart = 0
-        while lineStart < smaps.count {
-            let end = smaps[lineStart...].firstIndex(of: 0x0A) ?? smaps.count
-            let line = smaps[lineStart..<end]
-            lineStart = end + 1
-            guard let space = line.firstIndex(of: 0x20), space > line.startIndex else { continue }
-            if smaps[space - 1] != 0x3A {  // not "Key:": a mapping's header, "start-end perms offset dev inode path"
-                let fields = line.split(separator: 0x20, maxSplits: 5, omittingEmptySubsequences: true)
-                inMapping = fields.count == 6 && UInt64(String(decoding: fields[4], as: UTF8.self)) == inode
-                    && fields[5].reversed().starts(with: suffix.reversed())
-            } else if inMapping && line.starts(with: rss) {
-                let digits = line.dropFirst(rss.count).drop { $0 == 0x20 }.prefix { $0 >= 0x30 && $0 <= 0x39 }
-                total += (Int(String(decoding: digits, as: UTF8.self)) ?? 0) * 1024
+        return smaps.withUnsafeBufferPointer { text in
+            let space: UInt8 = 0x20, colon: UInt8 = 0x3A, newline: UInt8 = 0x0A
+            /// The decimal number starting at `i` (after spaces), or nil when none is there.
+            func number(from start: Int, to end: Int) -> (value: UInt64, end: Int)? {
+                var i = start
+                while i < end && text[i] == space { i += 1 }
+                var value: UInt64 = 0, digits = 0
+                while i < end, text[i] >= 0x30, text[i] <= 0x39, digits < 19 {
+                    value = value * 10 + UInt64(text[i] - 0x30)
+                    digits += 1
+                    i += 1
+                }
+                return digits > 0 ? (value, i) : nil
             }
+            var total = 0
+            var inMapping = false
+            var start = 0
+            while start < text.count {
+                var end = start
+                while end < text.count && text[end] != newline { end += 1 }
+                defer { start = end + 1 }
+                // The first word: "Key:" in a mapping's lines, else the header "start-end perms offset dev inode path".
+                var word = start
+                while word < end && text[word] != space { word += 1 }
+                guard word > start else { continue }
+                if text[word - 1] != colon {
+                    // Skip three more words (perms, offset, dev) to the inode.
+                    var i = word, words = 1
+                    while words < 4 && i < end {
+                        while i < end && text[i] == space { i += 1 }
+                        while i < end && text[i] != space { i += 1 }
+                        words += 1
+                    }
+                    guard let (found, after) = number(from: i, to: end), found == inode, after < end else {
+                        inMapping = false
+                        continue
+                    }
+                    var k = 0
+                    while k < suffix.count && end - 1 - k > after && text[end - 1 - k] == suffix[suffix.count - 1 - k] { k += 1 }
+                    inMapping = k == suffix.count
+                } else if inMapping && word - start == 4 && text[start] == 0x52 && text[start + 1] == 0x73 && text[start + 2] == 0x73 {
+                    // "Rss:  64 kB"
+                    if let (kB, _) = number(from: word, to: end) { total += Int(kB) * 1024 }
+                }
+            }
+            return total
         }
-        return total
     }
 
     /// A /proc file's whole text (their sizes read as 0, so read to the end), or nil.
