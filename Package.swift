@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "Ranking", targets: ["Ranking"]),
         .library(name: "Allocation", targets: ["Allocation"]),
         .library(name: "Routing", targets: ["Routing"]),
+        .library(name: "ArbiterCluster", targets: ["ArbiterCluster"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -35,6 +36,8 @@ let package = Package(
         // The admin HTTP port's metrics (arbiterd --metrics-listen).
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // More than one machine (ArbiterCluster): S3 and etcd over HTTP. Never on the serving path.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         // Tests only: property-based checks (the routing kind's eligibility).
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
@@ -92,6 +95,16 @@ let package = Package(
         .target(name: "ArbiterTraining", dependencies: [
             "ArbiterStore", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation",
         ]),
+        // More than one machine: artifacts in S3-compatible storage (SigV4), the control plane in etcd.
+        .target(name: "ArbiterCluster", dependencies: [
+            "ArbiterStore", "CZstd",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The composition root: links the plugins and hands their factories to the server (ServedKinds.swift).
         .executableTarget(name: "arbiterd", dependencies: [
             "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation",
@@ -101,7 +114,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "arbiter-train", dependencies: [
-            "ArbiterTraining", "ArbiterStore", "ArbiterModels", "Routing", "Allocation",
+            "ArbiterTraining", "ArbiterStore", "ArbiterModels", "Routing", "Allocation", "ArbiterCluster",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "arbiter", dependencies: [
@@ -116,6 +129,7 @@ let package = Package(
             "ArbiterWire", .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "ArbiterStoreTests", dependencies: ["ArbiterStore", "ArbiterTestSupport"]),
+        .testTarget(name: "ArbiterClusterTests", dependencies: ["ArbiterCluster", "ArbiterStore", "ArbiterTestSupport"]),
         .testTarget(name: "ArbiterModelsTests", dependencies: ["ArbiterModels", "ArbiterStore"]),
         .testTarget(name: "LeadGradingTests", dependencies: ["LeadGrading", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "ArbiterTestSupport"],
                     exclude: ["Fixtures"]),

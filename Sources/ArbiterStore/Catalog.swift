@@ -211,16 +211,7 @@ public struct Catalog: Sendable {
         return try environment.write { txn in
             let latest = try txn.getUInt64(StoreKeys.latest(model))
             let version = (latest ?? 0) + 1
-            // What the new tensors may share: the latest and the active version's, by name.
-            var shareable: [String: [(entry: VersionMeta.TensorEntry, home: UInt64)]] = [:]
-            if share ?? sharesTensors {
-                for v in Set([latest, try txn.getUInt64(StoreKeys.active(model))].compactMap { $0 }).sorted() {
-                    guard let bytes = try txn.get(StoreKeys.meta(model, v)) else { continue }
-                    for e in try decodeMeta(Data(bytes), key: StoreKeys.meta(model, v)).tensors {
-                        shareable[e.name, default: []].append((e, e.home(in: v)))
-                    }
-                }
-            }
+            let shareable = share ?? sharesTensors ? try Self.shareableTensors(txn, model) : [:]
             var entries: [VersionMeta.TensorEntry] = []
             if !unchanged.isEmpty {
                 guard let active = try txn.getUInt64(StoreKeys.active(model)), let bytes = try txn.get(StoreKeys.meta(model, active)) else {
@@ -240,18 +231,7 @@ public struct Catalog: Sendable {
                     let checksum = Checksum.hex(b)
                     var entry = VersionMeta.TensorEntry(name: t.name, dtype: t.dtype.rawValue, shape: t.shape, byteCount: b.count,
                                                         checksum: checksum)
-                    for c in shareable[t.name] ?? [] where c.entry.dtype == entry.dtype && c.entry.shape == entry.shape
-                        && c.entry.byteCount == b.count && c.entry.checksum == checksum {
-                        // The checksum is a filter; the bytes decide.
-                        let same = try txn.withBytes(StoreKeys.tensor(model, c.home, t.name)) { stored in
-                            guard let stored, stored.count == b.count else { return false }
-                            return b.count == 0 || memcmp(stored.baseAddress!, b.baseAddress!, b.count) == 0
-                        }
-                        if same {
-                            entry.storedIn = c.home
-                            break
-                        }
-                    }
+                    entry.storedIn = try Self.sharedHome(txn, model, shareable, entry, b)
                     if entry.storedIn == nil { try txn.put(StoreKeys.tensor(model, version, t.name), b) }
                     entries.append(entry)
                 }
@@ -274,6 +254,36 @@ public struct Catalog: Sendable {
             }
             return version
         }
+    }
+
+    /// What a new version's tensors may share: the model's latest and active versions' tensors, by name, each
+    /// with the version whose key holds its bytes.
+    static func shareableTensors(_ txn: WriteTransaction, _ model: String) throws -> [String: [(entry: VersionMeta.TensorEntry, home: UInt64)]] {
+        var shareable: [String: [(entry: VersionMeta.TensorEntry, home: UInt64)]] = [:]
+        let candidates = [try txn.getUInt64(StoreKeys.latest(model)), try txn.getUInt64(StoreKeys.active(model))]
+        for v in Set(candidates.compactMap { $0 }).sorted() {
+            guard let bytes = try txn.get(StoreKeys.meta(model, v)) else { continue }
+            for e in try decodeMeta(Data(bytes), key: StoreKeys.meta(model, v)).tensors {
+                shareable[e.name, default: []].append((e, e.home(in: v)))
+            }
+        }
+        return shareable
+    }
+
+    /// The version holding bytes equal to `bytes` for a tensor like `entry` among `shareable`, if any: dtype,
+    /// shape, size and checksum filter, the bytes decide.
+    static func sharedHome(_ txn: WriteTransaction, _ model: String,
+                           _ shareable: [String: [(entry: VersionMeta.TensorEntry, home: UInt64)]],
+                           _ entry: VersionMeta.TensorEntry, _ bytes: UnsafeRawBufferPointer) throws -> UInt64? {
+        for c in shareable[entry.name] ?? [] where c.entry.dtype == entry.dtype && c.entry.shape == entry.shape
+            && c.entry.byteCount == bytes.count && c.entry.checksum == entry.checksum {
+            let same = try txn.withBytes(StoreKeys.tensor(model, c.home, entry.name)) { stored in
+                guard let stored, stored.count == bytes.count else { return false }
+                return bytes.count == 0 || memcmp(stored.baseAddress!, bytes.baseAddress!, bytes.count) == 0
+            }
+            if same { return c.home }
+        }
+        return nil
     }
 
     /// Rolls `model` back: makes active the newest version older than the active one that a server recorded
