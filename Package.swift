@@ -115,6 +115,7 @@ let package = Package(
         ]),
         .executableTarget(name: "arbiter-train", dependencies: [
             "ArbiterTraining", "ArbiterStore", "ArbiterModels", "Routing", "Allocation", "ArbiterCluster",
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "arbiter", dependencies: [
@@ -129,7 +130,11 @@ let package = Package(
             "ArbiterWire", .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "ArbiterStoreTests", dependencies: ["ArbiterStore", "ArbiterTestSupport"]),
-        .testTarget(name: "ArbiterClusterTests", dependencies: ["ArbiterCluster", "ArbiterStore", "ArbiterTestSupport"]),
+        .testTarget(name: "ArbiterClusterTests", dependencies: [
+            "ArbiterCluster", "ArbiterStore", "ArbiterTestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "ArbiterModelsTests", dependencies: ["ArbiterModels", "ArbiterStore"]),
         .testTarget(name: "LeadGradingTests", dependencies: ["LeadGrading", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "ArbiterTestSupport"],
                     exclude: ["Fixtures"]),

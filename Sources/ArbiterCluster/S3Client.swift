@@ -73,7 +73,7 @@ public final class S3Client: Sendable {
     /// not be replayed elsewhere), on the given event loop group.
     public static func makeHTTPClient(eventLoopGroup: any EventLoopGroup) -> HTTPClient {
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow,
-                                                     timeout: .init(connect: .seconds(5), read: .seconds(30)))
+                                                     timeout: .init(connect: .seconds(2), read: .seconds(30)))
         configuration.connectionPool = .init(idleTimeout: .seconds(30))
         return HTTPClient(eventLoopGroup: eventLoopGroup, configuration: configuration)
     }

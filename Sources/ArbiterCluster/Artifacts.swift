@@ -1,0 +1,284 @@
+import ArbiterStore
+import Foundation
+import NIOCore
+
+/// A pushed version's description, stored at ``ArtifactKeys/manifest(model:version:)`` and written after its
+/// object: a manifest present means the object is whole. Replicas read it, download the object it names, and
+/// check each size and SHA-256 before anything is imported.
+public struct ArtifactManifest: Codable, Equatable, Sendable {
+    public static let currentFormat = 1
+
+    public var format: Int
+    public var model: String
+    public var version: UInt64
+    /// The plugin kind that serves the version.
+    public var kind: String
+    /// The compressed object: its key (content-addressed: the SHA-256 is in it), size and SHA-256.
+    public var object: Blob
+    /// The store file the object decompresses to (a compacted `data.mdb` holding this version alone).
+    public var store: Blob
+    /// SHA-256 of the version's manifest record — its feature schema, parameters and golden cases with their
+    /// expected outputs — so every replica can tell it validated against the same golden outputs.
+    public var goldenDigest: String
+    /// The version's tensor and manifest bytes.
+    public var payloadBytes: Int
+    public var pushedBy: String
+    public var pushedUnixMillis: Int64
+
+    public struct Blob: Codable, Equatable, Sendable {
+        public var key: String?
+        public var bytes: Int
+        public var sha256: String
+        /// `zstd` for the object; absent for the store file.
+        public var encoding: String?
+    }
+
+    /// Parses and checks a manifest read from the bucket; the error names what is wrong.
+    public static func decode(_ bytes: [UInt8], key: String) throws(ClusterError) -> ArtifactManifest {
+        let m: ArtifactManifest
+        do {
+            m = try JSONDecoder().decode(ArtifactManifest.self, from: Data(bytes))
+        } catch {
+            throw ClusterError.corruptArtifact("\(key) is not a valid artifact manifest: \(error)")
+        }
+        guard m.format == currentFormat else {
+            throw ClusterError.corruptArtifact("\(key) has artifact format \(m.format); this build reads format \(currentFormat)")
+        }
+        let hex = Set("0123456789abcdef".utf8)
+        for (name, blob) in [("object", m.object), ("store", m.store)] {
+            guard blob.bytes >= 0, blob.sha256.utf8.count == 64, blob.sha256.utf8.allSatisfy(hex.contains) else {
+                throw ClusterError.corruptArtifact("\(key): the \(name)'s size or sha256 is malformed")
+            }
+        }
+        guard m.object.encoding == "zstd", let objectKey = m.object.key, objectKey == ArtifactKeys.object(model: m.model, sha256: m.object.sha256) else {
+            throw ClusterError.corruptArtifact("\(key): the object must be zstd at the key its sha256 names")
+        }
+        guard key == ArtifactKeys.manifest(model: m.model, version: m.version) else {
+            throw ClusterError.corruptArtifact("\(key) describes \(m.model) v\(m.version), which belongs at another key")
+        }
+        return m
+    }
+
+    func encoded() -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return Array(try! encoder.encode(self))
+    }
+}
+
+/// Where artifacts live in the bucket.
+public enum ArtifactKeys {
+    /// `models/<model>/versions/<version, 12 digits>.json`: key order is version order.
+    public static func manifest(model: String, version: UInt64) -> String {
+        let s = String(version)
+        return "models/\(model)/versions/" + String(repeating: "0", count: max(0, 12 - s.count)) + s + ".json"
+    }
+
+    public static func manifestPrefix(model: String) -> String { "models/\(model)/versions/" }
+
+    /// `models/<model>/objects/<sha256>.mdb.zst`: the same bytes pushed twice are stored once.
+    public static func object(model: String, sha256: String) -> String { "models/\(model)/objects/\(sha256).mdb.zst" }
+}
+
+/// How long each stage of a transfer took, for the MiB/s an operator reads.
+public struct StageTiming: Sendable, Equatable, CustomStringConvertible {
+    public var name: String
+    public var bytes: Int
+    public var seconds: Double
+
+    public var mebibytesPerSecond: Double { seconds > 0 ? Double(bytes) / 1_048_576 / seconds : 0 }
+
+    public var description: String {
+        let mib = Double(bytes) / 1_048_576
+        return "\(name): \(Self.fixed(mib, 1)) MiB in \(Self.fixed(seconds, 2)) s (\(Self.fixed(mebibytesPerSecond, 0)) MiB/s)"
+    }
+
+    static func fixed(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
+}
+
+func measure<T>(_ name: String, bytes: (T) -> Int, _ body: () async throws -> T) async rethrows -> (T, StageTiming) {
+    let start = ContinuousClock.now
+    let value = try await body()
+    let d = ContinuousClock.now - start
+    let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    return (value, StageTiming(name: name, bytes: bytes(value), seconds: seconds))
+}
+
+/// `arbiter-train push`: one version, from a store to a bucket.
+public struct ArtifactPusher: Sendable {
+    public var s3: S3Client
+    /// Multipart part size (S3's minimum is 5 MiB for every part but the last).
+    public var partSize: Int
+    /// Parts in flight at once; each holds one part's bytes.
+    public var concurrency: Int
+
+    public init(s3: S3Client, partSize: Int = 16 << 20, concurrency: Int = 4) {
+        self.s3 = s3
+        self.partSize = max(5 << 20, partSize)
+        self.concurrency = max(1, concurrency)
+    }
+
+    public struct Report: Sendable {
+        public var manifest: ArtifactManifest
+        public var stages: [StageTiming]
+        /// The object was already in the bucket (the same bytes pushed before): not uploaded again.
+        public var objectReused: Bool
+        /// This very version was pushed before: nothing was written.
+        public var alreadyPushed: Bool
+    }
+
+    /// Exports `model` v`version` from `catalog` into `workDirectory` (a new store, then its compacted copy,
+    /// then that compressed), uploads the object under its content address, and writes the manifest last.
+    /// A version already pushed with the same store bytes is a success that writes nothing; a different
+    /// version already pushed under that number is refused. `workDirectory` is removed at the end.
+    public func push(catalog: Catalog, model: String, version: UInt64, workDirectory: String, pushedBy: String) async throws -> Report {
+        let manifestKey = ArtifactKeys.manifest(model: model, version: version)
+        try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: workDirectory) }
+        let exportDir = workDirectory + "/export"
+        let compactFile = workDirectory + "/data.mdb"
+        let compressedFile = workDirectory + "/data.mdb.zst"
+
+        // Asked first: a wrong endpoint or credential fails here, before minutes of export and compression.
+        let existing = try await s3.get(manifestKey)
+        var stages: [StageTiming] = []
+        let (exported, exportTiming) = try await measure("export", bytes: { (e: ExportedVersion) in e.payloadBytes }) {
+            try catalog.exportVersion(model: model, version: version, to: exportDir)
+        }
+        stages.append(exportTiming)
+        let (compactBytes, compactTiming) = try await measure("compact", bytes: { $0 }) { () throws -> Int in
+            let env = try StoreEnvironment.open(path: exportDir, configuration: StoreConfiguration(readOnly: true))
+            return try env.copyCompacted(toFile: compactFile)
+        }
+        stages.append(compactTiming)
+        try? FileManager.default.removeItem(atPath: exportDir)
+        let (summary, compressTiming) = try await measure("compress", bytes: { (s: CompressionSummary) in s.rawBytes }) {
+            try ZstdFiles.compress(compactFile, to: compressedFile)
+        }
+        stages.append(compressTiming)
+        precondition(summary.rawBytes == compactBytes)
+
+        let goldenDigest = try catalog.environment.snapshot().bytes(StoreKeys.manifest(model, version)).map { Digests.sha256Hex($0) } ?? ""
+        let objectKey = ArtifactKeys.object(model: model, sha256: summary.compressedSHA256)
+        var manifest = ArtifactManifest(
+            format: ArtifactManifest.currentFormat, model: model, version: version, kind: exported.meta.kind,
+            object: .init(key: objectKey, bytes: summary.compressedBytes, sha256: summary.compressedSHA256, encoding: "zstd"),
+            store: .init(key: nil, bytes: summary.rawBytes, sha256: summary.rawSHA256, encoding: nil),
+            goldenDigest: goldenDigest, payloadBytes: exported.payloadBytes, pushedBy: pushedBy,
+            pushedUnixMillis: Int64(Date().timeIntervalSince1970 * 1000))
+
+        // A version is pushed once: the same bytes again are a no-op, other bytes under its number are refused.
+        if let existing {
+            let earlier = try ArtifactManifest.decode(existing, key: manifestKey)
+            guard earlier.object.sha256 == manifest.object.sha256 || earlier.store.sha256 == manifest.store.sha256 else {
+                throw ClusterError.configuration("\(model) v\(version) was already pushed with other contents (s3://\(s3.location.bucket)/\(manifestKey)): a version never changes once pushed")
+            }
+            return Report(manifest: earlier, stages: stages, objectReused: true, alreadyPushed: true)
+        }
+        let existingObject = try await s3.head(objectKey)
+        let reused = existingObject?.size == summary.compressedBytes
+        if !reused {
+            let (_, uploadTiming) = try await measure("upload", bytes: { (_: Void) in summary.compressedBytes }) {
+                try await upload(file: compressedFile, key: objectKey, size: summary.compressedBytes)
+            }
+            stages.append(uploadTiming)
+        }
+        manifest.pushedUnixMillis = Int64(Date().timeIntervalSince1970 * 1000)
+        try await s3.put(manifestKey, bytes: manifest.encoded(), contentType: "application/json")
+        return Report(manifest: manifest, stages: stages, objectReused: reused, alreadyPushed: false)
+    }
+
+    /// Uploads a file: one PUT when it fits in a part, else a multipart upload of `partSize` parts,
+    /// `concurrency` at a time, aborted on failure so no parts linger in the bucket.
+    func upload(file: String, key: String, size: Int) async throws {
+        let source = try PosixFile(reading: file)
+        if size <= partSize {
+            try await s3.put(key, bytes: try readPart(source, offset: 0, count: size))
+            return
+        }
+        let uploadID = try await s3.createMultipartUpload(key)
+        let partCount = (size + partSize - 1) / partSize
+        do {
+            var etags: [(number: Int, eTag: String)] = []
+            try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                var next = 1
+                func add() throws {
+                    let number = next
+                    let offset = (number - 1) * partSize
+                    let bytes = try readPart(source, offset: offset, count: min(partSize, size - offset))
+                    group.addTask { [s3] in
+                        (number, try await s3.uploadPart(key, uploadID: uploadID, partNumber: number, bytes: bytes))
+                    }
+                    next += 1
+                }
+                while next <= min(concurrency, partCount) { try add() }
+                while let (number, etag) = try await group.next() {
+                    etags.append((number, etag))
+                    if next <= partCount { try add() }
+                }
+            }
+            try await s3.completeMultipartUpload(key, uploadID: uploadID, parts: etags)
+        } catch {
+            try? await s3.abortMultipartUpload(key, uploadID: uploadID)
+            throw error
+        }
+    }
+
+    func readPart(_ file: PosixFile, offset: Int, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = try bytes.withUnsafeMutableBytes { b throws(ClusterError) in try file.read(into: b, at: offset) }
+        guard n == count else { throw ClusterError.io("\(file.path) ended at \(offset + n) bytes, before \(offset + count)") }
+        return bytes
+    }
+}
+
+/// The replica's side: a pushed version, from the bucket to a local store file, checked.
+public struct ArtifactFetcher: Sendable {
+    public var s3: S3Client
+
+    public init(s3: S3Client) { self.s3 = s3 }
+
+    /// The manifest of `model` v`version`, or nil when it has not been pushed (or not finished pushing).
+    public func manifest(model: String, version: UInt64) async throws -> ArtifactManifest? {
+        let key = ArtifactKeys.manifest(model: model, version: version)
+        guard let bytes = try await s3.get(key, limit: 1 << 20) else { return nil }
+        return try ArtifactManifest.decode(bytes, key: key)
+    }
+
+    /// The versions of `model` pushed so far, in order.
+    public func pushedVersions(model: String) async throws -> [UInt64] {
+        let prefix = ArtifactKeys.manifestPrefix(model: model)
+        return try await s3.list(prefix: prefix).compactMap { key in
+            guard key.hasPrefix(prefix), key.hasSuffix(".json") else { return nil }
+            return UInt64(key.dropFirst(prefix.count).dropLast(5))
+        }.sorted()
+    }
+
+    /// Downloads the object `manifest` names and decompresses it, as it arrives, into `directory/data.mdb`
+    /// (`directory` must be new or empty), checking the object's and the store file's size and SHA-256.
+    /// A connection broken mid-object is resumed; anything that does not match is refused with what differed,
+    /// and the partial file removed.
+    public func fetch(_ manifest: ArtifactManifest, into directory: String) async throws -> [StageTiming] {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = directory + "/data.mdb"
+        do {
+            let decoder = try ZstdFileDecoder(writingTo: path, expectedBytes: manifest.store.bytes)
+            let (_, timing) = try await measure("download", bytes: { (_: Int) in manifest.object.bytes }) {
+                try await s3.download(manifest.object.key!, expectedSize: manifest.object.bytes) { chunk in
+                    try chunk.withUnsafeReadableBytes { b throws(ClusterError) in try decoder.feed(b) }
+                }
+            }
+            try decoder.finish()
+            guard decoder.compressed.hex() == manifest.object.sha256 else {
+                throw ClusterError.corruptArtifact("s3://\(s3.location.bucket)/\(manifest.object.key!) has SHA-256 \(decoder.compressed.hex()); its manifest says \(manifest.object.sha256)")
+            }
+            guard decoder.raw.byteCount == manifest.store.bytes, decoder.raw.hex() == manifest.store.sha256 else {
+                throw ClusterError.corruptArtifact("\(manifest.model) v\(manifest.version)'s store file is \(decoder.raw.byteCount) bytes with SHA-256 \(decoder.raw.hex()); its manifest says \(manifest.store.bytes) bytes, \(manifest.store.sha256)")
+            }
+            return [timing]
+        } catch {
+            try? FileManager.default.removeItem(atPath: path)
+            throw error
+        }
+    }
+}
