@@ -107,9 +107,11 @@ let package = Package(
         ]),
         // The composition root: links the plugins and hands their factories to the server (ServedKinds.swift).
         .executableTarget(name: "arbiterd", dependencies: [
-            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation",
+            "ArbiterServer", "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation", "ArbiterCluster",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),

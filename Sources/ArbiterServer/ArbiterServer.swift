@@ -44,6 +44,8 @@ public final class ArbiterServer: Sendable {
         var watchTask: RepeatedTask?
         var sweepTasks: [RepeatedTask] = []
         var shutDown = false
+        /// Why something outside the server (the cluster agent) holds readiness off, if it does.
+        var readinessHold: String?
     }
     /// What all connections hold, against `memoryBudgetBytes`.
     let budget: MemoryBudget
@@ -252,6 +254,31 @@ public final class ArbiterServer: Sendable {
         state.table.models[model]?.loaded.map(\.version) ?? []
     }
 
+    /// What this server has made of `model` v`version`: loaded and validated (it may serve, pinned or
+    /// activated), rejected by validation (with why), or neither (not in the store, or not among the versions
+    /// it keeps loaded).
+    public func versionState(model: String, version: UInt64) -> VersionState {
+        let table = state.table
+        if table.models[model]?.loaded.contains(where: { $0.version == version }) == true { return .loaded }
+        if let why = table.rejected[model]?[version] { return .rejected(why) }
+        return .absent
+    }
+
+    public enum VersionState: Sendable, Equatable {
+        case loaded
+        case rejected(String)
+        case absent
+    }
+
+    /// The store this server serves from (the cluster agent imports staged versions into it).
+    public var store: StoreEnvironment { environment }
+
+    /// Holds this server's readiness (`/ready`, ``readiness()``) off, saying why, until called with nil:
+    /// a replica that has not staged the version its cluster committed must not receive traffic.
+    public func holdReadiness(_ reason: String?) {
+        lifecycle.withLockedValue { $0.readinessHold = reason }
+    }
+
     /// Checks the store now and swaps in what changed (after validating it). Returns once every event loop
     /// serves the result: a request sent after this returns is answered by it. Throws when the store cannot
     /// be read (for instance ``StoreError/mapOutgrown(path:mapSize:openTransactions:)``); the models already
@@ -402,8 +429,9 @@ public final class ArbiterServer: Sendable {
     /// shows it in `arbiter_model_failing`); a model with no servable version at all does not. `detail` says
     /// why, or what is served.
     public func readiness() -> (ready: Bool, detail: String) {
-        let (listening, shutDown) = lifecycle.withLockedValue { ($0.channel != nil, $0.shutDown) }
+        let (listening, shutDown, hold) = lifecycle.withLockedValue { ($0.channel != nil, $0.shutDown, $0.readinessHold) }
         if shutDown { return (false, "shutting down") }
+        if let hold { return (false, hold) }
         if !listening { return (false, "models loaded; the port is not open yet") }
         let table = state.table
         let unserved = table.failures.filter { table.models[$0.key] == nil }.sorted { $0.key < $1.key }

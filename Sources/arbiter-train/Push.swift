@@ -25,6 +25,10 @@ struct Push: ParsableCommand {
     @Flag(help: "Create the bucket first if it does not exist.") var createBucket = false
     @Option(help: "Multipart part size in MiB (5 or more).") var partMib = 16
     @Option(help: "Parts uploaded at once (each holds a part in memory).") var concurrency = 4
+    @Option(help: "Also list the version in this cluster's control plane (etcd client URLs, comma-separated), ready for `arbiter-train cluster stage` and `promote`.")
+    var etcd: String?
+    @Option(help: "The prefix of the control plane's keys in etcd.")
+    var etcdPrefix = "/arbiter/"
     @Option(help: "Scratch directory for the export, its compacted copy and the compressed object (default: next to the store); removed at the end.")
     var workDir: String?
 
@@ -62,6 +66,10 @@ struct Push: ParsableCommand {
         try? await group.shutdownGracefully()
         let report = try result.get()
         let m = report.manifest
+        if let etcd {
+            try await EtcdOptions.withControlPlane(etcd: etcd, prefix: etcdPrefix) { try await $0.register(m) }
+            print("listed \(model) v\(version) in the cluster's control plane (\(etcd))")
+        }
         let key = ArtifactKeys.manifest(model: model, version: version)
         if report.alreadyPushed {
             print("\(model) v\(version) was already pushed with these contents: s3://\(bucket)/\(key); nothing written")

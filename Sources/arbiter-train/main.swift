@@ -15,7 +15,7 @@ struct ArbiterTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "arbiter-train",
         abstract: "Generate data, train models and publish them as versions into an Arbiter store.",
-        subcommands: [GenData.self, Train.self, Allocate.self, Import.self, Replay.self, Versions.self, Activate.self, Promote.self, Split.self, Shadow.self, Rollback.self, GC.self, Push.self])
+        subcommands: [GenData.self, Train.self, Allocate.self, Import.self, Replay.self, Versions.self, Activate.self, Promote.self, Split.self, Shadow.self, Rollback.self, GC.self, Push.self, ClusterCommand.self])
 }
 
 /// Model kinds this trainer can produce.

@@ -107,6 +107,8 @@ struct Arbiterd: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @OptionGroup(title: "Cluster") var cluster: ClusterOptions
+
     func validate() throws {
         guard parseListen() != nil else { throw ValidationError("--listen must be HOST:PORT with a port in 0...65535, got '\(listen)'") }
         if let t = threads, !(1...512).contains(t) { throw ValidationError("--threads must be in 1...512") }
@@ -125,6 +127,10 @@ struct Arbiterd: AsyncParsableCommand {
         }
         guard (0...600_000).contains(maxQueueMs) else { throw ValidationError("--max-queue-ms must be in 0...600000, got \(maxQueueMs)") }
         guard (0...600_000).contains(shutdownGraceMs) else { throw ValidationError("--shutdown-grace-ms must be in 0...600000, got \(shutdownGraceMs)") }
+        if cluster.enabled {
+            guard !readOnly else { throw ValidationError("a cluster replica writes the versions it stages into its store: --read-only does not go with --cluster-etcd") }
+            guard retain >= 1 else { throw ValidationError("a cluster replica keeps the versions it stages loaded: --retain must be 1 or more with --cluster-etcd") }
+        }
         guard !(create && readOnly) else { throw ValidationError("--create and --read-only exclude each other: a new store must be written") }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         guard tlsClientCa == nil || tlsCert != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS") }
@@ -182,7 +188,8 @@ struct Arbiterd: AsyncParsableCommand {
         config.port = port
         if let threads { config.threads = threads }
         config.limits = Limits(maxFrameBytes: maxFrameBytes, maxCandidates: maxCandidates, maxInFlight: maxInFlight)
-        config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }, create: create, readOnly: readOnly)
+        // A replica starts from an empty store as readily as from one it filled before.
+        config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }, create: create || cluster.enabled, readOnly: readOnly)
         config.pollIntervalMillis = pollMs
         config.retainedVersions = retain
         config.backgroundNice = backgroundNice
@@ -214,8 +221,23 @@ struct Arbiterd: AsyncParsableCommand {
         // Anything in this process that reports through swift-metrics lands in the same exposition.
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: server.metrics.registry))
         for m in server.served { logger.info("serving \(m.name) v\(m.version) (\(m.kind))") }
+        // A replica is not ready before it knows what its cluster has committed.
+        if cluster.enabled { server.holdReadiness("joining the cluster") }
         try await server.start()
         adminEndpoint?.attach(server)
+        var replica: ClusterReplica?
+        if cluster.enabled {
+            do {
+                let adminHost = metricsListen.flatMap { Self.parseHostPort($0, defaultHost: "127.0.0.1")?.0 } ?? "127.0.0.1"
+                let admin = adminEndpoint?.port.map { "\(adminHost == "0.0.0.0" ? ProcessInfo.processInfo.hostName : adminHost):\($0)" }
+                replica = try ClusterReplica(options: cluster, server: server, listenHost: host, adminAddress: admin, logger: logger)
+            } catch {
+                logger.critical("cannot join the cluster: \(error)")
+                try await server.shutdown()
+                await adminEndpoint?.shutdown()
+                throw ExitCode(1)
+            }
+        }
 
         // SIGTERM / SIGINT: stop accepting, finish what was read, close connections, exit 0.
         let (stop, continuation) = AsyncStream<Int32>.makeStream()
@@ -245,6 +267,8 @@ struct Arbiterd: AsyncParsableCommand {
             break
         }
         sources.forEach { $0.cancel() }
+        // Out of the cluster first: clients stop choosing this replica while it still answers.
+        await replica?.stop()
         try await server.shutdown()
         await adminEndpoint?.shutdown()
     }

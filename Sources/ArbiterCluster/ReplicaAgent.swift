@@ -1,0 +1,355 @@
+import ArbiterStore
+import Foundation
+import Logging
+
+/// What the replica agent needs of the server beside it (arbiterd adapts `ArbiterServer` to it): the local
+/// store, a reload that returns once every loop serves its result, and what it has loaded or rejected.
+public protocol ReplicaHost: Sendable {
+    var localStore: StoreEnvironment { get }
+    /// Reads the store now and swaps in what changed; returns once every event loop serves the result.
+    func reloadStore() async throws
+    func loadedVersions(of model: String) -> [UInt64]
+    /// Why validation rejected `model` v`version`, if it did.
+    func rejection(of model: String, version: UInt64) -> String?
+    /// The version each model serves unpinned requests with.
+    func servedVersions() -> [String: UInt64]
+    func serverReadiness() -> (ready: Bool, detail: String)
+    /// Holds the server's own readiness off with `reason` (nil releases it).
+    func holdReadiness(_ reason: String?)
+}
+
+public struct ReplicaAgentConfiguration: Sendable {
+    /// This replica's name in the cluster (its record's key): unique, stable across restarts.
+    public var name: String
+    /// HOST:PORT clients reach its scoring port at.
+    public var address: String
+    public var adminAddress: String?
+    /// The lease holding its record: the record disappears this long after the replica does.
+    public var leaseSeconds: Int = 10
+    /// Downloads start after a random delay up to this, so replicas do not all hit the bucket at once.
+    public var downloadJitter: Duration = .milliseconds(500)
+    /// Where artifacts are downloaded and decompressed before the import (removed after).
+    public var workDirectory: String
+    /// How often the whole state is read again, beside the watch (a watch that went silent is caught by it).
+    public var resyncInterval: Duration = .seconds(2)
+
+    public init(name: String, address: String, adminAddress: String? = nil, workDirectory: String) {
+        self.name = name
+        self.address = address
+        self.adminAddress = adminAddress
+        self.workDirectory = workDirectory
+    }
+}
+
+/// A replica's part in the cluster, running beside its server: it watches each model's `target` and
+/// `active` in etcd; stages a target (downloads it from S3 with jitter, one download at a time, checks its
+/// SHA-256s, imports it into the local store as a retained version, lets the server validate it) and reports
+/// `staged` or `rejected` in its lease-held record; and switches the server to a committed `active` version
+/// as soon as the watch reports it — a local activation and a reload, with the version already loaded.
+///
+/// A replica that does not serve the committed version (it could not stage it, or is still staging it after
+/// a start) holds its server's readiness off and says `ready: false`, so balancing clients and Kubernetes
+/// send it nothing; it never serves a version the cluster has moved past as if it were current. With etcd
+/// unreachable it keeps serving what it has and retries.
+public actor ReplicaAgent {
+    let configuration: ReplicaAgentConfiguration
+    let host: any ReplicaHost
+    let plane: ControlPlane
+    let fetcher: ArtifactFetcher
+    let logger: Logger
+
+    var targets: [String: VersionPointer] = [:]
+    var actives: [String: VersionPointer] = [:]
+    var staging: [String: (version: UInt64, task: Task<Void, Never>)] = [:]
+    /// Why staging a version failed for good (corrupt artifact, validation), per model and version.
+    var rejected: [String: [UInt64: String]] = [:]
+    /// A transient staging failure, shown in the record's detail while it is retried.
+    var stagingTrouble: [String: String] = [:]
+    var switchMicros: [String: Int64] = [:]
+    var lease: Int64 = 0
+    var published: ReplicaRecord?
+    /// Activations in progress, so that two watch events do not switch the same model at once.
+    var switching: Set<String> = []
+    let downloads = Gate()
+
+    public init(configuration: ReplicaAgentConfiguration, host: any ReplicaHost, plane: ControlPlane, fetcher: ArtifactFetcher,
+                logger: Logger) {
+        self.configuration = configuration
+        self.host = host
+        self.plane = plane
+        self.fetcher = fetcher
+        self.logger = logger
+    }
+
+    /// Runs until the task is cancelled; then revokes the lease (the record goes at once).
+    public func run() async {
+        host.holdReadiness("joining the cluster: reading what it has committed")
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.leaseLoop() }
+            group.addTask { await self.watchLoop() }
+            group.addTask { await self.resyncLoop() }
+            await group.waitForAll()
+        }
+        for (_, s) in staging { s.task.cancel() }
+        if lease != 0 { try? await plane.etcd.revokeLease(lease) }
+    }
+
+    // MARK: Loops
+
+    func leaseLoop() async {
+        while !Task.isCancelled {
+            do {
+                if lease == 0 {
+                    lease = try await plane.etcd.grantLease(ttl: configuration.leaseSeconds)
+                    published = nil
+                    await publish()
+                }
+                try await plane.etcd.keepAlive(lease: lease)
+            } catch EtcdError.leaseExpired {
+                logger.warning("the cluster lease expired (etcd was out of reach for longer than \(configuration.leaseSeconds) s); taking a new one")
+                lease = 0
+                continue
+            } catch {
+                logger.warning("cannot renew the cluster lease: \(error)")
+            }
+            try? await Task.sleep(for: .seconds(max(1, configuration.leaseSeconds / 3)))
+        }
+    }
+
+    func watchLoop() async {
+        var from: Int64 = 0
+        while !Task.isCancelled {
+            do {
+                if from == 0 { from = try await resync() + 1 }
+                let last = try await plane.etcd.watch(plane.keys.models, prefix: true, startRevision: from) { events, _ in
+                    await self.apply(events)
+                }
+                from = last + 1
+            } catch {
+                if Task.isCancelled { return }
+                logger.debug("the watch of the cluster's models ended (\(error)); reading them again")
+                from = 0
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    func resyncLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.resyncInterval)
+            do { _ = try await resync() } catch {
+                logger.debug("cannot read the cluster's models: \(error)")
+            }
+        }
+    }
+
+    // MARK: State
+
+    /// Reads every model's target and active, and acts on them. Returns the revision read at.
+    @discardableResult
+    func resync() async throws -> Int64 {
+        let (kvs, revision) = try await plane.etcd.range(plane.keys.models, prefix: true)
+        var t: [String: VersionPointer] = [:], a: [String: VersionPointer] = [:]
+        for kv in kvs {
+            guard let (model, kind) = plane.keys.parseModelKey(kv.key), kind == "target" || kind == "active" else { continue }
+            guard let p = try? Records.decode(VersionPointer.self, kv.value, key: kv.key) else {
+                logger.error("etcd key \(kv.key) does not hold a version pointer; ignored")
+                continue
+            }
+            if kind == "target" { t[model] = p } else { a[model] = p }
+        }
+        targets = t
+        actives = a
+        await reconcile()
+        return revision
+    }
+
+    func apply(_ events: [EtcdEvent]) async {
+        for e in events {
+            guard let (model, kind) = plane.keys.parseModelKey(e.kv.key), kind == "target" || kind == "active" else { continue }
+            let p = e.kind == .put ? try? Records.decode(VersionPointer.self, e.kv.value, key: e.kv.key) : nil
+            if kind == "target" { targets[model] = p } else { actives[model] = p }
+        }
+        await reconcile()
+    }
+
+    /// Moves this replica toward what etcd says: switch to committed versions it has loaded, stage the ones it
+    /// lacks, then report.
+    func reconcile() async {
+        let served = host.servedVersions()
+        for (model, active) in actives where served[model] != active.version {
+            if host.loadedVersions(of: model).contains(active.version) {
+                await activate(model: model, pointer: active)
+            } else {
+                startStaging(model: model, version: active.version)
+            }
+        }
+        for (model, target) in targets {
+            let has = host.loadedVersions(of: model).contains(target.version) || host.servedVersions()[model] == target.version
+            if !has { startStaging(model: model, version: target.version) }
+        }
+        await publish()
+    }
+
+    func activate(model: String, pointer: VersionPointer) async {
+        guard !switching.contains(model) else { return }
+        switching.insert(model)
+        defer { switching.remove(model) }
+        do {
+            try Catalog(environment: host.localStore).activate(model: model, version: pointer.version)
+            try await host.reloadStore()
+            guard host.servedVersions()[model] == pointer.version else {
+                logger.error("\(model) v\(pointer.version) was activated locally, but the server serves v\(host.servedVersions()[model].map(String.init) ?? "-")")
+                return
+            }
+            let micros = Int64(Date().timeIntervalSince1970 * 1_000_000) - pointer.unixMicros
+            switchMicros[model] = micros
+            logger.info("switched \(model) to v\(pointer.version) (epoch \(pointer.epoch)), \(micros) µs after it was committed")
+        } catch {
+            logger.error("cannot switch \(model) to v\(pointer.version): \(error)")
+        }
+    }
+
+    /// Starts staging `version` of `model` unless it is staging already (a newer target replaces an older one).
+    func startStaging(model: String, version: UInt64) {
+        if let s = staging[model] {
+            if s.version == version { return }
+            // The committed version comes first: never drop it for a target.
+            if actives[model]?.version == s.version && !host.loadedVersions(of: model).contains(s.version) { return }
+            s.task.cancel()
+        }
+        if rejected[model]?[version] != nil { return }
+        let task = Task { await self.stage(model: model, version: version) }
+        staging[model] = (version, task)
+    }
+
+    func stage(model: String, version: UInt64) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await stageOnce(model: model, version: version)
+                stagingTrouble[model] = nil
+                break
+            } catch let error as ClusterError {
+                if case .corruptArtifact = error {
+                    rejected[model, default: [:]][version] = "\(error)"
+                    logger.error("\(model) v\(version) cannot be staged: \(error)")
+                    break
+                }
+                failures += 1
+                stagingTrouble[model] = "staging \(model) v\(version): \(error) (attempt \(failures))"
+                logger.warning("staging \(model) v\(version) failed (attempt \(failures)), retrying: \(error)")
+            } catch is CancellationError {
+                break
+            } catch {
+                failures += 1
+                stagingTrouble[model] = "staging \(model) v\(version): \(error) (attempt \(failures))"
+                logger.warning("staging \(model) v\(version) failed (attempt \(failures)), retrying: \(error)")
+            }
+            try? await Task.sleep(for: .milliseconds(min(5_000, 200 << min(failures, 5))))
+        }
+        if staging[model]?.version == version { staging[model] = nil }
+        await reconcile()
+    }
+
+    /// Download, check, import, let the server validate. A validation failure is a rejection (final).
+    func stageOnce(model: String, version: UInt64) async throws {
+        let catalog = Catalog(environment: host.localStore)
+        let present = try catalog.versions(model: model).contains { $0.meta.version == version }
+        if !present {
+            let jitter = configuration.downloadJitter.components
+            let jitterMillis = jitter.seconds * 1000 + jitter.attoseconds / 1_000_000_000_000_000
+            if jitterMillis > 0 { try await Task.sleep(for: .milliseconds(Int64.random(in: 0...jitterMillis))) }
+            try await downloads.run {
+                guard let manifest = try await fetcher.manifest(model: model, version: version) else {
+                    throw ClusterError.configuration("\(model) v\(version) has no manifest in the bucket")
+                }
+                let dir = configuration.workDirectory + "/\(model)-\(version)-\(UUID().uuidString)"
+                defer { try? FileManager.default.removeItem(atPath: dir) }
+                let timings = try await fetcher.fetch(manifest, into: dir)
+                let started = ContinuousClock.now
+                let outcome = try {
+                    let artifact = try StoreEnvironment.open(path: dir, configuration: StoreConfiguration(readOnly: true))
+                    return try catalog.importVersion(from: artifact, model: model, version: version)
+                }()
+                let d = ContinuousClock.now - started
+                let importSeconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+                logger.info("fetched \(model) v\(version): \(timings.map(\.description).joined(separator: "; ")); import: \(StageTiming(name: "import", bytes: manifest.store.bytes, seconds: importSeconds)) (\(outcome))")
+            }
+        }
+        try await host.reloadStore()
+        if host.loadedVersions(of: model).contains(version) {
+            logger.info("staged \(model) v\(version): loaded and validated")
+            return
+        }
+        if let why = host.rejection(of: model, version: version) {
+            rejected[model, default: [:]][version] = why
+            logger.error("\(model) v\(version) failed validation here: \(why)")
+            return
+        }
+        throw ClusterError.configuration("\(model) v\(version) was imported but the server did not load it (arbiterd --retain must be 1 or more in a cluster)")
+    }
+
+    // MARK: Reporting
+
+    func currentRecord() -> ReplicaRecord {
+        let served = host.servedVersions()
+        var staged: [String: [UInt64]] = [:]
+        for model in Set(served.keys).union(targets.keys).union(actives.keys) {
+            let loaded = host.loadedVersions(of: model)
+            if !loaded.isEmpty { staged[model] = loaded.sorted() }
+        }
+        var behind: [String] = []
+        for (model, active) in actives where served[model] != active.version {
+            behind.append("\(model) v\(active.version) is committed; this replica serves \(served[model].map { "v\($0)" } ?? "nothing")")
+        }
+        let server = host.serverReadiness()
+        let hold: String? = behind.isEmpty ? nil : behind.sorted().joined(separator: "; ")
+        host.holdReadiness(hold)
+        let ready = hold == nil && server.ready
+        var detail = hold ?? server.detail
+        if let trouble = stagingTrouble.values.sorted().first { detail += "; " + trouble }
+        var rejectedOut: [String: [String: String]] = [:]
+        for (model, versions) in rejected {
+            rejectedOut[model] = Dictionary(uniqueKeysWithValues: versions.map { (String($0.key), $0.value) })
+        }
+        var record = ReplicaRecord(name: configuration.name, address: configuration.address, adminAddress: configuration.adminAddress,
+                                   ready: ready, detail: detail, active: served, staged: staged, rejected: rejectedOut,
+                                   switchMicros: switchMicros)
+        record.unixMillis = published?.unixMillis ?? record.unixMillis
+        return record
+    }
+
+    /// Writes the record when it changed (under the lease).
+    func publish() async {
+        var record = currentRecord()
+        guard lease != 0, record != published else { return }
+        record.unixMillis = Int64(Date().timeIntervalSince1970 * 1000)
+        do {
+            try await plane.etcd.put(plane.keys.replica(configuration.name), Records.encode(record), lease: lease)
+            published = record
+        } catch {
+            logger.warning("cannot write this replica's record to etcd: \(error)")
+        }
+    }
+
+    /// The record as last written (tests, status).
+    public func lastPublished() -> ReplicaRecord? { published }
+}
+
+/// One body at a time (downloads: the bucket and the disk are shared by every replica on a host).
+actor Gate {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        if busy {
+            await withCheckedContinuation { waiters.append($0) }
+        }
+        busy = true
+        defer {
+            if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
+        }
+        return try await body()
+    }
+}
