@@ -151,7 +151,8 @@ let package = Package(
         .testTarget(name: "AllocationTests", dependencies: ["Allocation", "ArbiterModels", "ArbiterStore", "ArbiterTraining", "ArbiterTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ArbiterServerTests", dependencies: [
             "ArbiterServer", "ArbiterClient", "ArbiterWire", "ArbiterTraining", "ArbiterStore", "ArbiterTestSupport",
-            "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation",
+            "ArbiterModels", "LeadGrading", "Gbdt", "Ranking", "Routing", "Allocation", "ArbiterCluster",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -215,10 +215,12 @@ public struct ControlPlane: Sendable {
                 if let why = r.rejected[model]?[String(version)] { out[r.name] = why }
             }
             if !rejections.isEmpty { throw PromotionRefusal.rejected(model: model, version: version, byReplica: rejections) }
-            let ready = records.filter(\.ready)
-            let waiting = ready.filter { !$0.hasStaged(model, version) }.map(\.name)
+            // Every ready replica must have staged it; for a model's first version, when no replica can be
+            // ready for it yet, every live one.
+            let eligible = current == nil ? records : records.filter(\.ready)
+            let waiting = eligible.filter { !$0.hasStaged(model, version) }.map(\.name)
             if waiting.isEmpty {
-                guard !ready.isEmpty else { throw PromotionRefusal.noReadyReplica(model: model) }
+                guard !eligible.isEmpty else { throw PromotionRefusal.noReadyReplica(model: model) }
                 let next = VersionPointer(version: version, epoch: (current?.pointer.epoch ?? 0) + 1, by: identity)
                 let (ok, _) = try await etcd.txn(
                     [.modRevision(keys.active(model), .equal, current?.modRevision ?? 0),

@@ -13,6 +13,8 @@ public protocol ReplicaHost: Sendable {
     func rejection(of model: String, version: UInt64) -> String?
     /// The version each model serves unpinned requests with.
     func servedVersions() -> [String: UInt64]
+    /// Loads and validates a version without serving it (for a model the server serves no version of yet).
+    func validate(model: String, version: UInt64) async throws
     func serverReadiness() -> (ready: Bool, detail: String)
     /// Holds the server's own readiness off with `reason` (nil releases it).
     func holdReadiness(_ reason: String?)
@@ -66,6 +68,9 @@ public actor ReplicaAgent {
     /// A transient staging failure, shown in the record's detail while it is retried.
     var stagingTrouble: [String: String] = [:]
     var switchMicros: [String: Int64] = [:]
+    /// Versions of models the server serves nothing of yet, imported and validated without being loaded: a
+    /// reload loads only models with an active version, so a first version is checked on its own.
+    var validatedOnly: [String: Set<UInt64>] = [:]
     var lease: Int64 = 0
     var published: ReplicaRecord?
     /// Activations in progress, so that two watch events do not switch the same model at once.
@@ -178,7 +183,7 @@ public actor ReplicaAgent {
     func reconcile() async {
         let served = host.servedVersions()
         for (model, active) in actives where served[model] != active.version {
-            if host.loadedVersions(of: model).contains(active.version) {
+            if host.loadedVersions(of: model).contains(active.version) || validatedOnly[model]?.contains(active.version) == true {
                 await activate(model: model, pointer: active)
             } else {
                 startStaging(model: model, version: active.version)
@@ -186,6 +191,7 @@ public actor ReplicaAgent {
         }
         for (model, target) in targets {
             let has = host.loadedVersions(of: model).contains(target.version) || host.servedVersions()[model] == target.version
+                || validatedOnly[model]?.contains(target.version) == true
             if !has { startStaging(model: model, version: target.version) }
         }
         await publish()
@@ -274,7 +280,7 @@ public actor ReplicaAgent {
                 }()
                 let d = ContinuousClock.now - started
                 let importSeconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-                logger.info("fetched \(model) v\(version): \(timings.map(\.description).joined(separator: "; ")); import: \(StageTiming(name: "import", bytes: manifest.store.bytes, seconds: importSeconds)) (\(outcome))")
+                logger.info("fetched \(model) v\(version): \(timings.map(\.description).joined(separator: "; ")); \(StageTiming(name: "import", bytes: manifest.store.bytes, seconds: importSeconds)) (\(outcome))")
             }
         }
         try await host.reloadStore()
@@ -287,6 +293,18 @@ public actor ReplicaAgent {
             logger.error("\(model) v\(version) failed validation here: \(why)")
             return
         }
+        if host.servedVersions()[model] == nil {
+            do {
+                try await host.validate(model: model, version: version)
+            } catch {
+                rejected[model, default: [:]][version] = "\(error)"
+                logger.error("\(model) v\(version) failed validation here: \(error)")
+                return
+            }
+            validatedOnly[model, default: []].insert(version)
+            logger.info("staged \(model) v\(version): validated (the first version of \(model) here; it loads when committed)")
+            return
+        }
         throw ClusterError.configuration("\(model) v\(version) was imported but the server did not load it (arbiterd --retain must be 1 or more in a cluster)")
     }
 
@@ -296,7 +314,7 @@ public actor ReplicaAgent {
         let served = host.servedVersions()
         var staged: [String: [UInt64]] = [:]
         for model in Set(served.keys).union(targets.keys).union(actives.keys) {
-            let loaded = host.loadedVersions(of: model)
+            let loaded = Set(host.loadedVersions(of: model)).union(validatedOnly[model] ?? [])
             if !loaded.isEmpty { staged[model] = loaded.sorted() }
         }
         var behind: [String] = []

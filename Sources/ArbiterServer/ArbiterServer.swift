@@ -270,6 +270,13 @@ public final class ArbiterServer: Sendable {
         case absent
     }
 
+    /// Loads and validates `model` v`version` as a swap would (checksums, the kind's checks, the golden
+    /// cases), on the loader thread, without serving it; throws why it fails. For a version of a model this
+    /// server does not serve yet, which a reload would not load (a cluster replica staging its first version).
+    public func validate(model: String, version: UInt64) async throws {
+        try await loaderGroup.next().submit { _ = try self.loader.load(model: model, version: version) }.get()
+    }
+
     /// The store this server serves from (the cluster agent imports staged versions into it).
     public var store: StoreEnvironment { environment }
 

@@ -114,6 +114,7 @@ struct ServerHost: ReplicaHost {
     func servedVersions() -> [String: UInt64] {
         Dictionary(uniqueKeysWithValues: server.served.map { ($0.name, $0.version) })
     }
+    func validate(model: String, version: UInt64) async throws { try await server.validate(model: model, version: version) }
     func serverReadiness() -> (ready: Bool, detail: String) { server.readiness() }
     func holdReadiness(_ reason: String?) { server.holdReadiness(reason) }
 }
