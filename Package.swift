@@ -97,7 +97,8 @@ let package = Package(
         ]),
         // More than one machine: artifacts in S3-compatible storage (SigV4), the control plane in etcd.
         .target(name: "ArbiterCluster", dependencies: [
-            "ArbiterStore", "CZstd",
+            "ArbiterStore", "ArbiterClient", "ArbiterWire", "CZstd",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),

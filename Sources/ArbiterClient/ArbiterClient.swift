@@ -187,6 +187,12 @@ public final class ArbiterClient: Sendable {
 
     static func roundTrip(channel: any Channel, id: UInt64, message: Message, time: UInt64, timeout: TimeAmount,
                           compress: Int?) async throws -> Frame {
+        try await roundTripFuture(channel: channel, id: id, message: message, time: time, timeout: timeout, compress: compress).get()
+    }
+
+    /// The round trip as a future on the channel's event loop, failed with `ClientError.server` for an ERROR.
+    static func roundTripFuture(channel: any Channel, id: UInt64, message: Message, time: UInt64, timeout: TimeAmount,
+                                compress: Int?) -> EventLoopFuture<Frame> {
         var buffer = channel.allocator.buffer(capacity: 64)
         Frame(requestID: id, time: time, message: message).encode(into: &buffer)
         // Stamped, so that the server can tell how long the request waited before it was read.
@@ -197,10 +203,29 @@ public final class ArbiterClient: Sendable {
         written.futureResult.whenFailure { promise.fail(($0 as? ClientError) ?? ClientError.tlsOrClosed($0)) }
         channel.writeAndFlush(ClientRequest(id: id, frame: buffer, promise: promise, timeout: timeout, compressAbove: compress),
                               promise: written)
-        let frame = try await promise.futureResult.get()
-        if case .error(let e) = frame.message { throw ClientError.server(e.status, e.message) }
-        return frame
+        return promise.futureResult.flatMapThrowing { frame in
+            if case .error(let e) = frame.message { throw ClientError.server(e.status, e.message) }
+            return frame
+        }
     }
+
+    /// Scores without suspending: the answer as a future on this connection's event loop (for callers that
+    /// race several requests, like `BalancedClient`'s hedges).
+    public func scoreFuture(_ request: ScoreRequest, deadline: TimeAmount) -> EventLoopFuture<ScoreResult> {
+        let id = nextID.loadThenWrappingIncrement(ordering: .relaxed)
+        let compress = session.compression.contains(.zstd) ? configuration.compressionThreshold : nil
+        return Self.roundTripFuture(channel: channel, id: id, message: .score(request), time: UInt64(max(deadline.nanoseconds / 1000, 1)),
+                                    timeout: deadline, compress: compress).flatMapThrowing { f in
+            guard case .result(let r) = f.message else { throw ClientError.protocolError("expected RESULT, got \(f.message.opcode)") }
+            return r
+        }
+    }
+
+    /// Whether the connection is still open.
+    public var isOpen: Bool { channel.isActive }
+
+    /// The event loop this connection's I/O runs on.
+    public var eventLoop: any EventLoop { channel.eventLoop }
 
     /// Round-trip time of a PING with `payload`.
     public func ping(payload: [UInt8] = []) async throws -> Duration {

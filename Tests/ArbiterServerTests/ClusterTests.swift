@@ -147,6 +147,38 @@ import Testing
         try await Self.poll("every replica serves v1") { try await converged(on: 1) }
         for r in try await plane.replicas().records { #expect(try await Self.score(r.address) == 1) }
 
+        // From here on, load through the balancing client (membership and pins from etcd): no request may fail,
+        // and every answer must come from a committed version.
+        let membership = EtcdMembership(plane: plane)
+        try await membership.load()
+        let watching = Task { await membership.run() }
+        defer { watching.cancel() }
+        let client = BalancedClient(membership: membership)
+        defer { Task { await client.close() } }
+        let committed = NIOLockedValueBox<Set<UInt64>>([1])
+        let answers = NIOLockedValueBox<[UInt64: Int]>([:])
+        let failures = NIOLockedValueBox<[String]>([])
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for worker in 0..<3 {
+                    group.addTask {
+                        var i = 0
+                        while !Task.isCancelled {
+                            do {
+                                let r = try await client.score(Fixture.scoreRequest(n: 1 + (i + worker) % 4), deadline: .seconds(5))
+                                answers.withLockedValue { $0[r.version, default: 0] += 1 }
+                            } catch {
+                                failures.withLockedValue { $0.append("\(error)") }
+                            }
+                            i += 1
+                            try? await Task.sleep(for: .milliseconds(2))
+                        }
+                    }
+                }
+            }
+        }
+        defer { load.cancel() }
+
         // Promotions: each version staged everywhere first, then every replica switches; both the version before
         // and the new one answer pins on every replica throughout.
         var active: UInt64 = 1
@@ -154,6 +186,7 @@ import Testing
         for _ in 0..<4 {
             let v = try Self.republish(trainer)
             _ = try await push(v)
+            committed.withLockedValue { _ = $0.insert(v) }   // before the commit: an answer may follow it at once
             let p = try await plane.promote(model: "leads", version: v, timeout: Duration.seconds(60))
             #expect(p.version == v)
             try await Self.poll("every replica serves v\(v)") { try await converged(on: v) }
@@ -194,10 +227,16 @@ import Testing
         }
         #expect(try await converged(on: active))
 
+        // A replica paused (SIGSTOP) for 2 s: requests it holds are hedged to the others; none fails.
+        kill(replicas[2].process.processIdentifier, SIGSTOP)
+        try await Task.sleep(for: .seconds(2))
+        kill(replicas[2].process.processIdentifier, SIGCONT)
+
         // One etcd member killed: a quorum remains, and promotion works as before.
         etcd.kill(0)
         let afterLoss = try Self.republish(trainer)
         _ = try await push(afterLoss)
+        committed.withLockedValue { _ = $0.insert(afterLoss) }
         #expect(try await plane.promote(model: "leads", version: afterLoss, timeout: Duration.seconds(60)).version == afterLoss)
         try await Self.poll("every replica serves v\(afterLoss)") { try await converged(on: afterLoss) }
         active = afterLoss
@@ -215,7 +254,19 @@ import Testing
         try await Self.poll("the killed replica's record expires", seconds: 30) { try await plane.replicas().records.count == 3 }
         let last = try Self.republish(trainer)
         _ = try await push(last)
+        committed.withLockedValue { _ = $0.insert(last) }
         #expect(try await plane.promote(model: "leads", version: last, timeout: Duration.seconds(60)).version == last)
         try await Self.poll("the live replicas serve v\(last)") { try await converged(on: last) }
+
+        load.cancel()
+        _ = await load.value
+        let seen = answers.withLockedValue { $0 }
+        let stats = client.statistics
+        #expect(failures.withLockedValue { $0 }.isEmpty, "\(failures.withLockedValue { $0.prefix(5) }) of \(stats)")
+        #expect(Set(seen.keys).isSubset(of: committed.withLockedValue { $0 }), "answers by version \(seen); committed \(committed.withLockedValue { $0 })")
+        #expect(seen[bad] == nil && seen[damagedVersion] == nil)
+        #expect(seen.values.reduce(0, +) > 500, "\(seen)")
+        #expect(stats.hedges > 0 || stats.retries > 0, "\(stats)")
+        print("cluster test load: answers by version \(seen.sorted { $0.key < $1.key }); \(stats)")
     }
 }
