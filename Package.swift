@@ -38,6 +38,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // More than one machine (ArbiterCluster): S3 and etcd over HTTP. Never on the serving path.
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        // Tests only: the deploy/ manifests are parsed (DeployTests).
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         // Tests only: property-based checks (the routing kind's eligibility).
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
@@ -138,6 +140,7 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        .testTarget(name: "DeployTests", dependencies: ["ArbiterTestSupport", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "ArbiterModelsTests", dependencies: ["ArbiterModels", "ArbiterStore"]),
         .testTarget(name: "LeadGradingTests", dependencies: ["LeadGrading", "ArbiterTraining", "ArbiterModels", "ArbiterStore", "ArbiterTestSupport"],
                     exclude: ["Fixtures"]),

@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "route-store", targets: ["route-store"]),
         .executable(name: "swap-tool", targets: ["swap-tool"]),
         .executable(name: "alloc-solver", targets: ["alloc-solver"]),
+        .executable(name: "cluster-bench", targets: ["cluster-bench"]),
     ],
     dependencies: [
         .package(name: "Arbiter", path: ".."),
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
@@ -84,6 +86,20 @@ let package = Package(
         ]),
         // The swap scenario's tools (bench/swap/run.sh): the trainer's side — a new version (a copy of the active
         // one) every interval, or rollbacks — and a client that times a server's first answer.
+        // The cluster scenarios (bench/cluster/run.sh): load through the balancing client while replicas are
+        // promoted, killed, paused and fed through S3.
+        .executableTarget(name: "cluster-bench", dependencies: [
+            .product(name: "ArbiterClient", package: "Arbiter"),
+            .product(name: "ArbiterCluster", package: "Arbiter"),
+            .product(name: "ArbiterStore", package: "Arbiter"),
+            .product(name: "ArbiterWire", package: "Arbiter"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
         .executableTarget(name: "swap-tool", dependencies: [
             .product(name: "ArbiterClient", package: "Arbiter"),
             .product(name: "ArbiterStore", package: "Arbiter"),

@@ -109,8 +109,20 @@ public final class BalancedClient: Sendable {
         try await scoreFuture(request, deadline: deadline).get()
     }
 
+    /// What answered a request: the result, the replica, and how many attempts it took.
+    public struct Answer: Sendable {
+        public var result: ScoreResult
+        public var replica: String
+        public var attempts: Int
+    }
+
     /// The same as a future (for load generators that must not suspend per request).
     public func scoreFuture(_ request: ScoreRequest, deadline: TimeAmount = .seconds(1)) -> EventLoopFuture<ScoreResult> {
+        answerFuture(request, deadline: deadline).map(\.result)
+    }
+
+    /// The answer with the replica that gave it (benchmarks chart which replica served which version).
+    public func answerFuture(_ request: ScoreRequest, deadline: TimeAmount = .seconds(1)) -> EventLoopFuture<Answer> {
         let view = membership.view()
         var request = request
         var pinned = false
@@ -119,7 +131,7 @@ public final class BalancedClient: Sendable {
             pinned = true
         }
         let loop = group.next()
-        let race = Race(promise: loop.makePromise(of: ScoreResult.self), request: request, pinnedByUs: pinned,
+        let race = Race(promise: loop.makePromise(of: Answer.self), request: request, pinnedByUs: pinned,
                         deadline: .now() + deadline, started: .now())
         state.withLockedValue { s in
             s.statistics.requests += 1
@@ -145,7 +157,7 @@ public final class BalancedClient: Sendable {
     /// One request's attempts, settled once.
     final class Race: @unchecked Sendable {
         let lock = NIOLock()
-        let promise: EventLoopPromise<ScoreResult>
+        let promise: EventLoopPromise<Answer>
         var request: ScoreRequest
         let pinnedByUs: Bool
         let deadline: NIODeadline
@@ -159,7 +171,7 @@ public final class BalancedClient: Sendable {
         /// The replica of the first attempt (a hedge that answers first is a hedge win).
         var first: ReplicaEndpoint?
 
-        init(promise: EventLoopPromise<ScoreResult>, request: ScoreRequest, pinnedByUs: Bool, deadline: NIODeadline, started: NIODeadline) {
+        init(promise: EventLoopPromise<Answer>, request: ScoreRequest, pinnedByUs: Bool, deadline: NIODeadline, started: NIODeadline) {
             self.promise = promise
             self.request = request
             self.pinnedByUs = pinnedByUs
@@ -204,13 +216,14 @@ public final class BalancedClient: Sendable {
             }
             guard won else { return }
             race.hedgeTimer?.cancel()
+            let attempts = race.lock.withLock { race.attempts }
             let elapsed = NIODeadline.now() - race.started
             state.withLockedValue { s in
                 if hedgeWon { s.statistics.hedgeWins += 1 }
                 s.statistics.answeredBy[replica.name, default: 0] += 1
                 s.latencies[race.request.model, default: LatencyWindow(capacity: configuration.latencyWindow)].add(elapsed.nanoseconds)
             }
-            race.promise.succeed(r)
+            race.promise.succeed(Answer(result: r, replica: replica.name, attempts: attempts))
         case .failure(let error):
             let kind = classify(error)
             if kind == .replicaTrouble { eject(replica) }

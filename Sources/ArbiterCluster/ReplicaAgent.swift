@@ -202,15 +202,20 @@ public actor ReplicaAgent {
         switching.insert(model)
         defer { switching.remove(model) }
         do {
+            let received = Int64(Date().timeIntervalSince1970 * 1_000_000) - pointer.unixMicros
+            let started = ContinuousClock.now
             try Catalog(environment: host.localStore).activate(model: model, version: pointer.version)
+            let written = ContinuousClock.now
             try await host.reloadStore()
+            let reloaded = ContinuousClock.now
             guard host.servedVersions()[model] == pointer.version else {
                 logger.error("\(model) v\(pointer.version) was activated locally, but the server serves v\(host.servedVersions()[model].map(String.init) ?? "-")")
                 return
             }
             let micros = Int64(Date().timeIntervalSince1970 * 1_000_000) - pointer.unixMicros
             switchMicros[model] = micros
-            logger.info("switched \(model) to v\(pointer.version) (epoch \(pointer.epoch)), \(micros) µs after it was committed")
+            func us(_ d: Duration) -> Int64 { d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000 }
+            logger.info("switched \(model) to v\(pointer.version) (epoch \(pointer.epoch)), \(micros) µs after it was committed: seen after \(received) µs, local activation \(us(written - started)) µs, reload \(us(reloaded - written)) µs")
         } catch {
             logger.error("cannot switch \(model) to v\(pointer.version): \(error)")
         }
@@ -321,9 +326,9 @@ public actor ReplicaAgent {
         for (model, active) in actives where served[model] != active.version {
             behind.append("\(model) v\(active.version) is committed; this replica serves \(served[model].map { "v\($0)" } ?? "nothing")")
         }
-        let server = host.serverReadiness()
         let hold: String? = behind.isEmpty ? nil : behind.sorted().joined(separator: "; ")
         host.holdReadiness(hold)
+        let server = host.serverReadiness()
         let ready = hold == nil && server.ready
         var detail = hold ?? server.detail
         if let trouble = stagingTrouble.values.sorted().first { detail += "; " + trouble }

@@ -17,6 +17,11 @@ public struct ModelRegistry: Sendable {
 
     public var kinds: [String] { factories.keys.sorted() }
 
+    /// Calls `body` with each kind and its factory, in kind order.
+    public func forEachFactory(_ body: (String, @escaping ModelFactory) -> Void) {
+        for kind in kinds { body(kind, factories[kind]!) }
+    }
+
     /// Loads and validates a version: manifest, kind, schema, finiteness of every float32 tensor (found as the
     /// version was loaded), golden outputs. Only a model that passes all of them is returned.
     public func load(_ version: LoadedVersion) throws -> any ScoringModel {

@@ -101,6 +101,11 @@ struct Arbiterd: AsyncParsableCommand {
             + "unless the store is on a read-only file system. New versions are still picked up; validation outcomes are only logged."))
     var readOnly = false
 
+    @Option(help: ArgumentHelp(
+        "Serve only these model kinds (comma-separated); a version of another kind fails validation, naming the kinds served.",
+        discussion: "Default: every kind this build links (lead-grading, gbdt, ranking, routing, allocation)."))
+    var kinds: String?
+
     @Flag(help: "Refuse zstd even when a client offers it.")
     var noCompression = false
 
@@ -127,6 +132,13 @@ struct Arbiterd: AsyncParsableCommand {
         }
         guard (0...600_000).contains(maxQueueMs) else { throw ValidationError("--max-queue-ms must be in 0...600000, got \(maxQueueMs)") }
         guard (0...600_000).contains(shutdownGraceMs) else { throw ValidationError("--shutdown-grace-ms must be in 0...600000, got \(shutdownGraceMs)") }
+        if let kinds {
+            let known = Set(ServedKinds.linked().kinds)
+            let asked = kinds.split(separator: ",").map(String.init)
+            guard !asked.isEmpty, asked.allSatisfy(known.contains) else {
+                throw ValidationError("--kinds takes a comma-separated list of \(known.sorted().joined(separator: ", ")); got '\(kinds)'")
+            }
+        }
         if cluster.enabled {
             guard !readOnly else { throw ValidationError("a cluster replica writes the versions it stages into its store: --read-only does not go with --cluster-etcd") }
             guard retain >= 1 else { throw ValidationError("a cluster replica keeps the versions it stages loaded: --retain must be 1 or more with --cluster-etcd") }
@@ -212,7 +224,7 @@ struct Arbiterd: AsyncParsableCommand {
         }
         let server: ArbiterServer
         do {
-            server = try ArbiterServer(configuration: config, registry: ServedKinds.registry(), logger: logger)
+            server = try ArbiterServer(configuration: config, registry: ServedKinds.registry(only: kinds.map { Set($0.split(separator: ",").map(String.init)) }), logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             await adminEndpoint?.shutdown()

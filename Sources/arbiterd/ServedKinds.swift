@@ -8,7 +8,18 @@ import Routing
 /// The model kinds this executable serves: one line per plugin it links. Adding a kind is a folder under
 /// `Plugins/`, its target in Package.swift as a dependency of `arbiterd`, and one line here.
 enum ServedKinds {
-    static func registry() -> ModelRegistry {
+    /// Every kind linked, or only those in `only` (arbiterd --kinds).
+    static func registry(only: Set<String>? = nil) -> ModelRegistry {
+        let all = linked()
+        guard let only else { return all }
+        var r = ModelRegistry()
+        all.forEachFactory { kind, factory in
+            if only.contains(kind) { r.register(kind: kind, factory: factory) }
+        }
+        return r
+    }
+
+    static func linked() -> ModelRegistry {
         var r = ModelRegistry()
         r.register(kind: LeadGradingLayout.kind, factory: LeadGradingModel.factory)
         r.register(kind: GbdtLayout.kind, factory: GbdtModel.factory)
