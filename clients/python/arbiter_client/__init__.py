@@ -12,11 +12,13 @@
 
     asyncio.run(main())
 
-`SyncClient` offers the same calls, blocking. Errors the server answers are raised as `ArbiterError`
+`BalancedClient` scores on a cluster of replicas (membership from etcd or a list; two random choices,
+pins to the committed version, retries within a budget, hedges). `SyncClient` offers the same calls, blocking. Errors the server answers are raised as `ArbiterError`
 subclasses named after their status (`UnknownModel`, `Overloaded`, `DeadlineExceeded`, ...).
 """
 
 from .client import Client, Pool, zstd_available
+from .cluster import BalancedClient, EtcdMembership, StaticMembership
 from .errors import *  # noqa: F401,F403 - one class per status
 from .errors import ArbiterError, ClientTimeout, ConnectionLost, error_for
 from .protocol import (Column, ColumnSpec, Feature, HelloOK, ModelStatus, ModelSummary, ProtocolError, Reloaded,

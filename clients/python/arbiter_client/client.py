@@ -158,6 +158,15 @@ class Client:
         candidate, echoed in the answer. `deadline`: seconds; sent as the request's budget (the server answers
         DEADLINE_EXCEEDED rather than score it late) and waited for here (`ClientTimeout` after it).
         """
+        request = await self.build_request(model, context, candidates, ids, top_k=top_k, version=version,
+                                           routing_key=routing_key, subject=subject)
+        return await self.score_request(request, deadline=deadline)
+
+    async def build_request(self, model: str, context: Union[Mapping[str, Optional[Number]], Sequence[Number]],
+                            candidates, ids: Sequence[int], *, top_k: int = 0, version: int = 0, routing_key: int = 0,
+                            subject: Optional[int] = None) -> p.ScoreRequest:
+        """The SCORE `score` sends, checked and in the schema's order (the schema is asked for, once, when the
+        context or the candidates are given by feature name)."""
         schema = None
         if isinstance(context, Mapping) or _rows_are_dicts(candidates):
             schema = self._schemas.get((model, version)) or await self.info(model, version)
@@ -186,8 +195,7 @@ class Client:
         for i, cid in enumerate(ids):
             if not isinstance(cid, int) or cid < 0 or cid >= 1 << 64:
                 raise ValueError(f"candidate {i}: the id {cid!r} is not an integer in 0..2^64-1")
-        request = p.ScoreRequest(model, ctx, ids, matrix, f, version, routing_key, top_k, subject)
-        return await self.score_request(request, deadline=deadline)
+        return p.ScoreRequest(model, ctx, ids, matrix, f, version, routing_key, top_k, subject)
 
     async def score_request(self, request: p.ScoreRequest, deadline: Optional[float] = None) -> p.Result:
         """Sends a prepared SCORE (values in the schema's order)."""
