@@ -8,6 +8,9 @@ public protocol ReplicaHost: Sendable {
     var localStore: StoreEnvironment { get }
     /// Reads the store now and swaps in what changed; returns once every event loop serves the result.
     func reloadStore() async throws
+    /// Serves `model` at `version`, already loaded, at once (the store names it active from
+    /// `storeGeneration` on); false if it is not loaded.
+    func switchToLoaded(model: String, version: UInt64, storeGeneration: UInt64) async throws -> Bool
     func loadedVersions(of model: String) -> [UInt64]
     /// Why validation rejected `model` v`version`, if it did.
     func rejection(of model: String, version: UInt64) -> String?
@@ -204,9 +207,15 @@ public actor ReplicaAgent {
         do {
             let received = Int64(Date().timeIntervalSince1970 * 1_000_000) - pointer.unixMicros
             let started = ContinuousClock.now
-            try Catalog(environment: host.localStore).activate(model: model, version: pointer.version)
+            let catalog = Catalog(environment: host.localStore)
+            try catalog.activate(model: model, version: pointer.version)
+            let generation = try catalog.generation()
             let written = ContinuousClock.now
-            try await host.reloadStore()
+            // Loaded and validated already: switched at once. A first version (validated, not loaded) goes
+            // through a reload, which loads it.
+            if try await !host.switchToLoaded(model: model, version: pointer.version, storeGeneration: generation) {
+                try await host.reloadStore()
+            }
             let reloaded = ContinuousClock.now
             guard host.servedVersions()[model] == pointer.version else {
                 logger.error("\(model) v\(pointer.version) was activated locally, but the server serves v\(host.servedVersions()[model].map(String.init) ?? "-")")
@@ -215,7 +224,7 @@ public actor ReplicaAgent {
             let micros = Int64(Date().timeIntervalSince1970 * 1_000_000) - pointer.unixMicros
             switchMicros[model] = micros
             func us(_ d: Duration) -> Int64 { d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000 }
-            logger.info("switched \(model) to v\(pointer.version) (epoch \(pointer.epoch)), \(micros) µs after it was committed: seen after \(received) µs, local activation \(us(written - started)) µs, reload \(us(reloaded - written)) µs")
+            logger.info("switched \(model) to v\(pointer.version) (epoch \(pointer.epoch)), \(micros) µs after it was committed: seen after \(received) µs, local activation \(us(written - started)) µs, swap \(us(reloaded - written)) µs")
         } catch {
             logger.error("cannot switch \(model) to v\(pointer.version): \(error)")
         }

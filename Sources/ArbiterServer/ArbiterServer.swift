@@ -60,6 +60,17 @@ public final class ArbiterServer: Sendable {
     private let refusalLog = RateLimitedLog(intervalNanos: 10_000_000_000)
     private let acceptLog = RateLimitedLog(intervalNanos: 10_000_000_000)
 
+    /// Serializes every change of the served table — a reload's swap and a switch to a loaded version — and
+    /// remembers the switches a reload that read the store before them must not undo.
+    private let tableChanges = NIOLockedValueBox<[String: SwitchOverride]>([:])
+
+    /// A switch made by ``switchToLoaded(model:version:storeGeneration:)``, which the store records from
+    /// generation `generation` on.
+    private struct SwitchOverride {
+        var version: UInt64
+        var generation: UInt64
+    }
+
     private struct Watcher {
         var lastGeneration: UInt64
         var pollsSinceReaderCheck = 0
@@ -286,6 +297,37 @@ public final class ArbiterServer: Sendable {
         lifecycle.withLockedValue { $0.readinessHold = reason }
     }
 
+    /// Serves `model` at `version` — already loaded and validated here (retained for pins) — without
+    /// waiting for the loader: the new table is built on the calling thread and handed to every loop; returns
+    /// once every loop serves it, or false (changing nothing) when the version is not loaded. The store must
+    /// already name it active, from `storeGeneration` on (the caller activated it there): a reload that read
+    /// the store before that keeps this switch instead of undoing it.
+    ///
+    /// The loader runs in SCHED_IDLE so that validating a new version never takes a core from the event
+    /// loops; a switch to a loaded version needs no such work, and must not wait behind it (a cluster replica
+    /// switches on the commit, within milliseconds on every replica).
+    public func switchToLoaded(model: String, version: UInt64, storeGeneration: UInt64) async throws -> Bool {
+        let loop = loaderGroup.next()
+        let switched = tableChanges.withLockedValue { overrides -> EventLoopFuture<Void>? in
+            var table = state.table
+            guard let served = table.models[model], let target = served.loaded.first(where: { $0.version == version }) else {
+                return nil
+            }
+            if served.active.version == version && served.split.isEmpty { return loop.makeSucceededVoidFuture() }
+            target.settlePages(serving: true)
+            table.models[model] = served.activating(target)
+            table.failures[model] = nil
+            overrides[model] = SwitchOverride(version: version, generation: storeGeneration)
+            logger.info("swapped in \(model) v\(version) (a loaded version, switched at once)")
+            metrics.serving(model: model)
+            metrics.swapped(model: model)
+            return state.replace(table, releaseOn: loop)
+        }
+        guard let switched else { return false }
+        try await switched.get()
+        return true
+    }
+
     /// Checks the store now and swaps in what changed (after validating it). Returns once every event loop
     /// serves the result: a request sent after this returns is answered by it. Throws when the store cannot
     /// be read (for instance ``StoreError/mapOutgrown(path:mapSize:openTransactions:)``); the models already
@@ -411,9 +453,24 @@ public final class ArbiterServer: Sendable {
             })))
         }
         switch outcome {
-        case .success(let (table, report)):
+        case .success(let (loadedTable, report)):
             let loaded = ServerClock.system.nanoseconds()
-            let switched = state.replace(table, releaseOn: loop)
+            let switched = tableChanges.withLockedValue { overrides -> EventLoopFuture<Void> in
+                // A switch made while this reload read an older store stands.
+                var table = loadedTable
+                for (model, o) in overrides {
+                    if report.generation >= o.generation {
+                        overrides[model] = nil
+                        continue
+                    }
+                    if let served = table.models[model], served.active.version != o.version,
+                       let target = served.loaded.first(where: { $0.version == o.version }) {
+                        target.settlePages(serving: true)
+                        table.models[model] = served.activating(target)
+                    }
+                }
+                return state.replace(table, releaseOn: loop)
+            }
             environment.clearStaleReaders()
             let logger = self.logger
             return switched.hop(to: loop).map {

@@ -43,6 +43,13 @@ final class ServedModel: Sendable {
         self.latest = max(latest, loaded.map(\.version).max() ?? 0)
     }
 
+    /// The same model with `version` (one of `loaded`) active, as an activation leaves it: no split, and no
+    /// shadow of the version that now serves.
+    func activating(_ version: ServingModel) -> ServedModel {
+        ServedModel(name: name, active: version, loaded: loaded, split: nil,
+                    shadow: shadow?.model.version == version.version ? nil : shadow, latest: max(latest, version.version))
+    }
+
     /// The version that serves a request: the pinned one if loaded (nil if not), else the split's choice for
     /// the routing key, else the active one.
     @inline(__always)

@@ -106,6 +106,9 @@ struct ServerHost: ReplicaHost {
 
     var localStore: StoreEnvironment { server.store }
     func reloadStore() async throws { try await server.reload() }
+    func switchToLoaded(model: String, version: UInt64, storeGeneration: UInt64) async throws -> Bool {
+        try await server.switchToLoaded(model: model, version: version, storeGeneration: storeGeneration)
+    }
     func loadedVersions(of model: String) -> [UInt64] { server.loadedVersions(of: model) }
     func rejection(of model: String, version: UInt64) -> String? {
         if case .rejected(let why) = server.versionState(model: model, version: version) { return why }

@@ -435,3 +435,41 @@ enum ConnectionHandlerProbe {
         ConnectionHandler.isLoopback(try? SocketAddress(ipAddress: ip, port: 1))
     }
 }
+
+/// A switch to a version already loaded (what a cluster replica does on a commit): at once, without the
+/// loader; a reload that read the store before the switch does not undo it, one that read it after agrees.
+@Suite struct SwitchToLoadedTests {
+    @Test func aLoadedVersionIsServedAtOnceAndReloadsKeepIt() async throws {
+        let s = try HotSwapTests.setup("switch-loaded")
+        defer { try? FileManager.default.removeItem(atPath: s.path) }
+        try ScaleModel.publish(s.catalog, w: 1)
+        try ScaleModel.publish(s.catalog, w: 2, activate: false)
+        try await HotSwapTests.withServer(s.config) { server, client in
+            try await server.reload()   // v2 loads as a retained version
+            #expect(server.loadedVersions(of: "scale") == [1, 2])
+            // Not loaded: nothing changes.
+            #expect(try await server.switchToLoaded(model: "scale", version: 9, storeGeneration: 0) == false)
+            #expect(try await server.switchToLoaded(model: "other", version: 1, storeGeneration: 0) == false)
+
+            // A reload that read the store before the activation (simulated: the switch says the store names v2
+            // from a generation the reload has not reached) keeps v2.
+            let generationBefore = try s.catalog.generation()
+            #expect(try await server.switchToLoaded(model: "scale", version: 2, storeGeneration: generationBefore + 1))
+            #expect(server.served.first?.version == 2)
+            #expect(try await client.score(ScaleModel.request(key: 1)).version == 2)
+            try await server.reload()
+            #expect(server.served.first?.version == 2, "a reload of an older store undid the switch")
+            #expect(try await client.score(ScaleModel.request(key: 1)).version == 2)
+
+            // Once the store names v2 too, reloads read it there (and the switch is forgotten): rolling back to v1
+            // in the store is then what a reload serves.
+            try s.catalog.activate(model: "scale", version: 2)
+            try await server.reload()
+            #expect(server.served.first?.version == 2)
+            try s.catalog.activate(model: "scale", version: 1)
+            try await server.reload()
+            #expect(server.served.first?.version == 1)
+            #expect(try await client.score(ScaleModel.request(key: 1)).version == 1)
+        }
+    }
+}

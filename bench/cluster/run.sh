@@ -21,24 +21,26 @@ mkdir -p "$WORK" "$OUT"
 swift build -c release --product arbiterd >/dev/null 2>"$WORK/build.log" || { cat "$WORK/build.log"; exit 1; }
 swift build -c release --product arbiter-train >/dev/null 2>>"$WORK/build.log" || { cat "$WORK/build.log"; exit 1; }
 BIN="$(swift build -c release --show-bin-path)"
-(cd bench && swift build -c release --product cluster-bench --product rank-store --product route-store >/dev/null 2>>"$WORK/build.log") || { cat "$WORK/build.log"; exit 1; }
+for product in cluster-bench rank-store route-store; do
+  (cd bench && swift build -c release --product "$product" >/dev/null 2>>"$WORK/build.log") || { cat "$WORK/build.log"; exit 1; }
+done
 BBIN="$(cd bench && swift build -c release --show-bin-path)"
 
 # A fresh cluster each run (its data would otherwise carry versions over).
 scripts/cluster.sh stop --dir "$CLUSTER_DIR" >/dev/null 2>&1 || true
 rm -rf "$CLUSTER_DIR"
 trap 'scripts/cluster.sh stop --dir "$CLUSTER_DIR" >/dev/null 2>&1 || true' EXIT
+# One event loop per replica: four replicas share this machine's two cores (with etcd, SeaweedFS and the load).
+export ARBITERD_ARGS="${ARBITERD_ARGS:---threads 1}"
 scripts/cluster.sh start --dir "$CLUSTER_DIR" --replicas 4
 eval "$(scripts/cluster.sh env --dir "$CLUSTER_DIR")"
 
 # The trainer's lead model (v1), pushed and promoted: every scenario's load scores it.
+# (A new trainer store each run: the scenarios publish up to a hundred versions into it.)
 TRAINER="$WORK/trainer"
-if [ ! -f "$TRAINER/data.mdb" ]; then
-  "$BIN/arbiter-train" gen-data --kind lead-grading --rows 50000 --seed 5 --out "$WORK/leads.csv" >/dev/null
-  "$BIN/arbiter-train" train --kind lead-grading --data "$WORK/leads.csv" --store "$TRAINER" --model leads --max-epochs 4 >/dev/null
-fi
-"$BIN/arbiter-train" gc --store "$TRAINER" --model leads --keep 0 >/dev/null || true
-"$BIN/arbiter-train" activate --store "$TRAINER" --model leads --version 1 >/dev/null
+rm -rf "$TRAINER"
+[ -f "$WORK/leads.csv" ] || "$BIN/arbiter-train" gen-data --kind lead-grading --rows 20000 --seed 5 --out "$WORK/leads.csv" >/dev/null
+"$BIN/arbiter-train" train --kind lead-grading --data "$WORK/leads.csv" --store "$TRAINER" --model leads --max-epochs 4 >/dev/null
 "$BIN/arbiter-train" push --store "$TRAINER" --model leads --version 1 --s3 "$ARBITER_S3" --bucket "$ARBITER_BUCKET" --etcd "$ARBITER_ETCD" >/dev/null
 "$BIN/arbiter-train" cluster promote --etcd "$ARBITER_ETCD" --model leads --version 1
 

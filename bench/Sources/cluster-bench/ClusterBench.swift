@@ -356,7 +356,7 @@ struct Bench: Sendable {
             // there, and is promoted nowhere.
             try signal("r3", SIGTERM)
             try await waitUntil("r3 has stopped", seconds: 30) { kill(try pid("r3"), 0) != 0 }
-            try clusterScript("start-replica", ["3"], environment: ["ARBITERD_ARGS": "--kinds lead-grading,ranking"])
+            try clusterScript("start-replica", ["3"], environment: ["ARBITERD_ARGS": (ProcessInfo.processInfo.environment["ARBITERD_ARGS"] ?? "") + " --kinds lead-grading,ranking"])
             try await waitUntil("r3 is ready again", seconds: 60) { try await readyReplicas().count == replicas }
             note("r3 restarted serving lead-grading and ranking only")
             try await push(extra, model: "route", version: 1)

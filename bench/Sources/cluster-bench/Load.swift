@@ -75,11 +75,14 @@ final class OpenLoopLoad: @unchecked Sendable {
         let interval = 1_000_000_000 / UInt64(max(1, rate))
         var next = started
         var k = 0
+        // Sleeps until the next request is due (never spinning: this machine has two cores, and a spinning
+        // driver would take one from the replicas), then sends everything due. A request sent late carries its
+        // lateness in its latency.
         while !lock.withLock({ stopFlag }) {
             let now = Self.now()
             if now < next {
-                let wait = next - now
-                if wait > 200_000 { usleep(UInt32((wait - 100_000) / 1000)) }
+                var ts = timespec(tv_sec: 0, tv_nsec: Int(next - now))
+                nanosleep(&ts, nil)
                 continue
             }
             while next <= Self.now() {
