@@ -209,7 +209,7 @@ struct Bench: Sendable {
     /// Closed loop with 64 requests always out, for `duration` seconds: the rate the cluster sustains
     /// through the balancing client on this machine.
     func capacity() async throws -> [String: JSONValue] {
-        try await withClient { client, _ in
+        try await withClient { client, membership in
             let requests = Self.leadRequests
             let done = ManagedCounter()
             let stop = ManagedCounter()
@@ -234,9 +234,28 @@ struct Bench: Sendable {
                 drained += 1
                 if drained == 64 { break }
             }
+            let closed = Double(count) / seconds
+            // Open loop, as the scenarios load it: rising rates, 4 s each; the capacity is the highest rate at
+            // which every request is answered and p99 stays under 10 ms.
+            var ramp: [JSONValue] = []
+            var sustained = 0.0
+            for fraction in [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8] {
+                let rate = Int(closed * fraction)
+                let load = OpenLoopLoad(client: client, membership: membership, model: "leads", requests: requests, rate: rate)
+                load.start()
+                try await Task.sleep(for: .seconds(4))
+                load.stop()
+                let s = load.summary(from: 0.5)
+                ramp.append(.array([.number(Double(rate)), .number(s.p50Micros), .number(s.p99Micros), .number(Double(s.failed))]))
+                print("open loop at \(rate)/s: p50 \(Int(s.p50Micros)) µs, p99 \(Int(s.p99Micros)) µs, \(s.failed) failed")
+                guard s.failed == 0, s.p99Micros <= 10_000 else { break }
+                sustained = Double(rate)
+                try await Task.sleep(for: .seconds(1))
+            }
             let stats = client.statistics
-            return ["capacity_rps": .number(Double(count) / seconds), "requests": .number(Double(stats.requests)),
-                    "failures": .number(Double(stats.failures)), "answered_by": .object(stats.answeredBy.mapValues { .number(Double($0)) })]
+            return ["closed_loop_rps": .number(closed), "capacity_rps": .number(sustained), "ramp": .array(ramp),
+                    "requests": .number(Double(stats.requests)), "failures": .number(Double(stats.failures)),
+                    "answered_by": .object(stats.answeredBy.mapValues { .number(Double($0)) })]
         }
     }
 
