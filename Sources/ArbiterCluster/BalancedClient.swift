@@ -235,8 +235,11 @@ public final class BalancedClient: Sendable {
                 // replica's; the replica's own committed version is as good an answer.
                 if kind == .unknownVersion && race.pinnedByUs { race.request.version = 0 }
                 let retryable = kind != .final
-                if race.inFlight > 0 { return (false, false) }   // a hedge is still out: let it answer
-                if !retryable || race.attempts >= configuration.maxAttempts || race.deadline <= .now() {
+                let canRetry = retryable && race.attempts < configuration.maxAttempts && race.deadline > .now()
+                // Another attempt still out (a hedge, or the attempt a hedge raced): replace this one if the
+                // attempts allow — the one still out may be on a replica that stopped answering — else let it answer.
+                if race.inFlight > 0 { return (false, canRetry) }
+                if !canRetry {
                     race.done = true
                     return (true, false)
                 }
@@ -247,7 +250,13 @@ public final class BalancedClient: Sendable {
                     state.withLockedValue { $0.statistics.retries += 1 }
                     return
                 }
-                race.lock.withLock { race.done = true }
+                // No retry: fail unless another attempt is still out.
+                let last = race.lock.withLock { () -> Bool in
+                    guard !race.done, race.inFlight == 0 else { return false }
+                    race.done = true
+                    return true
+                }
+                guard last else { return }
             } else if !settle {
                 return
             }

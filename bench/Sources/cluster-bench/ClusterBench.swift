@@ -132,19 +132,17 @@ struct Bench: Sendable {
         guard kill(try pid(name), sig) == 0 else { throw ValidationError("cannot signal \(name): errno \(errno)") }
     }
 
-    /// Runs scripts/cluster.sh (found beside this package) with `arguments` after `--dir`.
+    /// Runs scripts/cluster.sh (found beside this package) with `arguments` after `--dir`. Through system(3),
+    /// which waits for the script alone: Foundation's Process also waited for the replica the script leaves
+    /// running in the background (it holds a descriptor Process watches).
     func clusterScript(_ command: String, _ arguments: [String] = [], environment: [String: String] = [:]) throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("scripts/cluster.sh").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: script)
-        p.arguments = [command, "--dir", clusterDir] + arguments
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        p.environment = env
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw ValidationError("cluster.sh \(command) \(arguments) failed") }
+        func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let env = environment.map { "\($0.key)=\(quote($0.value))" }.joined(separator: " ")
+        let line = "\(env) \(quote(script)) \(command) --dir \(quote(clusterDir)) \(arguments.map(quote).joined(separator: " ")) </dev/null"
+        let status = system(line)
+        guard status == 0 else { throw ValidationError("cluster.sh \(command) \(arguments) failed (status \(status))") }
     }
 
     func waitUntil(_ what: String, seconds: Double, _ condition: () async throws -> Bool) async throws {

@@ -238,13 +238,17 @@ class BalancedClient:
                             self._eject(replica)
                         if kind == "version" and pinned:
                             request = p.ScoreRequest(**{**request.__dict__, "version": 0})
-                        if kind == "final" or attempts:
-                            if kind == "final" and not attempts:
+                        if kind == "final":
+                            if not attempts:
                                 raise
                             continue
-                        if len(tried) >= self.max_attempts or loop.time() >= end or not self._take_budget() or not launch():
+                        # Replaced even while another attempt is out: that one may be on a replica that stopped
+                        # answering.
+                        if len(tried) < self.max_attempts and loop.time() < end and self._take_budget() and launch():
+                            self.statistics["retries"] += 1
+                            continue
+                        if not attempts:
                             raise
-                        self.statistics["retries"] += 1
                         continue
                     self._record(request.model, loop.time() - started)
                     if replica != first:
