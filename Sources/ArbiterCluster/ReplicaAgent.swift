@@ -79,6 +79,8 @@ public actor ReplicaAgent {
     /// Activations in progress, so that two watch events do not switch the same model at once.
     var switching: Set<String> = []
     let downloads = Gate()
+    /// Checking, decompressing and importing staged versions: at idle priority, off the serving cores' way.
+    let background = BackgroundWork()
 
     public init(configuration: ReplicaAgentConfiguration, host: any ReplicaHost, plane: ControlPlane, fetcher: ArtifactFetcher,
                 logger: Logger) {
@@ -100,6 +102,7 @@ public actor ReplicaAgent {
         }
         for (_, s) in staging { s.task.cancel() }
         if lease != 0 { try? await plane.etcd.revokeLease(lease) }
+        try? await background.shutdown()
     }
 
     // MARK: Loops
@@ -286,12 +289,12 @@ public actor ReplicaAgent {
                 }
                 let dir = configuration.workDirectory + "/\(model)-\(version)-\(UUID().uuidString)"
                 defer { try? FileManager.default.removeItem(atPath: dir) }
-                let timings = try await fetcher.fetch(manifest, into: dir)
+                let timings = try await fetcher.fetch(manifest, into: dir, background: background)
                 let started = ContinuousClock.now
-                let outcome = try {
+                let outcome = try await background.run {
                     let artifact = try StoreEnvironment.open(path: dir, configuration: StoreConfiguration(readOnly: true))
                     return try catalog.importVersion(from: artifact, model: model, version: version)
-                }()
+                }
                 let d = ContinuousClock.now - started
                 let importSeconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
                 logger.info("fetched \(model) v\(version): \(timings.map(\.description).joined(separator: "; ")); \(StageTiming(name: "import", bytes: manifest.store.bytes, seconds: importSeconds)) (\(outcome))")
