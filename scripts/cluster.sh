@@ -88,7 +88,9 @@ start_s3() {
   cat >"$DIR/s3/identities.json" <<EOF
 {"identities":[{"name":"arbiter","credentials":[{"accessKey":"$ACCESS_KEY","secretKey":"$SECRET_KEY"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 EOF
-  weed server -dir="$DIR/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 -s3.port="$S3_PORT" \
+  # Niced: on one machine the S3 server's CPU (serving four replicas a large version at once) would come out of
+  # the replicas' cores, where on a real cluster it is another machine's. etcd keeps its priority.
+  nice -n 10 weed server -dir="$DIR/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 -s3.port="$S3_PORT" \
     -s3.config="$DIR/s3/identities.json" -master.port=$((BASE + 21)) -volume.port=$((BASE + 22)) -filer.port=$((BASE + 23)) \
     -master.volumeSizeLimitMB=1024 -s3.port.iceberg=0 -s3.port.lance=0 >>"$DIR/logs/s3.log" 2>&1 &
   echo $! >"$DIR/pids/s3"

@@ -4,7 +4,7 @@
 # the summaries (cluster-DATE-*.json) and the plots (cluster-DATE-versions.svg, cluster-DATE-failover.svg).
 #
 #   bench/cluster/run.sh                 every scenario (about 15 minutes once built)
-#   ONLY=failover bench/cluster/run.sh   one of: capacity consistency failover partial distribution coldstart
+#   ONLY="failover partial" bench/cluster/run.sh   some of: consistency failover partial distribution coldstart
 #   PROMOTIONS=100 RATE=N                the consistency run's promotions; a rate instead of half the measured capacity
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,7 +49,7 @@ run() {  # scenario, extra args...
   echo "== $s"
   "$BBIN/cluster-bench" --scenario "$s" --trainer-store "$TRAINER" --out "$OUT/cluster-$DATE-$s.json" "$@" | tail -n 40
 }
-want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 # Capacity through the balancing client; the other scenarios run at half of it.
 if [ -z "${RATE:-}" ]; then

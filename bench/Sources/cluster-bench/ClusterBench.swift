@@ -336,9 +336,13 @@ struct Bench: Sendable {
         guard let extraStore else { throw ValidationError("--extra-store (with models 'rank' and 'route') is needed") }
         let extra = Catalog(environment: try StoreEnvironment.open(path: extraStore))
         let trainer = try trainer()
+        // Pushed before the load starts: the trainer is another machine on a real cluster.
+        try await push(extra, model: "rank", version: 1)
+        try await push(extra, model: "route", version: 1)
         return try await withClient { client, membership in
             let load = OpenLoopLoad(client: client, membership: membership, model: "leads", requests: Self.leadRequests, rate: rate)
             load.start()
+            try await Task.sleep(for: .seconds(2))
             var events: [JSONValue] = []
             func note(_ what: String) {
                 print(String(format: "%6.2f s  %@", load.elapsed(), what))
@@ -346,7 +350,6 @@ struct Bench: Sendable {
             }
 
             // (a) S3 killed while the replicas download a 256 MiB version; it comes back after 3 s.
-            try await push(extra, model: "rank", version: 1)
             let activeLeads = try await plane.pointer(plane.keys.active("leads"))?.pointer.version
             note("rank v1 (256 MiB) set as target")
             try await plane.setTarget(model: "rank", version: 1)
@@ -376,7 +379,6 @@ struct Bench: Sendable {
             try clusterScript("start-replica", ["3"], environment: ["ARBITERD_ARGS": (ProcessInfo.processInfo.environment["ARBITERD_ARGS"] ?? "") + " --kinds lead-grading,ranking"])
             try await waitUntil("r3 is ready again", seconds: 60) { try await readyReplicas().count == replicas }
             note("r3 restarted serving lead-grading and ranking only")
-            try await push(extra, model: "route", version: 1)
             var refusedRoute = false
             do { _ = try await plane.promote(model: "route", version: 1, timeout: .seconds(60)) } catch { refusedRoute = true; note("refused: \(error)") }
             let routeActive = try await plane.pointer(plane.keys.active("route"))
