@@ -143,17 +143,17 @@ public struct ArtifactPusher: Sendable {
         let existing = try await s3.get(manifestKey)
         var stages: [StageTiming] = []
         let (exported, exportTiming) = try await measure("export", bytes: { (e: ExportedVersion) in e.payloadBytes }) {
-            try catalog.exportVersion(model: model, version: version, to: exportDir)
+            try catalog.exportVersion(model: model, version: version, to: exportDir, scratch: true)
         }
         stages.append(exportTiming)
         let (compactBytes, compactTiming) = try await measure("compact", bytes: { $0 }) { () throws -> Int in
             let env = try StoreEnvironment.open(path: exportDir, configuration: StoreConfiguration(readOnly: true))
-            return try env.copyCompacted(toFile: compactFile)
+            return try env.copyCompacted(toFile: compactFile, sync: false)
         }
         stages.append(compactTiming)
         try? FileManager.default.removeItem(atPath: exportDir)
         let (summary, compressTiming) = try await measure("compress", bytes: { (s: CompressionSummary) in s.rawBytes }) {
-            try ZstdFiles.compress(compactFile, to: compressedFile)
+            try ZstdFiles.compress(compactFile, to: compressedFile, sync: false)
         }
         stages.append(compressTiming)
         precondition(summary.rawBytes == compactBytes)
@@ -254,55 +254,47 @@ public struct ArtifactFetcher: Sendable {
         }.sorted()
     }
 
-    /// Downloads the object `manifest` names into `directory` (new or empty), then checks and decompresses it
-    /// into `directory/data.mdb` — the object's and the store file's size and SHA-256 — on `background` when
-    /// given (the hashing and decompression of a large version are seconds of CPU, which a serving replica
-    /// gives at idle priority), else here. A connection broken mid-object is resumed; anything that does not
-    /// match is refused with what differed, and the files removed.
+    /// Downloads the object `manifest` names and decompresses it as it arrives into `directory/data.mdb`
+    /// (`directory` new or empty), checking the object's size and SHA-256 and zstd's checksum of the content;
+    /// the store's own checksums of every tensor are checked again when the server validates the version.
+    /// The hashing and decompression run on `background` when given (seconds of CPU for a large version, which
+    /// a serving replica gives at idle priority), a megabyte at a time, else here. Nothing is written twice:
+    /// no copy of the compressed object is kept, and the scratch file is not flushed to disk (it is imported
+    /// and removed at once). A connection broken mid-object is resumed; anything that does not match is
+    /// refused with what differed, and the file removed.
     public func fetch(_ manifest: ArtifactManifest, into directory: String, background: BackgroundWork? = nil) async throws -> [StageTiming] {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let objectPath = directory + "/object.mdb.zst"
         let path = directory + "/data.mdb"
         do {
-            let sink = try PosixFile(creating: objectPath)
-            let (_, download) = try await measure("download", bytes: { (_: Int) in manifest.object.bytes }) {
-                try await s3.download(manifest.object.key!, expectedSize: manifest.object.bytes) { chunk in
-                    try chunk.withUnsafeReadableBytes { b throws(ClusterError) in try sink.write(b) }
+            let decoder = try ZstdFileDecoder(writingTo: path, expectedBytes: manifest.store.bytes, hashesOutput: false)
+            var pending = ByteBuffer()
+            func drain() async throws {
+                guard pending.readableBytes > 0 else { return }
+                let piece = pending
+                pending = ByteBuffer()
+                let feed: @Sendable () throws -> Void = { try piece.withUnsafeReadableBytes { b throws(ClusterError) in try decoder.feed(b) } }
+                if let background { try await background.run(feed) } else { try feed() }
+            }
+            let (_, timing) = try await measure("download and decompress", bytes: { (_: Int) in manifest.object.bytes }) {
+                let n = try await s3.download(manifest.object.key!, expectedSize: manifest.object.bytes) { chunk in
+                    var c = chunk
+                    pending.writeBuffer(&c)
+                    if pending.readableBytes >= 1 << 20 { try await drain() }
                 }
+                try await drain()
+                return n
             }
-            let objectName = "s3://\(s3.location.bucket)/\(manifest.object.key!)"
-            let check: @Sendable () throws -> Void = { try Self.decompress(objectPath, to: path, manifest: manifest, objectName: objectName) }
-            let (_, decompress) = try await measure("check and decompress", bytes: { (_: Void) in manifest.store.bytes }) {
-                if let background { try await background.run(check) } else { try check() }
+            try decoder.finish(sync: false)
+            guard decoder.compressed.hex() == manifest.object.sha256 else {
+                throw ClusterError.corruptArtifact("s3://\(s3.location.bucket)/\(manifest.object.key!) has SHA-256 \(decoder.compressed.hex()); its manifest says \(manifest.object.sha256)")
             }
-            try? FileManager.default.removeItem(atPath: objectPath)
-            return [download, decompress]
+            guard decoder.outputBytes == manifest.store.bytes else {
+                throw ClusterError.corruptArtifact("\(manifest.model) v\(manifest.version)'s store file is \(decoder.outputBytes) bytes; its manifest says \(manifest.store.bytes)")
+            }
+            return [timing]
         } catch {
-            try? FileManager.default.removeItem(atPath: objectPath)
             try? FileManager.default.removeItem(atPath: path)
             throw error
-        }
-    }
-
-    /// Reads the downloaded object once: its SHA-256, and through zstd into the store file with that one's.
-    static func decompress(_ objectPath: String, to path: String, manifest: ArtifactManifest, objectName: String) throws {
-        let source = try PosixFile(reading: objectPath)
-        let decoder = try ZstdFileDecoder(writingTo: path, expectedBytes: manifest.store.bytes)
-        let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { block.deallocate() }
-        var offset = 0
-        while true {
-            let n = try source.read(into: block, at: offset)
-            if n == 0 { break }
-            try decoder.feed(UnsafeRawBufferPointer(rebasing: block[0..<n]))
-            offset += n
-        }
-        try decoder.finish()
-        guard decoder.compressed.byteCount == manifest.object.bytes, decoder.compressed.hex() == manifest.object.sha256 else {
-            throw ClusterError.corruptArtifact("\(objectName) has SHA-256 \(decoder.compressed.hex()); its manifest says \(manifest.object.sha256)")
-        }
-        guard decoder.raw.byteCount == manifest.store.bytes, decoder.raw.hex() == manifest.store.sha256 else {
-            throw ClusterError.corruptArtifact("\(manifest.model) v\(manifest.version)'s store file is \(decoder.raw.byteCount) bytes with SHA-256 \(decoder.raw.hex()); its manifest says \(manifest.store.bytes) bytes, \(manifest.store.sha256)")
         }
     }
 }

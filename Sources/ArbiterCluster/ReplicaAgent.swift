@@ -334,8 +334,11 @@ public actor ReplicaAgent {
             let loaded = Set(host.loadedVersions(of: model)).union(validatedOnly[model] ?? [])
             if !loaded.isEmpty { staged[model] = loaded.sorted() }
         }
+        // Behind: a committed version this replica does not have loaded. One it has loaded is being switched to
+        // (a matter of milliseconds, and pins to it are answered already): reporting the replica not ready for
+        // that instant would take every replica out of every client's view at each commit.
         var behind: [String] = []
-        for (model, active) in actives where served[model] != active.version {
+        for (model, active) in actives where served[model] != active.version && !host.loadedVersions(of: model).contains(active.version) {
             behind.append("\(model) v\(active.version) is committed; this replica serves \(served[model].map { "v\($0)" } ?? "nothing")")
         }
         let hold: String? = behind.isEmpty ? nil : behind.sorted().joined(separator: "; ")

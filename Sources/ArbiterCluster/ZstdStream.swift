@@ -69,7 +69,7 @@ public enum ZstdFiles {
     /// Compresses the file at `input` into a new file at `output` (one zstd frame with its content size and
     /// checksum), hashing both sides in the same pass. `workers` > 0 compresses on that many threads of
     /// libzstd's own.
-    public static func compress(_ input: String, to output: String, level: Int32 = 3, workers: Int32 = 2) throws(ClusterError) -> CompressionSummary {
+    public static func compress(_ input: String, to output: String, level: Int32 = 3, workers: Int32 = 2, sync: Bool = true) throws(ClusterError) -> CompressionSummary {
         let source = try PosixFile(reading: input)
         let sink = try PosixFile(creating: output)
         guard let cctx = ZSTD_createCCtx() else { throw ClusterError.compression("ZSTD_createCCtx failed") }
@@ -109,7 +109,7 @@ public enum ZstdFiles {
             }
             finished = last
         }
-        try sink.sync()
+        if sync { try sink.sync() }
         guard offset == total else { throw ClusterError.io("\(input) changed size while it was compressed") }
         return CompressionSummary(rawBytes: rawHash.byteCount, rawSHA256: rawHash.hex(),
                                   compressedBytes: outHash.byteCount, compressedSHA256: outHash.hex())
@@ -118,16 +118,22 @@ public enum ZstdFiles {
 
 /// Decompresses a zstd stream fed in pieces into a file, hashing both sides, and refusing to write more than
 /// the expected size (a damaged or hostile object must not fill the disk).
-public final class ZstdFileDecoder {
+// Unchecked: used by one task at a time (the fetch hands it from the download to the background thread in turn).
+public final class ZstdFileDecoder: @unchecked Sendable {
     let dctx: OpaquePointer
     let sink: PosixFile
     let limit: Int
     let outBuffer: UnsafeMutableRawBufferPointer
     public private(set) var compressed = StreamingSHA256()
+    /// The output's SHA-256, when the decoder hashes it (`hashesOutput`).
     public private(set) var raw = StreamingSHA256()
+    /// Bytes written out.
+    public private(set) var outputBytes = 0
+    private let hashesOutput: Bool
     private var frameEnded = false
 
-    public init(writingTo path: String, expectedBytes: Int) throws(ClusterError) {
+    public init(writingTo path: String, expectedBytes: Int, hashesOutput: Bool = true) throws(ClusterError) {
+        self.hashesOutput = hashesOutput
         guard let d = ZSTD_createDCtx() else { throw ClusterError.compression("ZSTD_createDCtx failed") }
         dctx = d
         sink = try PosixFile(creating: path)
@@ -153,20 +159,22 @@ public final class ZstdFileDecoder {
                 throw ClusterError.corruptArtifact("decompressing into \(sink.path) failed: \(String(cString: ZSTD_getErrorName(r)))")
             }
             let produced = UnsafeRawBufferPointer(rebasing: outBuffer[0..<output.pos])
-            guard raw.byteCount + produced.count <= limit else {
+            guard outputBytes + produced.count <= limit else {
                 throw ClusterError.corruptArtifact("\(sink.path): the object decompresses to more than the manifest's \(limit) bytes")
             }
             try sink.write(produced)
-            raw.update(produced)
+            outputBytes += produced.count
+            if hashesOutput { raw.update(produced) }
             if r == 0 { frameEnded = true }
             // Output filled: loop for more. Input consumed and nothing more to flush: wait for the next piece.
             if output.pos < output.size && input.pos == input.size { break }
         }
     }
 
-    /// Checks the frame ended and flushes the file to disk.
-    public func finish() throws(ClusterError) {
+    /// Checks the frame ended (and zstd's checksum of the content with it) and, when `sync`, flushes the file
+    /// to disk (a scratch file that is read at once and removed needs no flush).
+    public func finish(sync: Bool = true) throws(ClusterError) {
         guard frameEnded else { throw ClusterError.corruptArtifact("\(sink.path): the compressed object ends inside its zstd frame") }
-        try sink.sync()
+        if sync { try sink.sync() }
     }
 }

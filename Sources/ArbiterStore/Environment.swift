@@ -26,6 +26,9 @@ public struct StoreConfiguration: Sendable {
     /// on a read-only file system, where LMDB uses no locks (nothing can write the store there either).
     /// Default false.
     public var readOnly: Bool
+    /// Commit without flushing to disk (`MDB_NOSYNC`): for a scratch store that is thrown away after use (a
+    /// version exported for `push`), never for one that must survive a crash.
+    public var scratch = false
 
     public init(mapSize: Int? = nil, maxReaders: UInt32 = 256, create: Bool = false, readOnly: Bool = false) {
         self.mapSize = mapSize
@@ -125,7 +128,7 @@ public final class StoreEnvironment: @unchecked Sendable {
             // Size 0 before open makes LMDB take the size recorded in the store's meta page.
             try check(mdb_env_set_mapsize(e, isNew ? configuration.mapSize ?? Self.defaultNewSize : 0), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxreaders(e, configuration.maxReaders), "mdb_env_set_maxreaders")
-            let flags = UInt32(MDB_NOTLS) | (configuration.readOnly ? UInt32(MDB_RDONLY) : 0)
+            let flags = UInt32(MDB_NOTLS) | (configuration.readOnly ? UInt32(MDB_RDONLY) : 0) | (configuration.scratch ? UInt32(MDB_NOSYNC) : 0)
             let rc = mdb_env_open(e, path, flags, 0o644)
             if (rc == EACCES || rc == EROFS) && !configuration.readOnly {
                 throw StoreError.lmdb(operation: "mdb_env_open \(path)", code: rc,

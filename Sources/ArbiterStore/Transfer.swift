@@ -18,12 +18,13 @@ public enum ImportOutcome: Sendable, Equatable {
 }
 
 extension Catalog {
-    /// Writes version `version` of `model`, alone, into a new store at `directory` (which must not hold one):
+    /// Writes version `version` of `model`, alone, into a new store at `directory` (which must not hold one;
+    /// `scratch`: committed without a flush to disk, for a store thrown away after use):
     /// every tensor under the version's own key (shared tensors are resolved), its manifest, its meta, and
     /// `latest` and `active` naming it. The result is a store like any other — `arbiterd --store` serves it,
     /// `mdb_dump` reads it — and what ``importVersion(from:model:version:)`` takes on another machine.
     /// One write transaction: a failure leaves a store with nothing in it.
-    public func exportVersion(model: String, version: UInt64, to directory: String) throws -> ExportedVersion {
+    public func exportVersion(model: String, version: UInt64, to directory: String, scratch: Bool = false) throws -> ExportedVersion {
         try StoreKeys.validate(model: model)
         let snapshot = try environment.snapshot()
         guard let metaBytes = try snapshot.bytes(StoreKeys.meta(model, version)) else {
@@ -41,7 +42,9 @@ extension Catalog {
         // Room for the values, their page headers and the B-tree: a quarter again, and 64 MiB.
         let pageRound = 1 << 20
         let mapSize = ((payload + payload / 4 + (64 << 20)) + pageRound - 1) / pageRound * pageRound
-        let destination = try StoreEnvironment.open(path: directory, configuration: StoreConfiguration(mapSize: mapSize, create: true))
+        var configuration = StoreConfiguration(mapSize: mapSize, create: true)
+        configuration.scratch = scratch
+        let destination = try StoreEnvironment.open(path: directory, configuration: configuration)
         try destination.write { txn in
             for i in meta.tensors.indices {
                 let e = meta.tensors[i]
@@ -141,16 +144,17 @@ extension Catalog {
 
 extension StoreEnvironment {
     /// Writes a compacted copy of the store to the new file `path` (LMDB's `mdb_env_copyfd2` with
-    /// `MDB_CP_COMPACT`: free pages left out, pages renumbered), flushed to disk before returning. The file is a
+    /// `MDB_CP_COMPACT`: free pages left out, pages renumbered), flushed to disk before returning unless `sync` is
+    /// false (a scratch copy). The file is a
     /// `data.mdb` for a directory of its own. Returns its size.
     @discardableResult
-    public func copyCompacted(toFile path: String) throws -> Int {
+    public func copyCompacted(toFile path: String, sync: Bool = true) throws -> Int {
         let fd = Foundation.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw StoreError.invalidRequest("cannot create \(path): \(String(cString: strerror(errno)))") }
         var closed = false
         defer { if !closed { close(fd) } }
         try check(mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT)), "mdb_env_copyfd2 (compact) to \(path)")
-        guard fsync(fd) == 0 else { throw StoreError.invalidRequest("fsync of \(path) failed: \(String(cString: strerror(errno)))") }
+        guard !sync || fsync(fd) == 0 else { throw StoreError.invalidRequest("fsync of \(path) failed: \(String(cString: strerror(errno)))") }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw StoreError.invalidRequest("fstat of \(path) failed") }
         closed = true
