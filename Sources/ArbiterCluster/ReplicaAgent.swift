@@ -337,8 +337,12 @@ public actor ReplicaAgent {
         // Behind: a committed version this replica does not have loaded. One it has loaded is being switched to
         // (a matter of milliseconds, and pins to it are answered already): reporting the replica not ready for
         // that instant would take every replica out of every client's view at each commit.
+        // Nor is a model's first version, validated here and loading on its activation: the replica serves no
+        // version of that model to fall behind with, and its other models must not leave the clients' view
+        // while a large first version loads (that took every replica out at once for seconds).
         var behind: [String] = []
-        for (model, active) in actives where served[model] != active.version && !host.loadedVersions(of: model).contains(active.version) {
+        for (model, active) in actives where served[model] != active.version && !host.loadedVersions(of: model).contains(active.version)
+            && !(served[model] == nil && validatedOnly[model]?.contains(active.version) == true) {
             behind.append("\(model) v\(active.version) is committed; this replica serves \(served[model].map { "v\($0)" } ?? "nothing")")
         }
         let hold: String? = behind.isEmpty ? nil : behind.sorted().joined(separator: "; ")
