@@ -164,6 +164,50 @@ public final class ArbiterClient: Sendable {
         }
     }
 
+    /// Connects and performs HELLO without suspending: the client as a future on one of `group`'s loops.
+    /// For callers that must not depend on Swift's task pool to make progress (`BalancedClient`, whose
+    /// retries would otherwise wait for a pool kept busy elsewhere).
+    public static func connectFuture(host: String, port: Int, configuration: ClientConfiguration = ClientConfiguration(),
+                                     group: any EventLoopGroup) -> EventLoopFuture<ArbiterClient> {
+        let loop = group.next()
+        let tlsContext: NIOSSLContext?
+        do { tlsContext = try configuration.tls?.makeContext() } catch { return loop.makeFailedFuture(error) }
+        let sniName = configuration.tls?.serverName ?? (Self.isAddress(host) ? nil : host)
+        return ClientBootstrap(group: loop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: sniName))
+                    }
+                    try ch.pipeline.syncOperations.addHandler(ClientHandler(maxResponseBytes: configuration.maxResponseBytes))
+                }
+            }
+            .connect(host: host, port: port)
+            .flatMap { channel -> EventLoopFuture<ArbiterClient> in
+                let hello = Hello(maxFrameBytes: configuration.maxResponseBytes, compression: configuration.compression ? .zstd : [],
+                                  clientName: configuration.clientName, token: configuration.token)
+                return roundTripFuture(channel: channel, id: 0, message: .hello(hello), time: 0, timeout: configuration.connectTimeout,
+                                       compress: nil)
+                    .flatMapThrowing { answer -> HelloOK in
+                        guard case .helloOK(let ok) = answer.message else {
+                            throw ClientError.protocolError("expected HELLO_OK, got \(answer.message.opcode)")
+                        }
+                        return ok
+                    }
+                    .flatMap { ok -> EventLoopFuture<ArbiterClient> in
+                        let client = ArbiterClient(channel: channel, ownsGroup: nil, configuration: configuration, session: ok)
+                        guard ok.compression.contains(.zstd) else { return channel.eventLoop.makeSucceededFuture(client) }
+                        return channel.pipeline.handler(type: ClientHandler.self).map { $0.enableZstd() }.map { client }
+                    }
+                    .flatMapErrorThrowing { error in
+                        channel.close(promise: nil)
+                        throw error
+                    }
+            }
+    }
+
     static func isAddress(_ host: String) -> Bool {
         (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }

@@ -321,20 +321,17 @@ public final class BalancedClient: Sendable {
         return state.withLockedValue { s -> EventLoopFuture<ArbiterClient> in
             if let c = s.slots[replica]?.client, c.isOpen { return loop.makeSucceededFuture(c) }
             if let pending = s.slots[replica]?.connecting { return pending }
-            let promise = loop.makePromise(of: ArbiterClient.self)
-            let configuration = configuration.connection
-            let group = group
-            promise.completeWithTask {
-                try await ArbiterClient.connect(host: replica.host, port: replica.port, configuration: configuration, group: group)
-            }
-            s.slots[replica, default: Slot()].connecting = promise.futureResult
-            promise.futureResult.whenComplete { result in
+            // On the event loops, not in a task: a connect (and so a retry) must not wait for Swift's task pool.
+            let future = ArbiterClient.connectFuture(host: replica.host, port: replica.port, configuration: configuration.connection,
+                                                     group: loop)
+            s.slots[replica, default: Slot()].connecting = future
+            future.whenComplete { result in
                 self.state.withLockedValue { s in
                     s.slots[replica]?.connecting = nil
                     if case .success(let c) = result { s.slots[replica]?.client = c }
                 }
             }
-            return promise.futureResult
+            return future
         }
     }
 

@@ -66,7 +66,8 @@ public final class EtcdMembership: Membership {
     let logger: Logger
     private let state = NIOLockedValueBox(MembershipView(replicas: []))
     private let records = NIOLockedValueBox<[String: ReplicaRecord]>([:])
-    private let actives = NIOLockedValueBox<[String: UInt64]>([:])
+    /// Each model's committed version and its epoch.
+    private let actives = NIOLockedValueBox<[String: VersionPointer]>([:])
     public let resyncInterval: Duration
 
     public init(plane: ControlPlane, logger: Logger = Logger(label: "arbiter.membership"), resyncInterval: Duration = .seconds(2)) {
@@ -87,7 +88,9 @@ public final class EtcdMembership: Membership {
             group.addTask { await self.watchLoop() }
             group.addTask {
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: self.resyncInterval)
+                    // A cancelled sleep ends the loop: no request may follow the cancellation (the HTTP client
+                    // may be shut down right after).
+                    do { try await Task.sleep(for: self.resyncInterval) } catch { return }
                     _ = try? await self.resync()
                 }
             }
@@ -107,17 +110,21 @@ public final class EtcdMembership: Membership {
             } catch {
                 if Task.isCancelled { return }
                 from = 0
-                try? await Task.sleep(for: .milliseconds(200))
+                do { try await Task.sleep(for: .milliseconds(200)) } catch { return }
             }
         }
     }
 
     func resync() async throws -> Int64 {
         let (kvs, revision) = try await plane.etcd.range(plane.keys.prefix, prefix: true)
-        var r: [String: ReplicaRecord] = [:], a: [String: UInt64] = [:]
+        var r: [String: ReplicaRecord] = [:], a: [String: VersionPointer] = [:]
         for kv in kvs { Self.read(kv, keys: plane.keys, replicas: &r, actives: &a) }
         records.withLockedValue { $0 = r }
-        actives.withLockedValue { $0 = a }
+        // A watch event applied while this read was on its way may be newer: epochs only grow.
+        actives.withLockedValue { current in
+            for (model, p) in a { if let c = current[model], c.epoch > p.epoch { a[model] = c } }
+            current = a
+        }
         publish()
         return revision
     }
@@ -138,14 +145,15 @@ public final class EtcdMembership: Membership {
         publish()
     }
 
-    static func read(_ kv: EtcdKeyValue, keys: ClusterKeys, replicas: inout [String: ReplicaRecord], actives: inout [String: UInt64]) {
+    static func read(_ kv: EtcdKeyValue, keys: ClusterKeys, replicas: inout [String: ReplicaRecord], actives: inout [String: VersionPointer]) {
         if kv.key.hasPrefix(keys.replicas) {
             if let record = try? Records.decode(ReplicaRecord.self, kv.value, key: kv.key) {
                 replicas[String(kv.key.dropFirst(keys.replicas.count))] = record
             }
         } else if let (model, kind) = keys.parseModelKey(kv.key), kind == "active",
                   let p = try? Records.decode(VersionPointer.self, kv.value, key: kv.key) {
-            actives[model] = p.version
+            if let c = actives[model], c.epoch > p.epoch { return }
+            actives[model] = p
         }
     }
 
@@ -153,6 +161,6 @@ public final class EtcdMembership: Membership {
         let r = records.withLockedValue { $0 }
         let a = actives.withLockedValue { $0 }
         let ready = r.values.filter(\.ready).sorted { $0.name < $1.name }.compactMap { ReplicaEndpoint(name: $0.name, address: $0.address) }
-        state.withLockedValue { $0 = MembershipView(replicas: ready, active: a) }
+        state.withLockedValue { $0 = MembershipView(replicas: ready, active: a.mapValues(\.version)) }
     }
 }

@@ -123,7 +123,7 @@ public actor ReplicaAgent {
             } catch {
                 logger.warning("cannot renew the cluster lease: \(error)")
             }
-            try? await Task.sleep(for: .seconds(max(1, configuration.leaseSeconds / 3)))
+            do { try await Task.sleep(for: .seconds(max(1, configuration.leaseSeconds / 3))) } catch { return }
         }
     }
 
@@ -140,14 +140,14 @@ public actor ReplicaAgent {
                 if Task.isCancelled { return }
                 logger.debug("the watch of the cluster's models ended (\(error)); reading them again")
                 from = 0
-                try? await Task.sleep(for: .milliseconds(200))
+                do { try await Task.sleep(for: .milliseconds(200)) } catch { return }
             }
         }
     }
 
     func resyncLoop() async {
         while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.resyncInterval)
+            do { try await Task.sleep(for: configuration.resyncInterval) } catch { return }
             do { _ = try await resync() } catch {
                 logger.debug("cannot read the cluster's models: \(error)")
             }
@@ -169,6 +169,9 @@ public actor ReplicaAgent {
             }
             if kind == "target" { t[model] = p } else { a[model] = p }
         }
+        // A watch event applied while this read was on its way is newer than what it read: epochs only grow.
+        for (model, p) in t { if let cur = targets[model], cur.epoch > p.epoch { t[model] = cur } }
+        for (model, p) in a { if let cur = actives[model], cur.epoch > p.epoch { a[model] = cur } }
         targets = t
         actives = a
         await reconcile()
@@ -179,6 +182,8 @@ public actor ReplicaAgent {
         for e in events {
             guard let (model, kind) = plane.keys.parseModelKey(e.kv.key), kind == "target" || kind == "active" else { continue }
             let p = e.kind == .put ? try? Records.decode(VersionPointer.self, e.kv.value, key: e.kv.key) : nil
+            let current = kind == "target" ? targets[model] : actives[model]
+            if let p, let current, current.epoch > p.epoch { continue }
             if kind == "target" { targets[model] = p } else { actives[model] = p }
         }
         await reconcile()

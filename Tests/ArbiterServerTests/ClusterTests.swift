@@ -260,6 +260,9 @@ import Testing
 
         load.cancel()
         _ = await load.value
+        // Everything that speaks HTTP stops before the test shuts the HTTP client down.
+        watching.cancel()
+        _ = await watching.value
         let seen = answers.withLockedValue { $0 }
         let stats = client.statistics
         #expect(failures.withLockedValue { $0 }.isEmpty, "\(failures.withLockedValue { $0.prefix(5) }) of \(stats)")
