@@ -143,13 +143,20 @@ public final class BalancedClient: Sendable {
             return race.promise.futureResult
         }
         if let delay = hedgeDelay(model: request.model) {
-            race.hedgeTimer = loop.scheduleTask(in: delay) { [self] in
+            let timer = loop.scheduleTask(in: delay) { [self] in
                 let go = race.lock.withLock { !race.done && race.inFlight == 1 && race.attempts < configuration.maxAttempts }
                 guard go, takeBudget() else { return }
                 if launch(race, view: membership.view(), hedge: true) {
                     state.withLockedValue { $0.statistics.hedges += 1 }
                 }
             }
+            // Kept under the race's lock (the attempts' completions read it on other threads); a race already
+            // settled cancels it at once.
+            let settled = race.lock.withLock { () -> Bool in
+                race.hedgeTimer = timer
+                return race.done
+            }
+            if settled { timer.cancel() }
         }
         return race.promise.futureResult
     }
@@ -215,13 +222,13 @@ public final class BalancedClient: Sendable {
                 return (true, race.first != replica)
             }
             guard won else { return }
-            race.hedgeTimer?.cancel()
-            let attempts = race.lock.withLock { race.attempts }
+            race.lock.withLock { race.hedgeTimer }?.cancel()
+            let (attempts, model) = race.lock.withLock { (race.attempts, race.request.model) }
             let elapsed = NIODeadline.now() - race.started
             state.withLockedValue { s in
                 if hedgeWon { s.statistics.hedgeWins += 1 }
                 s.statistics.answeredBy[replica.name, default: 0] += 1
-                s.latencies[race.request.model, default: LatencyWindow(capacity: configuration.latencyWindow)].add(elapsed.nanoseconds)
+                s.latencies[model, default: LatencyWindow(capacity: configuration.latencyWindow)].add(elapsed.nanoseconds)
             }
             race.promise.succeed(Answer(result: r, replica: replica.name, attempts: attempts))
         case .failure(let error):
@@ -260,7 +267,7 @@ public final class BalancedClient: Sendable {
             } else if !settle {
                 return
             }
-            race.hedgeTimer?.cancel()
+            race.lock.withLock { race.hedgeTimer }?.cancel()
             state.withLockedValue { $0.statistics.failures += 1 }
             race.promise.fail(error)
         }
