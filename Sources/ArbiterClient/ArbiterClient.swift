@@ -122,42 +122,9 @@ public final class ArbiterClient: Sendable {
     /// Connects and performs HELLO.
     public static func connect(host: String = "127.0.0.1", port: Int = 7878, configuration: ClientConfiguration = ClientConfiguration(),
                                group: (any EventLoopGroup)? = nil) async throws -> ArbiterClient {
-        let tlsContext = try configuration.tls?.makeContext()
-        let sniName = configuration.tls?.serverName ?? (Self.isAddress(host) ? nil : host)
         let g: any EventLoopGroup = group ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
-            let channel = try await ClientBootstrap(group: g)
-                .connectTimeout(configuration.connectTimeout)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelInitializer { ch in
-                    ch.eventLoop.makeCompletedFuture {
-                        if let tlsContext {
-                            try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: sniName))
-                        }
-                        try ch.pipeline.syncOperations.addHandler(ClientHandler(maxResponseBytes: configuration.maxResponseBytes))
-                    }
-                }
-                .connect(host: host, port: port).get()
-            let hello = Hello(maxFrameBytes: configuration.maxResponseBytes,
-                              compression: configuration.compression ? .zstd : [], clientName: configuration.clientName,
-                              token: configuration.token)
-            let answer: Frame
-            do {
-                answer = try await roundTrip(channel: channel, id: 0, message: .hello(hello), time: 0,
-                                             timeout: configuration.connectTimeout, compress: nil)
-            } catch ClientError.connectionClosed where configuration.tls != nil {
-                // A server that refuses the client's certificate (TLS 1.3: after the client has finished its
-                // side of the handshake) sends an alert and closes; the alert is lost when the close resets
-                // the connection under the HELLO just sent.
-                throw ClientError.tls("the server closed the connection right after the TLS handshake: it did not accept this client's certificate, or wants one (mutual TLS); the server's log says which")
-            }
-            guard case .helloOK(let ok) = answer.message else {
-                throw ClientError.protocolError("expected HELLO_OK, got \(answer.message.opcode)")
-            }
-            if ok.compression.contains(.zstd) {
-                try await channel.pipeline.handler(type: ClientHandler.self).map { $0.enableZstd() }.get()
-            }
-            return ArbiterClient(channel: channel, ownsGroup: group == nil ? g : nil, configuration: configuration, session: ok)
+            return try await open(host: host, port: port, configuration: configuration, loop: g.next(), ownsGroup: group == nil ? g : nil).get()
         } catch {
             if group == nil { try? await g.shutdownGracefully() }
             throw error
@@ -169,7 +136,12 @@ public final class ArbiterClient: Sendable {
     /// retries would otherwise wait for a pool kept busy elsewhere).
     public static func connectFuture(host: String, port: Int, configuration: ClientConfiguration = ClientConfiguration(),
                                      group: any EventLoopGroup) -> EventLoopFuture<ArbiterClient> {
-        let loop = group.next()
+        open(host: host, port: port, configuration: configuration, loop: group.next(), ownsGroup: nil)
+    }
+
+    /// The connection, TLS if configured, and the HELLO exchange, on `loop`; the channel is closed if any step fails.
+    static func open(host: String, port: Int, configuration: ClientConfiguration, loop: any EventLoop,
+                     ownsGroup: (any EventLoopGroup)?) -> EventLoopFuture<ArbiterClient> {
         let tlsContext: NIOSSLContext?
         do { tlsContext = try configuration.tls?.makeContext() } catch { return loop.makeFailedFuture(error) }
         let sniName = configuration.tls?.serverName ?? (Self.isAddress(host) ? nil : host)
@@ -190,6 +162,15 @@ public final class ArbiterClient: Sendable {
                                   clientName: configuration.clientName, token: configuration.token)
                 return roundTripFuture(channel: channel, id: 0, message: .hello(hello), time: 0, timeout: configuration.connectTimeout,
                                        compress: nil)
+                    .flatMapErrorThrowing { error -> Frame in
+                        // A server that refuses the client's certificate (TLS 1.3: after the client has finished
+                        // its side of the handshake) sends an alert and closes; the alert is lost when the close
+                        // resets the connection under the HELLO just sent.
+                        if case ClientError.connectionClosed = error, configuration.tls != nil {
+                            throw ClientError.tls("the server closed the connection right after the TLS handshake: it did not accept this client's certificate, or wants one (mutual TLS); the server's log says which")
+                        }
+                        throw error
+                    }
                     .flatMapThrowing { answer -> HelloOK in
                         guard case .helloOK(let ok) = answer.message else {
                             throw ClientError.protocolError("expected HELLO_OK, got \(answer.message.opcode)")
@@ -197,7 +178,7 @@ public final class ArbiterClient: Sendable {
                         return ok
                     }
                     .flatMap { ok -> EventLoopFuture<ArbiterClient> in
-                        let client = ArbiterClient(channel: channel, ownsGroup: nil, configuration: configuration, session: ok)
+                        let client = ArbiterClient(channel: channel, ownsGroup: ownsGroup, configuration: configuration, session: ok)
                         guard ok.compression.contains(.zstd) else { return channel.eventLoop.makeSucceededFuture(client) }
                         return channel.pipeline.handler(type: ClientHandler.self).map { $0.enableZstd() }.map { client }
                     }

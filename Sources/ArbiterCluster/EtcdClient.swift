@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOConcurrencyHelpers
 import NIOHTTP1
 
 /// A key and value as etcd holds them, with the revisions the control plane compares.
@@ -58,7 +59,6 @@ public struct EtcdCompare: Sendable {
 /// An operation inside a transaction.
 public enum EtcdOperation: Sendable {
     case put(key: String, value: [UInt8], lease: Int64)
-    case delete(key: String)
 
     var json: [String: Any] {
         switch self {
@@ -66,8 +66,6 @@ public enum EtcdOperation: Sendable {
             var p: [String: Any] = ["key": EtcdClient.b64(key), "value": Data(value).base64EncodedString()]
             if lease != 0 { p["lease"] = String(lease) }
             return ["request_put": p]
-        case .delete(let key):
-            return ["request_delete_range": ["key": EtcdClient.b64(key)]]
         }
     }
 }
@@ -103,7 +101,7 @@ public final class EtcdClient: Sendable {
     let http: HTTPClient
     public let requestTimeout: TimeAmount
     /// The member to try first: the last one that answered.
-    private let preferred = ManagedAtomicInt()
+    private let preferred = NIOLockedValueBox(0)
 
     /// `endpoints`: each `http://HOST:PORT` of a member's client URL.
     public init(endpoints: [String], http: HTTPClient, requestTimeout: TimeAmount = .seconds(3)) throws(ClusterError) {
@@ -155,13 +153,6 @@ public final class EtcdClient: Sendable {
         var body: [String: Any] = ["key": Self.b64(key), "value": Data(value).base64EncodedString()]
         if lease != 0 { body["lease"] = String(lease) }
         return try Self.revision(try await call("/v3/kv/put", body, operation: "put \(key)"))
-    }
-
-    @discardableResult
-    public func delete(_ key: String, prefix: Bool = false) async throws -> Int64 {
-        var body: [String: Any] = ["key": Self.b64(key)]
-        if prefix { body["range_end"] = Self.b64(Self.prefixEnd(key)) }
-        return try Self.revision(try await call("/v3/kv/deleterange", body, operation: "delete \(key)"))
     }
 
     /// Runs `success` if every comparison holds, else `failure`; returns whether they held and the revision.
@@ -288,7 +279,7 @@ public final class EtcdClient: Sendable {
                         throw EtcdError.server(operation: operation, code: Int(Self.int64(error["grpc_code"] ?? error["code"]) ?? 0),
                                                message: (error["message"] as? String) ?? text)
                     }
-                    preferred.store((preferred.load() + index) % endpoints.count)
+                    preferred.withLockedValue { $0 = ($0 + index) % endpoints.count }
                     return json
                 }
                 let message = (json?["message"] as? String) ?? (json?["error"] as? String) ?? text
@@ -309,7 +300,7 @@ public final class EtcdClient: Sendable {
     }
 
     func orderedEndpoints() -> [String] {
-        let start = preferred.load() % endpoints.count
+        let start = preferred.withLockedValue { $0 } % endpoints.count
         return Array(endpoints[start...] + endpoints[..<start])
     }
 
@@ -354,12 +345,4 @@ public final class EtcdClient: Sendable {
                                 version: int64(kv["version"]) ?? 0, lease: int64(kv["lease"]) ?? 0)
         }
     }
-}
-
-/// An Int read and written from any thread (the preferred member's index).
-final class ManagedAtomicInt: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    func load() -> Int { lock.lock(); defer { lock.unlock() }; return value }
-    func store(_ v: Int) { lock.lock(); value = v; lock.unlock() }
 }

@@ -379,9 +379,6 @@ public actor ReplicaAgent {
             logger.warning("cannot write this replica's record to etcd: \(error)")
         }
     }
-
-    /// The record as last written (tests, status).
-    public func lastPublished() -> ReplicaRecord? { published }
 }
 
 /// One body at a time (downloads: the bucket and the disk are shared by every replica on a host).

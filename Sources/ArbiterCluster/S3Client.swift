@@ -109,10 +109,6 @@ public final class S3Client: Sendable {
         return r.status == 200 ? r.bytes : nil
     }
 
-    public func delete(_ key: String) async throws(ClusterError) {
-        _ = try await send("DELETE", key: key, body: nil, operation: "DeleteObject", accept: [200, 204, 404])
-    }
-
     /// Keys under `prefix` (ListObjectsV2, every page).
     public func list(prefix: String) async throws(ClusterError) -> [String] {
         var keys: [String] = []

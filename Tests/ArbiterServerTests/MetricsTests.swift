@@ -2,6 +2,7 @@ import ArbiterClient
 import ArbiterModels
 @testable import ArbiterServer
 import ArbiterStore
+import ArbiterTestSupport
 import ArbiterTraining
 import ArbiterWire
 import Foundation
@@ -17,36 +18,7 @@ import Glibc
 @Suite struct MetricsTests {
     /// GET over a plain socket (what curl or Prometheus sends): the status code and the body.
     static func get(port: Int, _ path: String, method: String = "GET") throws -> (status: Int, body: String) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ClientTestError("socket: errno \(errno)") }
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw ClientTestError("connect to \(port): errno \(errno)") }
-        let request = Array("\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
-            throw ClientTestError("send: errno \(errno)")
-        }
-        var response: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 { throw ClientTestError("recv: errno \(errno)") }
-            if n == 0 { break }
-            response += chunk[..<n]
-        }
-        let text = String(decoding: response, as: UTF8.self)
-        guard let split = text.range(of: "\r\n\r\n"), let code = Int(text.split(separator: " ").dropFirst().first ?? "") else {
-            throw ClientTestError("not an HTTP response: \(text.prefix(200))")
-        }
-        return (code, String(text[split.upperBound...]))
+        try LoopbackHTTP.request(port: port, path, method: method)
     }
 
     /// The value of one series in an exposition (nil when absent).

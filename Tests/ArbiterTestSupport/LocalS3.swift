@@ -115,15 +115,16 @@ public struct TestSupportError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// A minimal HTTP/1.1 GET on loopback with a 1 s timeout (tests poll servers with it before any client exists).
+/// HTTP/1.1 over a plain loopback socket (what curl or Prometheus sends): tests poll servers with it before
+/// any client exists, and read the admin port with it.
 public enum LoopbackHTTP {
-    /// The status and body of `GET path`, or nil when nothing answered.
-    public static func get(port: Int, path: String) -> (status: Int, body: String)? {
+    /// The status and body of `method path` on 127.0.0.1:`port`; throws, saying which call failed.
+    public static func request(port: Int, _ path: String, method: String = "GET", timeoutSeconds: Int = 10) throws -> (status: Int, body: String) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { throw TestSupportError("socket: errno \(errno)") }
         defer { close(fd) }
-        var tv = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -131,19 +132,28 @@ public enum LoopbackHTTP {
         let connected = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { return nil }
-        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        _ = request.withCString { send(fd, $0, strlen($0), 0) }
-        var answer: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while answer.count < 1 << 20 {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
-            answer += buffer[0..<n]
+        guard connected == 0 else { throw TestSupportError("connect to \(port): errno \(errno)") }
+        let request = Array("\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
+            throw TestSupportError("send: errno \(errno)")
         }
-        let text = String(decoding: answer, as: UTF8.self)
-        guard text.hasPrefix("HTTP/1."), let status = Int(text.dropFirst(9).prefix(3)) else { return nil }
-        let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
-        return (status, body)
+        var response: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 { throw TestSupportError("recv: errno \(errno)") }
+            if n == 0 { break }
+            response += chunk[..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let split = text.range(of: "\r\n\r\n"), let code = Int(text.split(separator: " ").dropFirst().first ?? "") else {
+            throw TestSupportError("not an HTTP response: \(text.prefix(200))")
+        }
+        return (code, String(text[split.upperBound...]))
+    }
+
+    /// The same with a 1 s timeout, nil when nothing answered (polling a server that is starting).
+    public static func get(port: Int, path: String) -> (status: Int, body: String)? {
+        try? request(port: port, path, timeoutSeconds: 1)
     }
 }
