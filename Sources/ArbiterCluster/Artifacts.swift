@@ -258,30 +258,48 @@ public struct ArtifactFetcher: Sendable {
     /// (`directory` new or empty), checking the object's size and SHA-256 and zstd's checksum of the content;
     /// the store's own checksums of every tensor are checked again when the server validates the version.
     /// The hashing and decompression run on `background` when given (seconds of CPU for a large version, which
-    /// a serving replica gives at idle priority), a megabyte at a time, else here. Nothing is written twice:
+    /// a serving replica gives at idle priority), two megabytes at a time, else here; while one batch is
+    /// decompressed the next arrives (the received buffers are handed over as they are, not copied), and no more
+    /// than two batches are held. Nothing is written twice:
     /// no copy of the compressed object is kept, and the scratch file is not flushed to disk (it is imported
     /// and removed at once). A connection broken mid-object is resumed; anything that does not match is
     /// refused with what differed, and the file removed.
     public func fetch(_ manifest: ArtifactManifest, into directory: String, background: BackgroundWork? = nil) async throws -> [StageTiming] {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/data.mdb"
+        // The batch being decompressed, if any: awaited before the next starts (the decoder takes its input in
+        // order, one batch at a time) and before the decoder or the file is let go.
+        var inFlight: Task<Void, any Error>?
         do {
             let decoder = try ZstdFileDecoder(writingTo: path, expectedBytes: manifest.store.bytes, hashesOutput: false)
-            var pending = ByteBuffer()
-            func drain() async throws {
-                guard pending.readableBytes > 0 else { return }
-                let piece = pending
-                pending = ByteBuffer()
-                let feed: @Sendable () throws -> Void = { try piece.withUnsafeReadableBytes { b throws(ClusterError) in try decoder.feed(b) } }
-                if let background { try await background.run(feed) } else { try feed() }
+            var batch: [ByteBuffer] = []
+            var batchBytes = 0
+            func hand() async throws {
+                if let previous = inFlight {
+                    inFlight = nil
+                    try await previous.value
+                }
+                guard batchBytes > 0 else { return }
+                let pieces = batch
+                batch = []
+                batchBytes = 0
+                let feed: @Sendable () throws -> Void = {
+                    for piece in pieces { try piece.withUnsafeReadableBytes { b throws(ClusterError) in try decoder.feed(b) } }
+                }
+                if let background {
+                    inFlight = Task { try await background.run(feed) }
+                } else {
+                    try feed()
+                }
             }
             let (_, timing) = try await measure("download and decompress", bytes: { (_: Int) in manifest.object.bytes }) {
                 let n = try await s3.download(manifest.object.key!, expectedSize: manifest.object.bytes) { chunk in
-                    var c = chunk
-                    pending.writeBuffer(&c)
-                    if pending.readableBytes >= 1 << 20 { try await drain() }
+                    batch.append(chunk)
+                    batchBytes += chunk.readableBytes
+                    if batchBytes >= 2 << 20 { try await hand() }
                 }
-                try await drain()
+                try await hand()
+                try await hand()  // waits for the last batch
                 return n
             }
             try decoder.finish(sync: false)
@@ -293,6 +311,7 @@ public struct ArtifactFetcher: Sendable {
             }
             return [timing]
         } catch {
+            if let inFlight { _ = try? await inFlight.value }
             try? FileManager.default.removeItem(atPath: path)
             throw error
         }

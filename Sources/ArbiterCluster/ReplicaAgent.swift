@@ -225,6 +225,13 @@ public actor ReplicaAgent {
                 try await host.reloadStore()
             }
             let reloaded = ContinuousClock.now
+            if host.servedVersions()[model] != pointer.version, let why = host.rejection(of: model, version: pointer.version) {
+                // A first version loaded on activation failed its checks here: reported, not retried.
+                rejected[model, default: [:]][pointer.version] = why
+                validatedOnly[model]?.remove(pointer.version)
+                logger.error("\(model) v\(pointer.version) failed validation here: \(why)")
+                return
+            }
             guard host.servedVersions()[model] == pointer.version else {
                 logger.error("\(model) v\(pointer.version) was activated locally, but the server serves v\(host.servedVersions()[model].map(String.init) ?? "-")")
                 return
@@ -316,6 +323,13 @@ public actor ReplicaAgent {
             return
         }
         if host.servedVersions()[model] == nil {
+            if actives[model]?.version == version {
+                // Committed already (a replica joining, or one that lost it): loading it on activation checks
+                // exactly what validating it would, so it is not checked twice before it can serve.
+                validatedOnly[model, default: []].insert(version)
+                logger.info("staged \(model) v\(version): the committed version, the first of \(model) here; it loads now")
+                return
+            }
             do {
                 try await host.validate(model: model, version: version)
             } catch {
@@ -370,6 +384,8 @@ public actor ReplicaAgent {
     /// Writes the record when it changed (under the lease).
     func publish() async {
         var record = currentRecord()
+        // Clients send traffic to ready replicas only: until this one is ready, staging has no requests to yield to.
+        background.yieldsToServing(record.ready)
         guard lease != 0, record != published else { return }
         record.unixMillis = Int64(Date().timeIntervalSince1970 * 1000)
         do {

@@ -35,6 +35,11 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "Seconds the replica's record outlives it in etcd (its lease).")
     var clusterLeaseSeconds = 10
 
+    @Option(help: ArgumentHelp(
+        "Where downloaded versions are decompressed before they are imported (default: a directory beside the store).",
+        discussion: "The replica makes its own directory in it (named after --cluster-name) and removes it at start. A tmpfs such as /dev/shm keeps the scratch copy (as large as the version, removed once imported) off the disk, where it would otherwise be written back while the import itself is flushed; it must have room for the largest version, and its pages count against the process's memory limit while a version is staged."))
+    var clusterScratch: String?
+
     var enabled: Bool { clusterEtcd != nil }
 
     func validate() throws {
@@ -49,6 +54,12 @@ struct ClusterOptions: ParsableArguments {
             let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.".utf8)
             guard !n.isEmpty, n.utf8.count <= 64, n.utf8.allSatisfy(allowed.contains) else {
                 throw ValidationError("--cluster-name must be 1-64 characters of A-Z a-z 0-9 - _ .")
+            }
+        }
+        if let dir = clusterScratch {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--cluster-scratch \(dir) is not a directory")
             }
         }
         if let a = clusterAdvertise, Arbiterd.parseHostPort(a, defaultHost: nil) == nil {
@@ -81,8 +92,9 @@ final class ClusterReplica: Sendable {
         let plane = ControlPlane(etcd: etcd, keys: try ClusterKeys(prefix: options.clusterPrefix), identity: "arbiterd \(name)")
         let fetcher = ArtifactFetcher(s3: S3Client(location: location, credentials: credentials, http: http))
         let storeURL = URL(fileURLWithPath: server.configuration.storePath).standardizedFileURL
-        var agentConfig = ReplicaAgentConfiguration(name: name, address: advertised, adminAddress: adminAddress,
-                                                    workDirectory: storeURL.deletingLastPathComponent().path + "/.\(storeURL.lastPathComponent)-staging")
+        let scratch = options.clusterScratch.map { URL(fileURLWithPath: $0).standardizedFileURL.path + "/arbiterd-\(name)-staging" }
+            ?? storeURL.deletingLastPathComponent().path + "/.\(storeURL.lastPathComponent)-staging"
+        var agentConfig = ReplicaAgentConfiguration(name: name, address: advertised, adminAddress: adminAddress, workDirectory: scratch)
         agentConfig.leaseSeconds = options.clusterLeaseSeconds
         try? FileManager.default.removeItem(atPath: agentConfig.workDirectory)
         try FileManager.default.createDirectory(atPath: agentConfig.workDirectory, withIntermediateDirectories: true)

@@ -72,7 +72,8 @@ if want distribution || want coldstart; then
   if [ ! -f "$BIG/data.mdb" ]; then
     "$BBIN/rank-store" "$BIG" big 10 4194304 >/dev/null          # a 1 GiB item table (4,194,304 x 64 floats)
   fi
-  want distribution && run distribution --extra-store "$BIG"
+  # Cold start serves the big version the distribution pushes and promotes: it runs first either way.
+  run distribution --extra-store "$BIG"
   want coldstart && run coldstart --rate "$RATE" --extra-store "$BIG"
 fi
 

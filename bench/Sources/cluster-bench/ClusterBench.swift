@@ -145,11 +145,13 @@ struct Bench: Sendable {
         guard status == 0 else { throw ValidationError("cluster.sh \(command) \(arguments) failed (status \(status))") }
     }
 
-    func waitUntil(_ what: String, seconds: Double, _ condition: () async throws -> Bool) async throws {
+    /// Checks `condition` every `interval` until it holds. Each check of the replicas' records is a read of etcd:
+    /// a wait of tens of seconds checks every 50 ms, not 5, or the bench loads the control plane it measures.
+    func waitUntil(_ what: String, seconds: Double, every interval: Duration = .milliseconds(5), _ condition: () async throws -> Bool) async throws {
         let deadline = ContinuousClock.now + .seconds(seconds)
         while try await !condition() {
             guard ContinuousClock.now < deadline else { throw ValidationError("gave up after \(seconds) s waiting until \(what)") }
-            try await Task.sleep(for: .milliseconds(5))
+            try await Task.sleep(for: interval)
         }
     }
 
@@ -325,7 +327,7 @@ struct Bench: Sendable {
             out["event_failed"] = .number(Double(event.failed))
             for (k, v) in series(load) { out[k] = v }
             try clusterScript("start-replica", ["1"])
-            try await waitUntil("r1 is back and ready", seconds: 60) { try await readyReplicas().count == replicas }
+            try await waitUntil("r1 is back and ready", seconds: 60, every: .milliseconds(50)) { try await readyReplicas().count == replicas }
             return out
         }
     }
@@ -377,7 +379,7 @@ struct Bench: Sendable {
             try signal("r3", SIGTERM)
             try await waitUntil("r3 has stopped", seconds: 30) { kill(try pid("r3"), 0) != 0 }
             try clusterScript("start-replica", ["3"], environment: ["ARBITERD_ARGS": (ProcessInfo.processInfo.environment["ARBITERD_ARGS"] ?? "") + " --kinds lead-grading,ranking"])
-            try await waitUntil("r3 is ready again", seconds: 60) { try await readyReplicas().count == replicas }
+            try await waitUntil("r3 is ready again", seconds: 60, every: .milliseconds(50)) { try await readyReplicas().count == replicas }
             note("r3 restarted serving lead-grading and ranking only")
             var refusedRoute = false
             do { _ = try await plane.promote(model: "route", version: 1, timeout: .seconds(60)) } catch { refusedRoute = true; note("refused: \(error)") }
@@ -395,10 +397,10 @@ struct Bench: Sendable {
             try clusterScript("start-etcd", ["1"])
             try clusterScript("start-etcd", ["2"])
             note("etcd members restarted")
-            try await waitUntil("etcd answers again", seconds: 60) { (try? await plane.replicas()) != nil }
+            try await waitUntil("etcd answers again", seconds: 60, every: .milliseconds(50)) { (try? await plane.replicas()) != nil }
             let after = try await plane.promote(model: "leads", version: next, timeout: .seconds(60))
             note("leads v\(next) promoted after the quorum returned (epoch \(after.epoch))")
-            try await waitUntil("every replica serves leads v\(next)", seconds: 30) {
+            try await waitUntil("every replica serves leads v\(next)", seconds: 30, every: .milliseconds(50)) {
                 let r = try await readyReplicas()
                 return r.count == replicas && r.allSatisfy { $0.active["leads"] == next }
             }
@@ -409,7 +411,7 @@ struct Bench: Sendable {
             try signal("r3", SIGTERM)
             try await waitUntil("r3 has stopped", seconds: 30) { kill(try pid("r3"), 0) != 0 }
             try clusterScript("start-replica", ["3"])
-            try await waitUntil("r3 is ready again", seconds: 60) { try await readyReplicas().count == replicas }
+            try await waitUntil("r3 is ready again", seconds: 60, every: .milliseconds(50)) { try await readyReplicas().count == replicas }
 
             var out = loadSummary(load, client: client)
             let answered = load.lock.withLock { load.answeredVersions }
@@ -434,7 +436,7 @@ struct Bench: Sendable {
         let report = try await push(big, model: "big", version: version)
         let pushed = start.duration(to: .now)
         try await plane.setTarget(model: "big", version: version)
-        try await waitUntil("every replica staged big v\(version)", seconds: 300) {
+        try await waitUntil("every replica staged big v\(version)", seconds: 300, every: .milliseconds(50)) {
             let r = try await plane.replicas().records
             return r.count >= replicas && r.allSatisfy { $0.hasStaged("big", version) }
         }
@@ -460,16 +462,32 @@ struct Bench: Sendable {
     /// An empty replica (r<replicas>) started while the big version is active: process start to its first
     /// correct answer of the big model, and no balanced traffic before it is ready.
     func coldStart() async throws -> [String: JSONValue] {
-        try await withClient { client, membership in
+        let bigVersion = try require(try await plane.pointer(plane.keys.active("big"))?.pointer.version,
+                                     "an active version of 'big' (the distribution scenario pushes and promotes it: run it first)")
+        return try await withClient { client, membership in
             let load = OpenLoopLoad(client: client, membership: membership, model: "leads", requests: Self.leadRequests, rate: rate)
             load.start()
+            defer { load.stop() }
             try await Task.sleep(for: .seconds(2))
             let name = "r\(replicas)"
             try? FileManager.default.removeItem(atPath: "\(clusterDir)/\(name)")
             let startedAt = load.elapsed()
             let t0 = ContinuousClock.now
             try clusterScript("start-replica", [String(replicas)])
-            let bigVersion = try require(try await plane.pointer(plane.keys.active("big"))?.pointer.version)
+            // When its record first said ready, by the time the replica wrote it (clients can only see it later):
+            // watched from the start, so that a later write of the record does not stand for the first. Every
+            // 50 ms: reading every record every 5 ms kept an etcd member at a quarter of a core, and the load's
+            // client starved with it.
+            let readyWatch = Task { () -> Double? in
+                while !Task.isCancelled, t0.duration(to: .now) < .seconds(120) {
+                    if let r = try? await self.plane.replicas().records.first(where: { $0.name == name && $0.ready }) {
+                        return Double(r.unixMillis) / 1000
+                    }
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                return nil
+            }
+            defer { readyWatch.cancel() }
             // The cluster script gives replica K the port base + 30 + K.
             let address = try require(try await firstAddress(of: name, seconds: 30))
             let endpoint = try require(ReplicaEndpoint(name: name, address: address))
@@ -483,12 +501,8 @@ struct Bench: Sendable {
                 }
                 if firstAnswer == nil { try await Task.sleep(for: .milliseconds(50)) }
             }
-            var readyAt: Double?
-            try await waitUntil("\(name) is ready", seconds: 120) {
-                let ready = try await readyReplicas().contains { $0.name == name }
-                if ready && readyAt == nil { readyAt = load.elapsed() }
-                return ready
-            }
+            guard let readyUnix = await readyWatch.value else { throw ValidationError("\(name) was not ready within 120 s") }
+            let readyAt: Double? = load.elapsed(atUnixSeconds: readyUnix)
             try await Task.sleep(for: .seconds(3))
             load.stop()
             // Did the balanced load reach the new replica before its record said ready?
@@ -506,7 +520,7 @@ struct Bench: Sendable {
 
     func firstAddress(of name: String, seconds: Double) async throws -> String? {
         var address: String?
-        try await waitUntil("\(name) registers", seconds: seconds) {
+        try await waitUntil("\(name) registers", seconds: seconds, every: .milliseconds(50)) {
             address = try await plane.replicas().records.first { $0.name == name }?.address
             return address != nil
         }

@@ -51,6 +51,11 @@ final class OpenLoopLoad: @unchecked Sendable {
 
     static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
+    /// Seconds since the load started at the wall-clock time `unixSeconds` (a time another process recorded).
+    func elapsed(atUnixSeconds unixSeconds: Double) -> Double {
+        elapsed() - (Date().timeIntervalSince1970 - unixSeconds)
+    }
+
     /// Starts sending; returns at once.
     func start() {
         started = Self.now()
@@ -61,8 +66,13 @@ final class OpenLoopLoad: @unchecked Sendable {
     }
 
     /// Stops sending and waits (up to the deadline and a second) for what is out.
+    /// Stops the load and waits for what is in flight (up to the deadline); a second call does nothing.
     func stop() {
-        lock.withLock { stopFlag = true }
+        let stoppedBefore = lock.withLock { () -> Bool in
+            defer { stopFlag = true }
+            return stopFlag
+        }
+        if stoppedBefore { return }
         finished.wait()
         let limit = Self.now() + UInt64(deadline.nanoseconds) + 1_000_000_000
         while lock.withLock({ outstanding }) > 0 && Self.now() < limit { usleep(10_000) }
