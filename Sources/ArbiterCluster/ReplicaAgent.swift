@@ -74,6 +74,10 @@ public actor ReplicaAgent {
     /// Versions of models the server serves nothing of yet, imported and validated without being loaded: a
     /// reload loads only models with an active version, so a first version is checked on its own.
     var validatedOnly: [String: Set<UInt64>] = [:]
+    /// Of those, the committed versions staged as a model's first here and not validated apart (loading them on
+    /// activation validates them): unlike a version validated ahead of its commit, they hold readiness until
+    /// they serve — the replica is joining, or catching up, and must not take that model's traffic before.
+    var loadingOnActivation: [String: Set<UInt64>] = [:]
     var lease: Int64 = 0
     var published: ReplicaRecord?
     /// Activations in progress, so that two watch events do not switch the same model at once.
@@ -229,6 +233,7 @@ public actor ReplicaAgent {
                 // A first version loaded on activation failed its checks here: reported, not retried.
                 rejected[model, default: [:]][pointer.version] = why
                 validatedOnly[model]?.remove(pointer.version)
+                loadingOnActivation[model]?.remove(pointer.version)
                 logger.error("\(model) v\(pointer.version) failed validation here: \(why)")
                 return
             }
@@ -327,6 +332,7 @@ public actor ReplicaAgent {
                 // Committed already (a replica joining, or one that lost it): loading it on activation checks
                 // exactly what validating it would, so it is not checked twice before it can serve.
                 validatedOnly[model, default: []].insert(version)
+                loadingOnActivation[model, default: []].insert(version)
                 logger.info("staged \(model) v\(version): the committed version, the first of \(model) here; it loads now")
                 return
             }
@@ -361,7 +367,8 @@ public actor ReplicaAgent {
         // while a large first version loads (that took every replica out at once for seconds).
         var behind: [String] = []
         for (model, active) in actives where served[model] != active.version && !host.loadedVersions(of: model).contains(active.version)
-            && !(served[model] == nil && validatedOnly[model]?.contains(active.version) == true) {
+            && !(served[model] == nil && validatedOnly[model]?.contains(active.version) == true
+                 && loadingOnActivation[model]?.contains(active.version) != true) {
             behind.append("\(model) v\(active.version) is committed; this replica serves \(served[model].map { "v\($0)" } ?? "nothing")")
         }
         let hold: String? = behind.isEmpty ? nil : behind.sorted().joined(separator: "; ")

@@ -202,6 +202,9 @@ struct Arbiterd: AsyncParsableCommand {
         config.limits = Limits(maxFrameBytes: maxFrameBytes, maxCandidates: maxCandidates, maxInFlight: maxInFlight)
         // A replica starts from an empty store as readily as from one it filled before.
         config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }, create: create || cluster.enabled, readOnly: readOnly)
+        // A replica writes every version it stages: its map has a new store's room at least, even when its store
+        // began as a seeded artifact (sized to the one version it held).
+        if cluster.enabled && mapSizeGib == nil { config.store.mapSize = StoreConfiguration.defaultMapSize }
         config.pollIntervalMillis = pollMs
         config.retainedVersions = retain
         config.backgroundNice = backgroundNice
@@ -222,9 +225,13 @@ struct Arbiterd: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
+        let registry = ServedKinds.registry(only: kinds.map { Set($0.split(separator: ",").map(String.init)) })
+        if cluster.enabled && !readOnly {
+            await ClusterReplica.seedStore(options: cluster, storePath: store, serves: Set(registry.kinds), logger: logger)
+        }
         let server: ArbiterServer
         do {
-            server = try ArbiterServer(configuration: config, registry: ServedKinds.registry(only: kinds.map { Set($0.split(separator: ",").map(String.init)) }), logger: logger)
+            server = try ArbiterServer(configuration: config, registry: registry, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             await adminEndpoint?.shutdown()

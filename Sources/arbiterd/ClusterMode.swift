@@ -103,6 +103,35 @@ final class ClusterReplica: Sendable {
         task = Task { await agent.run() }
     }
 
+    /// Before the server opens its store: a replica with no store file begins from the largest committed
+    /// version's artifact (``StoreSeed``). Anything that goes wrong is logged and the replica starts empty,
+    /// staging every committed version as usual.
+    static func seedStore(options: ClusterOptions, storePath: String, serves kinds: Set<String>, logger: Logger) async {
+        let storeDirectory = URL(fileURLWithPath: storePath).standardizedFileURL.path
+        guard !FileManager.default.fileExists(atPath: storeDirectory + "/data.mdb") else { return }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let http = S3Client.makeHTTPClient(eventLoopGroup: group)
+        // Nothing is served yet: the work runs at nice 10, not at idle priority (see BackgroundWork).
+        let background = BackgroundWork()
+        background.yieldsToServing(false)
+        do {
+            let location = try S3Location(endpoint: options.clusterS3!, bucket: options.clusterBucket!, region: options.clusterRegion)
+            let fetcher = ArtifactFetcher(s3: S3Client(location: location, credentials: try S3Credentials.fromEnvironment(), http: http))
+            let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(options.clusterEtcd!), http: http)
+            let plane = ControlPlane(etcd: etcd, keys: try ClusterKeys(prefix: options.clusterPrefix), identity: "arbiterd seeding")
+            let outcome = try await StoreSeed.seed(storeDirectory: storeDirectory, plane: plane, fetcher: fetcher, background: background,
+                                                   serves: { kinds.contains($0) }, logger: logger)
+            if case let .seeded(model, version, _, timings) = outcome {
+                logger.info("seeded the store with \(model) v\(version): \(timings.map(\.description).joined(separator: "; "))")
+            }
+        } catch {
+            logger.warning("cannot seed the empty store from the cluster's artifacts (starting empty; committed versions are staged as usual): \(error)")
+        }
+        try? await background.shutdown()
+        try? await http.shutdown()
+        try? await group.shutdownGracefully()
+    }
+
     /// Leaves the cluster: the record goes (clients stop sending), then the HTTP client and its thread.
     func stop() async {
         task.cancel()

@@ -242,12 +242,15 @@ import Testing
         active = afterLoss
         try etcd.restart(0)
 
-        // A replica that joins with an empty store stages the committed version, switches to it, and only then
-        // says it is ready.
+        // A replica that joins with no store begins from the committed version's artifact (seeded: the file is
+        // the store the server opens), serves it, and only then says it is ready.
         replicas.append(try Replica(name: "r3", store: work + "/r3", etcd: etcd.endpoints, s3: s3Server, bucket: bucket))
         try await Self.poll("the new replica catches up") { try await converged(on: active, count: 4) }
         let joined = try #require(try await plane.replicas().records.first { $0.name == "r3" })
         #expect(try await Self.score(joined.address) == active)
+        let joinedLog = replicas[3].log.withLockedValue { $0 }
+        #expect(joinedLog.contains("seeded the store with leads v\(active)"), "\(joinedLog.suffix(3000))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/r3").allSatisfy { !$0.hasPrefix(".seed-") })
 
         // A replica killed: its record goes with its lease, and promotion goes on without it.
         replicas[1].kill()
