@@ -77,7 +77,8 @@ def svg_lines(title, series, xlabel, ylabel, path, markers=(), ylog=False, step=
 
 lines = [f"# Cluster scenarios, {date}", "",
          "Four arbiterd replicas, three etcd members and SeaweedFS on loopback (scripts/cluster.sh), release builds,",
-         "this 2-core VM; open-loop load of lead-1 requests through the balancing client (bench/cluster/run.sh).", ""]
+         "this 2-core VM; open-loop load of lead-1 requests through the balancing client (bench/cluster/run.sh).",
+         f"Replicas ran as `arbiterd {os.environ.get('ARBITERD_ARGS', '').strip()}` (plus the cluster script's flags).", ""]
 cap = load("capacity")
 if cap:
     ramp = ", ".join(f"{int(r)}/s p99 {p99 / 1000:.1f} ms" + (f" ({int(fl)} failed)" if fl else "") for r, _, p99, fl in cap["ramp"])

@@ -31,7 +31,12 @@ scripts/cluster.sh stop --dir "$CLUSTER_DIR" >/dev/null 2>&1 || true
 rm -rf "$CLUSTER_DIR"
 trap 'scripts/cluster.sh stop --dir "$CLUSTER_DIR" >/dev/null 2>&1 || true' EXIT
 # One event loop per replica: four replicas share this machine's two cores (with etcd, SeaweedFS and the load).
-export ARBITERD_ARGS="${ARBITERD_ARGS:---threads 1}"
+# Staging decompresses into /dev/shm (arbiterd --cluster-scratch; docs/CLUSTER.md) when it has room for four
+# copies of the 1.15 GiB version: on the shared disk, those copies were written back while the imports flushed.
+SCRATCH=""
+if [ -d /dev/shm ] && [ "$(df --output=avail -B1G /dev/shm | tail -1)" -ge 8 ]; then SCRATCH="--cluster-scratch /dev/shm"; fi
+export ARBITERD_ARGS="${ARBITERD_ARGS:---threads 1 $SCRATCH}"
+echo "replicas: arbiterd $ARBITERD_ARGS"
 scripts/cluster.sh start --dir "$CLUSTER_DIR" --replicas 4
 eval "$(scripts/cluster.sh env --dir "$CLUSTER_DIR")"
 
