@@ -125,11 +125,14 @@ public final class EtcdClient: Sendable {
         list.split(separator: ",").map(String.init).filter { !$0.isEmpty }
     }
 
-    /// An `HTTPClient` for etcd: short connect timeout (a dead member is skipped quickly), no read timeout
-    /// (watches are long-lived; unary requests carry their own deadline).
+    /// An `HTTPClient` for etcd: short connect timeout and no retried connection attempts (a dead member is
+    /// skipped at once: by default async-http-client retries a refused connection with backoff until the
+    /// request's deadline, which cost a lease renewal its whole timeout when a member was killed), no read
+    /// timeout (watches are long-lived; unary requests carry their own deadline).
     public static func makeHTTPClient(eventLoopGroup: any EventLoopGroup) -> HTTPClient {
         var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: .init(connect: .milliseconds(500)))
         configuration.connectionPool = .init(idleTimeout: .seconds(60))
+        configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroup: eventLoopGroup, configuration: configuration)
     }
 

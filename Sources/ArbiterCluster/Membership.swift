@@ -61,14 +61,31 @@ public struct StaticMembership: Membership {
 /// The replicas and committed versions from the control plane: every ready replica's record, and each
 /// model's `active`, kept current by a watch (and a read every few seconds, in case a watch goes quiet).
 /// With etcd out of reach the last view stays: clients keep sending to the replicas they knew.
+///
+/// Reads and watch events are applied in revision order: a read that was on its way while the watch applied
+/// newer events is dropped, and events a newer read already reflects are skipped (otherwise a read could put
+/// back a record the watch had just replaced, for up to a resync interval).
+///
+/// When no replica is ready by etcd's word but some were, the view keeps the last ready set (as a load
+/// balancer's panic mode does) and says so in the log: every record gone at once is far likelier etcd's trouble
+/// (leases lapsing while a member was lost) than every replica's, and the client's own retries skip a replica
+/// that is really gone.
 public final class EtcdMembership: Membership {
     let plane: ControlPlane
     let logger: Logger
-    private let state = NIOLockedValueBox(MembershipView(replicas: []))
-    private let records = NIOLockedValueBox<[String: ReplicaRecord]>([:])
-    /// Each model's committed version and its epoch.
-    private let actives = NIOLockedValueBox<[String: VersionPointer]>([:])
+    private let state = NIOLockedValueBox(State())
     public let resyncInterval: Duration
+
+    struct State {
+        var records: [String: ReplicaRecord] = [:]
+        /// Each model's committed version and its epoch.
+        var actives: [String: VersionPointer] = [:]
+        /// The etcd revision the records and actives reflect.
+        var revision: Int64 = 0
+        var view = MembershipView(replicas: [])
+        /// The view is the last ready set, kept because etcd has none ready.
+        var holding = false
+    }
 
     public init(plane: ControlPlane, logger: Logger = Logger(label: "arbiter.membership"), resyncInterval: Duration = .seconds(2)) {
         self.plane = plane
@@ -76,7 +93,7 @@ public final class EtcdMembership: Membership {
         self.resyncInterval = resyncInterval
     }
 
-    public func view() -> MembershipView { state.withLockedValue { $0 } }
+    public func view() -> MembershipView { state.withLockedValue { $0.view } }
 
     /// Reads everything once (call before the first request, so it has replicas to choose from).
     public func load() async throws {
@@ -103,8 +120,8 @@ public final class EtcdMembership: Membership {
         while !Task.isCancelled {
             do {
                 if from == 0 { from = try await resync() + 1 }
-                let last = try await plane.etcd.watch(plane.keys.prefix, prefix: true, startRevision: from) { events, _ in
-                    self.apply(events)
+                let last = try await plane.etcd.watch(plane.keys.prefix, prefix: true, startRevision: from) { events, revision in
+                    self.apply(events, revision: revision)
                 }
                 from = last + 1
             } catch {
@@ -117,32 +134,37 @@ public final class EtcdMembership: Membership {
 
     func resync() async throws -> Int64 {
         let (kvs, revision) = try await plane.etcd.range(plane.keys.prefix, prefix: true)
-        var r: [String: ReplicaRecord] = [:], a: [String: VersionPointer] = [:]
-        for kv in kvs { Self.read(kv, keys: plane.keys, replicas: &r, actives: &a) }
-        records.withLockedValue { $0 = r }
-        // A watch event applied while this read was on its way may be newer: epochs only grow.
-        actives.withLockedValue { current in
-            for (model, p) in a { if let c = current[model], c.epoch > p.epoch { a[model] = c } }
-            current = a
-        }
-        publish()
+        apply(snapshot: kvs, revision: revision)
         return revision
     }
 
-    func apply(_ events: [EtcdEvent]) {
-        var r = records.withLockedValue { $0 }
-        var a = actives.withLockedValue { $0 }
-        for e in events {
-            if e.kind == .delete {
-                if e.kv.key.hasPrefix(plane.keys.replicas) { r[String(e.kv.key.dropFirst(plane.keys.replicas.count))] = nil }
-                if let (model, kind) = plane.keys.parseModelKey(e.kv.key), kind == "active" { a[model] = nil }
-            } else {
-                Self.read(e.kv, keys: plane.keys, replicas: &r, actives: &a)
-            }
+    /// Everything under the prefix as read at `revision`.
+    func apply(snapshot kvs: [EtcdKeyValue], revision: Int64) {
+        var r: [String: ReplicaRecord] = [:], a: [String: VersionPointer] = [:]
+        for kv in kvs { Self.read(kv, keys: plane.keys, replicas: &r, actives: &a) }
+        update { s in
+            // The watch applied newer events while this read was on its way: they are the fresher word.
+            guard revision >= s.revision else { return }
+            s.records = r
+            // Epochs only grow: a committed pointer never goes back.
+            for (model, p) in a { if let c = s.actives[model], c.epoch > p.epoch { a[model] = c } }
+            s.actives = a
+            s.revision = revision
         }
-        records.withLockedValue { $0 = r }
-        actives.withLockedValue { $0 = a }
-        publish()
+    }
+
+    func apply(_ events: [EtcdEvent], revision: Int64) {
+        update { s in
+            for e in events where e.kv.modRevision > s.revision {
+                if e.kind == .delete {
+                    if e.kv.key.hasPrefix(plane.keys.replicas) { s.records[String(e.kv.key.dropFirst(plane.keys.replicas.count))] = nil }
+                    if let (model, kind) = plane.keys.parseModelKey(e.kv.key), kind == "active" { s.actives[model] = nil }
+                } else {
+                    Self.read(e.kv, keys: plane.keys, replicas: &s.records, actives: &s.actives)
+                }
+            }
+            s.revision = max(s.revision, revision)
+        }
     }
 
     static func read(_ kv: EtcdKeyValue, keys: ClusterKeys, replicas: inout [String: ReplicaRecord], actives: inout [String: VersionPointer]) {
@@ -157,10 +179,26 @@ public final class EtcdMembership: Membership {
         }
     }
 
-    private func publish() {
-        let r = records.withLockedValue { $0 }
-        let a = actives.withLockedValue { $0 }
-        let ready = r.values.filter(\.ready).sorted { $0.name < $1.name }.compactMap { ReplicaEndpoint(name: $0.name, address: $0.address) }
-        state.withLockedValue { $0 = MembershipView(replicas: ready, active: a.mapValues(\.version)) }
+    /// Changes the state and recomputes the view, under one lock.
+    private func update(_ change: (inout State) -> Void) {
+        let (began, ended) = state.withLockedValue { s -> (Bool, Bool) in
+            change(&s)
+            let ready = s.records.values.filter(\.ready).sorted { $0.name < $1.name }
+                .compactMap { ReplicaEndpoint(name: $0.name, address: $0.address) }
+            let wasHolding = s.holding
+            if ready.isEmpty && !s.view.replicas.isEmpty {
+                s.holding = true
+                s.view.active = s.actives.mapValues(\.version)
+            } else {
+                s.holding = false
+                s.view = MembershipView(replicas: ready, active: s.actives.mapValues(\.version))
+            }
+            return (!wasHolding && s.holding, wasHolding && !s.holding)
+        }
+        if began {
+            logger.warning("etcd names no ready replica: keeping the last ready ones until it names one again")
+        } else if ended {
+            logger.info("etcd names ready replicas again")
+        }
     }
 }

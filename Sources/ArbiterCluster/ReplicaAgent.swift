@@ -111,21 +111,37 @@ public actor ReplicaAgent {
 
     // MARK: Loops
 
+    static func milliseconds(_ d: Duration) -> Int64 {
+        d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
+    }
+
     func leaseLoop() async {
+        var renewed = ContinuousClock.now
+        var failedRenewals = 0
         while !Task.isCancelled {
             do {
                 if lease == 0 {
                     lease = try await plane.etcd.grantLease(ttl: configuration.leaseSeconds)
+                    renewed = .now
                     published = nil
                     await publish()
                 }
-                try await plane.etcd.keepAlive(lease: lease)
+                let asked = ContinuousClock.now
+                let ttl = try await plane.etcd.keepAlive(lease: lease)
+                logger.debug("lease \(lease) renewed: \(ttl) s, answered in \(Self.milliseconds(ContinuousClock.now - asked)) ms")
+                renewed = .now
+                if failedRenewals > 0 { logger.info("the cluster lease is renewed again after \(failedRenewals) failed attempts") }
+                failedRenewals = 0
             } catch EtcdError.leaseExpired {
-                logger.warning("the cluster lease expired (etcd was out of reach for longer than \(configuration.leaseSeconds) s); taking a new one")
+                logger.warning("the cluster lease expired (last renewed \(Self.milliseconds(ContinuousClock.now - renewed)) ms ago, for \(configuration.leaseSeconds) s); taking a new one")
                 lease = 0
                 continue
             } catch {
-                logger.warning("cannot renew the cluster lease: \(error)")
+                // Soon again (another member may answer), well before the lease lapses; said once per outage.
+                if failedRenewals == 0 { logger.warning("cannot renew the cluster lease (trying again every 250 ms): \(error)") }
+                failedRenewals += 1
+                do { try await Task.sleep(for: .milliseconds(250)) } catch { return }
+                continue
             }
             do { try await Task.sleep(for: .seconds(max(1, configuration.leaseSeconds / 3))) } catch { return }
         }

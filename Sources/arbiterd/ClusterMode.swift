@@ -72,6 +72,7 @@ struct ClusterOptions: ParsableArguments {
 final class ClusterReplica: Sendable {
     let task: Task<Void, Never>
     let http: HTTPClient
+    let etcdHTTP: HTTPClient
     let group: MultiThreadedEventLoopGroup
 
     /// Starts the agent beside `server`. Its own event loop thread serves its HTTP (etcd, S3): nothing of it
@@ -87,7 +88,7 @@ final class ClusterReplica: Sendable {
         let name = options.clusterName ?? "\(ProcessInfo.processInfo.hostName)-\(port)"
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         http = S3Client.makeHTTPClient(eventLoopGroup: group)
-        let etcdHTTP = http
+        etcdHTTP = EtcdClient.makeHTTPClient(eventLoopGroup: group)
         let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(options.clusterEtcd!), http: etcdHTTP)
         let plane = ControlPlane(etcd: etcd, keys: try ClusterKeys(prefix: options.clusterPrefix), identity: "arbiterd \(name)")
         let fetcher = ArtifactFetcher(s3: S3Client(location: location, credentials: credentials, http: http))
@@ -111,13 +112,14 @@ final class ClusterReplica: Sendable {
         guard !FileManager.default.fileExists(atPath: storeDirectory + "/data.mdb") else { return }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let http = S3Client.makeHTTPClient(eventLoopGroup: group)
+        let etcdHTTP = EtcdClient.makeHTTPClient(eventLoopGroup: group)
         // Nothing is served yet: the work runs at nice 10, not at idle priority (see BackgroundWork).
         let background = BackgroundWork()
         background.yieldsToServing(false)
         do {
             let location = try S3Location(endpoint: options.clusterS3!, bucket: options.clusterBucket!, region: options.clusterRegion)
             let fetcher = ArtifactFetcher(s3: S3Client(location: location, credentials: try S3Credentials.fromEnvironment(), http: http))
-            let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(options.clusterEtcd!), http: http)
+            let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(options.clusterEtcd!), http: etcdHTTP)
             let plane = ControlPlane(etcd: etcd, keys: try ClusterKeys(prefix: options.clusterPrefix), identity: "arbiterd seeding")
             let outcome = try await StoreSeed.seed(storeDirectory: storeDirectory, plane: plane, fetcher: fetcher, background: background,
                                                    serves: { kinds.contains($0) }, logger: logger)
@@ -129,6 +131,7 @@ final class ClusterReplica: Sendable {
         }
         try? await background.shutdown()
         try? await http.shutdown()
+        try? await etcdHTTP.shutdown()
         try? await group.shutdownGracefully()
     }
 
@@ -137,6 +140,7 @@ final class ClusterReplica: Sendable {
         task.cancel()
         await task.value
         try? await http.shutdown()
+        try? await etcdHTTP.shutdown()
         try? await group.shutdownGracefully()
     }
 }

@@ -27,7 +27,7 @@ import Testing
             process.executableURL = OtherProcess.binDir.appendingPathComponent("arbiterd")
             process.arguments = ["--store", store, "--listen", "127.0.0.1:0", "--poll-ms", "100", "--background-nice", "0",
                                  "--cluster-etcd", etcd, "--cluster-s3", s3.endpoint, "--cluster-bucket", bucket,
-                                 "--cluster-name", name, "--cluster-lease-seconds", "3"]
+                                 "--cluster-name", name, "--cluster-lease-seconds", "3", "--log-level", "debug"]
             var env = ProcessInfo.processInfo.environment
             env["AWS_ACCESS_KEY_ID"] = s3.accessKey
             env["AWS_SECRET_ACCESS_KEY"] = s3.secretKey
@@ -92,6 +92,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let http = S3Client.makeHTTPClient(eventLoopGroup: group)
+        let etcdHTTP = EtcdClient.makeHTTPClient(eventLoopGroup: group)
         var replicas: [Replica] = []
         defer {
             for r in replicas { r.kill() }
@@ -100,23 +101,25 @@ import Testing
             try? FileManager.default.removeItem(atPath: work)
         }
         do {
-            try await scenario(etcd: etcd, s3Server: s3Server, work: work, http: http, replicas: &replicas)
+            try await scenario(etcd: etcd, s3Server: s3Server, work: work, http: http, etcdHTTP: etcdHTTP, replicas: &replicas)
         } catch {
             for r in replicas { print("--- \(r.name) log ---\n\(r.log.withLockedValue { $0 })") }
             try? await http.shutdown()
+            try? await etcdHTTP.shutdown()
             try? await group.shutdownGracefully()
             throw error
         }
         try await http.shutdown()
+        try await etcdHTTP.shutdown()
         try await group.shutdownGracefully()
     }
 
-    func scenario(etcd: LocalEtcd, s3Server: LocalS3, work: String, http: HTTPClient, replicas: inout [Replica]) async throws {
+    func scenario(etcd: LocalEtcd, s3Server: LocalS3, work: String, http: HTTPClient, etcdHTTP: HTTPClient, replicas: inout [Replica]) async throws {
         let bucket = "arbiter-cluster"
         let s3 = S3Client(location: try S3Location(endpoint: s3Server.endpoint, bucket: bucket),
                           credentials: S3Credentials(accessKeyID: s3Server.accessKey, secretAccessKey: s3Server.secretKey), http: http)
         try await s3.createBucket()
-        let plane = ControlPlane(etcd: try EtcdClient(endpoints: EtcdClient.parseEndpoints(etcd.endpoints), http: http),
+        let plane = ControlPlane(etcd: try EtcdClient(endpoints: EtcdClient.parseEndpoints(etcd.endpoints), http: etcdHTTP),
                                  keys: try ClusterKeys(), identity: "cluster-tests")
 
         // The trainer's store: a copy of the fixture's (one trained lead-grading model, v1).
@@ -158,6 +161,9 @@ import Testing
         let committed = NIOLockedValueBox<Set<UInt64>>([1])
         let answers = NIOLockedValueBox<[UInt64: Int]>([:])
         let failures = NIOLockedValueBox<[String]>([])
+        // Which step of the scenario a failed request fell in, and when (to find it in the replicas' logs).
+        let phase = NIOLockedValueBox("promotions")
+        func step(_ name: String) { phase.withLockedValue { $0 = name } }
         let load = Task {
             await withTaskGroup(of: Void.self) { group in
                 for worker in 0..<3 {
@@ -168,7 +174,8 @@ import Testing
                                 let r = try await client.score(Fixture.scoreRequest(n: 1 + (i + worker) % 4), deadline: .seconds(5))
                                 answers.withLockedValue { $0[r.version, default: 0] += 1 }
                             } catch {
-                                failures.withLockedValue { $0.append("\(error)") }
+                                let at = Date().formatted(.iso8601.time(includingFractionalSeconds: true))
+                                failures.withLockedValue { $0.append("\(at) during \(phase.withLockedValue { $0 }): \(error)") }
                             }
                             i += 1
                             try? await Task.sleep(for: .milliseconds(2))
@@ -201,6 +208,7 @@ import Testing
 
         // A version that fails validation (a flipped byte in a tensor) is rejected by every replica and never
         // promoted; the active one keeps serving and every replica stays ready.
+        step("a version failing validation")
         let bad = try SwapUnderLoadTests.publishFlipped(from: 1, catalog: trainer)
         _ = try await push(bad)
         do {
@@ -217,6 +225,7 @@ import Testing
         #expect(try await converged(on: active))
 
         // A damaged object (the bytes in the bucket no longer match the manifest's SHA-256): refused the same way.
+        step("a damaged object")
         let damagedVersion = try Self.republish(trainer)
         let manifest = try await push(damagedVersion)
         var bytes = try #require(try await s3.get(manifest.object.key!, limit: 64 << 20))
@@ -228,11 +237,13 @@ import Testing
         #expect(try await converged(on: active))
 
         // A replica paused (SIGSTOP) for 2 s: requests it holds are hedged to the others; none fails.
+        step("a replica paused")
         kill(replicas[2].process.processIdentifier, SIGSTOP)
         try await Task.sleep(for: .seconds(2))
         kill(replicas[2].process.processIdentifier, SIGCONT)
 
         // One etcd member killed: a quorum remains, and promotion works as before.
+        step("an etcd member lost")
         etcd.kill(0)
         let afterLoss = try Self.republish(trainer)
         _ = try await push(afterLoss)
@@ -244,6 +255,7 @@ import Testing
 
         // A replica that joins with no store begins from the committed version's artifact (seeded: the file is
         // the store the server opens), serves it, and only then says it is ready.
+        step("a replica joining")
         replicas.append(try Replica(name: "r3", store: work + "/r3", etcd: etcd.endpoints, s3: s3Server, bucket: bucket))
         try await Self.poll("the new replica catches up") { try await converged(on: active, count: 4) }
         let joined = try #require(try await plane.replicas().records.first { $0.name == "r3" })
@@ -253,6 +265,7 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/r3").allSatisfy { !$0.hasPrefix(".seed-") })
 
         // A replica killed: its record goes with its lease, and promotion goes on without it.
+        step("a replica killed")
         replicas[1].kill()
         try await Self.poll("the killed replica's record expires", seconds: 30) { try await plane.replicas().records.count == 3 }
         let last = try Self.republish(trainer)
@@ -268,7 +281,11 @@ import Testing
         _ = await watching.value
         let seen = answers.withLockedValue { $0 }
         let stats = client.statistics
-        #expect(failures.withLockedValue { $0 }.isEmpty, "\(failures.withLockedValue { $0.prefix(5) }) of \(stats)")
+        let failed = failures.withLockedValue { $0 }
+        #expect(failed.isEmpty, "\(failed.count) failed, first \(failed.prefix(3)), last \(failed.suffix(2)) of \(stats)")
+        if !failed.isEmpty {
+            for r in replicas { print("--- \(r.name) log ---\n\(r.log.withLockedValue { $0 })") }
+        }
         #expect(Set(seen.keys).isSubset(of: committed.withLockedValue { $0 }), "answers by version \(seen); committed \(committed.withLockedValue { $0 })")
         #expect(seen[bad] == nil && seen[damagedVersion] == nil)
         #expect(seen.values.reduce(0, +) > 500, "\(seen)")

@@ -105,7 +105,7 @@ public final class LocalEtcd: @unchecked Sendable {
 
     public func stop() {
         for i in 0..<members.count { kill(i) }
-        try? FileManager.default.removeItem(at: directory)
+        if ProcessInfo.processInfo.environment["ARBITER_KEEP_ETCD_LOGS"] == nil { try? FileManager.default.removeItem(at: directory) }
     }
 
     deinit { stop() }

@@ -34,7 +34,8 @@ struct ClusterBench: AsyncParsableCommand {
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let http = S3Client.makeHTTPClient(eventLoopGroup: group)
-        let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(etcdList), http: http)
+        let etcdHTTP = EtcdClient.makeHTTPClient(eventLoopGroup: group)
+        let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(etcdList), http: etcdHTTP)
         let plane = ControlPlane(etcd: etcd, keys: try ClusterKeys(), identity: "cluster-bench")
         let s3 = S3Client(location: try S3Location(endpoint: s3URL, bucket: bucket), credentials: try S3Credentials.fromEnvironment(), http: http)
         let bench = Bench(plane: plane, s3: s3, clusterDir: clusterDir, trainerStore: trainerStore, extraStore: extraStore,
@@ -54,6 +55,7 @@ struct ClusterBench: AsyncParsableCommand {
             result = .failure(error)
         }
         try? await http.shutdown()
+        try? await etcdHTTP.shutdown()
         try? await group.shutdownGracefully()
         var summary = try result.get()
         summary["scenario"] = .string(scenario)
