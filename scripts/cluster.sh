@@ -13,7 +13,8 @@
 # Ports (all on 127.0.0.1, from --base-port P, default 24000): etcd clients P..P+2 and peers P+10..P+12,
 # S3 P+20 (master P+21, volume P+22, filer P+23; SeaweedFS also takes each port + 10000 for gRPC),
 # replicas P+30.. and their admin ports (/metrics, /ready) P+40.. . Logs and pids are in DIR/logs, DIR/pids.
-# Faults are injected by signals: kill -KILL / -STOP / -CONT "$(cat DIR/pids/r1)".
+# The replicas share download slots (arbiterd --cluster-download-lock DIR/download-slot): DOWNLOAD_SLOTS of them
+# download at once (default 1; 0: no slots, each downloads on its own). Faults are injected by signals: kill -KILL / -STOP / -CONT "$(cat DIR/pids/r1)".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,6 +98,11 @@ EOF
   wait_http "$S3" 60
 }
 
+slot_args() {
+  local n="${DOWNLOAD_SLOTS:-1}"
+  [ "$n" = 0 ] || echo "--cluster-download-lock $DIR/download-slot --cluster-download-slots $n"
+}
+
 start_replica() {
   local k="$1" bin
   running "r$k" && return 0
@@ -104,7 +110,7 @@ start_replica() {
   AWS_ACCESS_KEY_ID="$ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$SECRET_KEY" "$bin/arbiterd" --store "$DIR/r$k/store" \
     --listen "127.0.0.1:$(replica_port "$k")" --metrics-listen "$(admin_port "$k")" \
     --cluster-etcd "$ETCD" --cluster-s3 "$S3" --cluster-bucket "$BUCKET" --cluster-name "r$k" \
-    ${ARBITERD_ARGS:-} >>"$DIR/logs/r$k.log" 2>&1 &
+    $(slot_args) ${ARBITERD_ARGS:-} >>"$DIR/logs/r$k.log" 2>&1 &
   echo $! >"$DIR/pids/r$k"
 }
 

@@ -37,6 +37,8 @@ public struct ReplicaAgentConfiguration: Sendable {
     public var workDirectory: String
     /// How often the whole state is read again, beside the watch (a watch that went silent is caught by it).
     public var resyncInterval: Duration = .seconds(2)
+    /// Slots shared with the other replicas of this host, one held while a version downloads (nil: none).
+    public var downloadSlots: DownloadSlots?
 
     public init(name: String, address: String, adminAddress: String? = nil, workDirectory: String) {
         self.name = name
@@ -322,7 +324,15 @@ public actor ReplicaAgent {
                 }
                 let dir = configuration.workDirectory + "/\(model)-\(version)-\(UUID().uuidString)"
                 defer { try? FileManager.default.removeItem(atPath: dir) }
-                let timings = try await fetcher.fetch(manifest, into: dir, background: background)
+                let slot = try await configuration.downloadSlots?.acquire(logger: logger)
+                let timings: [StageTiming]
+                do {
+                    defer { slot?.release() }
+                    timings = try await fetcher.fetch(manifest, into: dir, background: background)
+                }
+                if let slot, slot.waited >= .milliseconds(100) {
+                    logger.info("\(model) v\(version) waited \(ReplicaAgent.milliseconds(slot.waited)) ms for a download slot")
+                }
                 let started = ContinuousClock.now
                 let outcome = try await background.run {
                     let artifact = try StoreEnvironment.open(path: dir, configuration: StoreConfiguration(readOnly: true))

@@ -23,7 +23,8 @@ public enum StoreSeed {
     /// store among the models `serves` accepts the kind of. The file is written beside the store's, flushed,
     /// checked, and renamed into place: a failure at any point leaves no store, and the replica starts empty.
     public static func seed(storeDirectory: String, plane: ControlPlane, fetcher: ArtifactFetcher,
-                            background: BackgroundWork?, serves: (String) -> Bool, logger: Logger) async throws -> Outcome {
+                            background: BackgroundWork?, slots: DownloadSlots? = nil, serves: (String) -> Bool,
+                            logger: Logger) async throws -> Outcome {
         let storeFile = storeDirectory + "/data.mdb"
         if FileManager.default.fileExists(atPath: storeFile) { return .storeExists }
         var committed: [(model: String, version: UInt64)] = []
@@ -41,7 +42,12 @@ public enum StoreSeed {
         let scratch = storeDirectory + "/.seed-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         logger.info("the store is empty: seeding it with \(manifest.model) v\(manifest.version), the largest committed version (\(manifest.store.bytes >> 20) MiB)")
-        let timings = try await fetcher.fetch(manifest, into: scratch, background: background)
+        let slot = try await slots?.acquire(logger: logger)
+        let timings: [StageTiming]
+        do {
+            defer { slot?.release() }
+            timings = try await fetcher.fetch(manifest, into: scratch, background: background)
+        }
         let file = try PosixFile(reading: scratch + "/data.mdb")
         try file.sync()
         guard rename(scratch + "/data.mdb", storeFile) == 0 else {

@@ -40,6 +40,14 @@ struct ClusterOptions: ParsableArguments {
         discussion: "The replica makes its own directory in it (named after --cluster-name) and removes it at start. A tmpfs such as /dev/shm keeps the scratch copy (as large as the version, removed once imported) off the disk, where it would otherwise be written back while the import itself is flushed; it must have room for the largest version, and its pages count against the process's memory limit while a version is staged."))
     var clusterScratch: String?
 
+    @Option(help: ArgumentHelp(
+        "A lock file's path shared by the replicas of this host: they download versions --cluster-download-slots at a time.",
+        discussion: "Each replica holds one of the files PATH.0, PATH.1, ... (flock) while it downloads and decompresses a version. Replicas on one host that all download at once share the bucket's bandwidth and all finish together, then import together, bound by the disk; a few at a time, the imports of the first overlap the downloads of the others. A slot not free within 120 s is not waited for. Default: no slots (each replica downloads on its own)."))
+    var clusterDownloadLock: String?
+
+    @Option(help: "How many replicas of this host download at once (with --cluster-download-lock).")
+    var clusterDownloadSlots = 1
+
     var enabled: Bool { clusterEtcd != nil }
 
     func validate() throws {
@@ -61,6 +69,11 @@ struct ClusterOptions: ParsableArguments {
             guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
                 throw ValidationError("--cluster-scratch \(dir) is not a directory")
             }
+        }
+        if let lock = clusterDownloadLock {
+            do { _ = try DownloadSlots(path: lock, count: clusterDownloadSlots) } catch { throw ValidationError("--cluster-download-lock: \(error)") }
+        } else if clusterDownloadSlots != 1 {
+            throw ValidationError("--cluster-download-slots needs --cluster-download-lock")
         }
         if let a = clusterAdvertise, Arbiterd.parseHostPort(a, defaultHost: nil) == nil {
             throw ValidationError("--cluster-advertise must be HOST:PORT, got '\(a)'")
@@ -97,6 +110,7 @@ final class ClusterReplica: Sendable {
             ?? storeURL.deletingLastPathComponent().path + "/.\(storeURL.lastPathComponent)-staging"
         var agentConfig = ReplicaAgentConfiguration(name: name, address: advertised, adminAddress: adminAddress, workDirectory: scratch)
         agentConfig.leaseSeconds = options.clusterLeaseSeconds
+        agentConfig.downloadSlots = try options.clusterDownloadLock.map { try DownloadSlots(path: $0, count: options.clusterDownloadSlots) }
         try? FileManager.default.removeItem(atPath: agentConfig.workDirectory)
         try FileManager.default.createDirectory(atPath: agentConfig.workDirectory, withIntermediateDirectories: true)
         let agent = ReplicaAgent(configuration: agentConfig, host: ServerHost(server: server), plane: plane, fetcher: fetcher, logger: logger)
@@ -121,8 +135,9 @@ final class ClusterReplica: Sendable {
             let fetcher = ArtifactFetcher(s3: S3Client(location: location, credentials: try S3Credentials.fromEnvironment(), http: http))
             let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(options.clusterEtcd!), http: etcdHTTP)
             let plane = ControlPlane(etcd: etcd, keys: try ClusterKeys(prefix: options.clusterPrefix), identity: "arbiterd seeding")
+            let slots = try options.clusterDownloadLock.map { try DownloadSlots(path: $0, count: options.clusterDownloadSlots) }
             let outcome = try await StoreSeed.seed(storeDirectory: storeDirectory, plane: plane, fetcher: fetcher, background: background,
-                                                   serves: { kinds.contains($0) }, logger: logger)
+                                                   slots: slots, serves: { kinds.contains($0) }, logger: logger)
             if case let .seeded(model, version, _, timings) = outcome {
                 logger.info("seeded the store with \(model) v\(version): \(timings.map(\.description).joined(separator: "; "))")
             }
