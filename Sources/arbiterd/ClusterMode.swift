@@ -42,11 +42,16 @@ struct ClusterOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp(
         "A lock file's path shared by the replicas of this host: they download versions --cluster-download-slots at a time.",
-        discussion: "Each replica holds one of the files PATH.0, PATH.1, ... (flock) while it downloads and decompresses a version. Replicas on one host that all download at once share the bucket's bandwidth and all finish together, then import together, bound by the disk; a few at a time, the imports of the first overlap the downloads of the others. A slot not free within 120 s is not waited for. Default: no slots (each replica downloads on its own)."))
+        discussion: "Each replica holds one of the files PATH.0, PATH.1, ... (flock) while it downloads and decompresses a version. Replicas on one host that all download at once share the bucket's bandwidth and all finish together, then import together, bound by the disk and by the memory each import touches; two at a time, the imports of the first overlap the downloads of the others (one at a time is slower: a single download does not fill the bucket's bandwidth). Measured in docs/CLUSTER.md. A slot not free within 120 s is not waited for. Without this option each replica downloads on its own."))
     var clusterDownloadLock: String?
 
-    @Option(help: "How many replicas of this host download at once (with --cluster-download-lock).")
-    var clusterDownloadSlots = 1
+    @Option(help: "How many replicas of this host download at once (with --cluster-download-lock; default 2).")
+    var clusterDownloadSlots: Int?
+
+    /// The download slots --cluster-download-lock names, if any.
+    func downloadSlots() throws -> DownloadSlots? {
+        try clusterDownloadLock.map { try DownloadSlots(path: $0, count: clusterDownloadSlots ?? 2) }
+    }
 
     var enabled: Bool { clusterEtcd != nil }
 
@@ -70,9 +75,9 @@ struct ClusterOptions: ParsableArguments {
                 throw ValidationError("--cluster-scratch \(dir) is not a directory")
             }
         }
-        if let lock = clusterDownloadLock {
-            do { _ = try DownloadSlots(path: lock, count: clusterDownloadSlots) } catch { throw ValidationError("--cluster-download-lock: \(error)") }
-        } else if clusterDownloadSlots != 1 {
+        if clusterDownloadLock != nil {
+            do { _ = try downloadSlots() } catch { throw ValidationError("--cluster-download-lock: \(error)") }
+        } else if clusterDownloadSlots != nil {
             throw ValidationError("--cluster-download-slots needs --cluster-download-lock")
         }
         if let a = clusterAdvertise, Arbiterd.parseHostPort(a, defaultHost: nil) == nil {
@@ -110,7 +115,7 @@ final class ClusterReplica: Sendable {
             ?? storeURL.deletingLastPathComponent().path + "/.\(storeURL.lastPathComponent)-staging"
         var agentConfig = ReplicaAgentConfiguration(name: name, address: advertised, adminAddress: adminAddress, workDirectory: scratch)
         agentConfig.leaseSeconds = options.clusterLeaseSeconds
-        agentConfig.downloadSlots = try options.clusterDownloadLock.map { try DownloadSlots(path: $0, count: options.clusterDownloadSlots) }
+        agentConfig.downloadSlots = try options.downloadSlots()
         try? FileManager.default.removeItem(atPath: agentConfig.workDirectory)
         try FileManager.default.createDirectory(atPath: agentConfig.workDirectory, withIntermediateDirectories: true)
         let agent = ReplicaAgent(configuration: agentConfig, host: ServerHost(server: server), plane: plane, fetcher: fetcher, logger: logger)
@@ -135,7 +140,7 @@ final class ClusterReplica: Sendable {
             let fetcher = ArtifactFetcher(s3: S3Client(location: location, credentials: try S3Credentials.fromEnvironment(), http: http))
             let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(options.clusterEtcd!), http: etcdHTTP)
             let plane = ControlPlane(etcd: etcd, keys: try ClusterKeys(prefix: options.clusterPrefix), identity: "arbiterd seeding")
-            let slots = try options.clusterDownloadLock.map { try DownloadSlots(path: $0, count: options.clusterDownloadSlots) }
+            let slots = try options.downloadSlots()
             let outcome = try await StoreSeed.seed(storeDirectory: storeDirectory, plane: plane, fetcher: fetcher, background: background,
                                                    slots: slots, serves: { kinds.contains($0) }, logger: logger)
             if case let .seeded(model, version, _, timings) = outcome {

@@ -27,7 +27,10 @@ import Testing
             process.executableURL = OtherProcess.binDir.appendingPathComponent("arbiterd")
             process.arguments = ["--store", store, "--listen", "127.0.0.1:0", "--poll-ms", "100", "--background-nice", "0",
                                  "--cluster-etcd", etcd, "--cluster-s3", s3.endpoint, "--cluster-bucket", bucket,
-                                 "--cluster-name", name, "--cluster-lease-seconds", "3", "--log-level", "debug"]
+                                 "--cluster-name", name, "--cluster-lease-seconds", "3", "--log-level", "debug",
+                                 // The replicas share one slot, as co-located replicas would (scripts/cluster.sh).
+                                 "--cluster-download-lock", URL(fileURLWithPath: store).deletingLastPathComponent().path + "/download-slot",
+                                 "--cluster-download-slots", "1"]
             var env = ProcessInfo.processInfo.environment
             env["AWS_ACCESS_KEY_ID"] = s3.accessKey
             env["AWS_SECRET_ACCESS_KEY"] = s3.secretKey

@@ -33,10 +33,16 @@ trap 'scripts/cluster.sh stop --dir "$CLUSTER_DIR" >/dev/null 2>&1 || true' EXIT
 # One event loop per replica: four replicas share this machine's two cores (with etcd, SeaweedFS and the load).
 # Staging decompresses into /dev/shm (arbiterd --cluster-scratch; docs/CLUSTER.md) when it has room for four
 # copies of the 1.15 GiB version: on the shared disk, those copies were written back while the imports flushed.
+# The pushes' scratch copies (export, compacted copy, compressed object: 3.3 GiB for the large version) go there
+# too (arbiter-train push --work-dir): a trainer is not on the replicas' disk in production, here it is.
 SCRATCH=""
-if [ -d /dev/shm ] && [ "$(df --output=avail -B1G /dev/shm | tail -1)" -ge 8 ]; then SCRATCH="--cluster-scratch /dev/shm"; fi
+PUSH_SCRATCH=()
+if [ -d /dev/shm ] && [ "$(df --output=avail -B1G /dev/shm | tail -1)" -ge 12 ]; then
+  SCRATCH="--cluster-scratch /dev/shm"
+  PUSH_SCRATCH=(--push-work-dir /dev/shm)
+fi
 export ARBITERD_ARGS="${ARBITERD_ARGS:---threads 1 $SCRATCH}"
-echo "replicas: arbiterd $ARBITERD_ARGS"
+echo "replicas: arbiterd $ARBITERD_ARGS; pushes' scratch: ${PUSH_SCRATCH[1]:-the cluster directory}"
 scripts/cluster.sh start --dir "$CLUSTER_DIR" --replicas 4
 eval "$(scripts/cluster.sh env --dir "$CLUSTER_DIR")"
 
@@ -52,7 +58,7 @@ rm -rf "$TRAINER"
 run() {  # scenario, extra args...
   local s="$1"; shift
   echo "== $s"
-  "$BBIN/cluster-bench" --scenario "$s" --trainer-store "$TRAINER" --out "$OUT/cluster-$DATE-$s.json" "$@" | tail -n 40
+  "$BBIN/cluster-bench" --scenario "$s" --trainer-store "$TRAINER" --out "$OUT/cluster-$DATE-$s.json" "${PUSH_SCRATCH[@]}" "$@" | tail -n 40
 }
 want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 

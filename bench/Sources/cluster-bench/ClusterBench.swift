@@ -25,6 +25,7 @@ struct ClusterBench: AsyncParsableCommand {
     @Option(help: "A store holding the large model (distribution, coldstart) or the partial scenario's extra models.") var extraStore: String?
     @Option(help: "Where the JSON summary goes.") var out: String
     @Option(help: "The cluster's replicas (r0...).") var replicas = 4
+    @Option(help: "Where pushes write their scratch copies (default: the cluster's directory); arbiter-train push --work-dir.") var pushWorkDir: String?
 
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
@@ -38,8 +39,8 @@ struct ClusterBench: AsyncParsableCommand {
         let etcd = try EtcdClient(endpoints: EtcdClient.parseEndpoints(etcdList), http: etcdHTTP)
         let plane = ControlPlane(etcd: etcd, keys: try ClusterKeys(), identity: "cluster-bench")
         let s3 = S3Client(location: try S3Location(endpoint: s3URL, bucket: bucket), credentials: try S3Credentials.fromEnvironment(), http: http)
-        let bench = Bench(plane: plane, s3: s3, clusterDir: clusterDir, trainerStore: trainerStore, extraStore: extraStore,
-                          replicas: replicas, rate: rate, duration: duration, promotions: promotions)
+        let bench = Bench(plane: plane, s3: s3, clusterDir: clusterDir, pushWorkDir: pushWorkDir ?? clusterDir,
+                          trainerStore: trainerStore, extraStore: extraStore, replicas: replicas, rate: rate, duration: duration, promotions: promotions)
         let result: Result<[String: JSONValue], any Error>
         do {
             switch scenario {
@@ -91,6 +92,7 @@ struct Bench: Sendable {
     let plane: ControlPlane
     let s3: S3Client
     let clusterDir: String
+    let pushWorkDir: String
     let trainerStore: String
     let extraStore: String?
     let replicas: Int
@@ -172,7 +174,7 @@ struct Bench: Sendable {
 
     @discardableResult
     func push(_ catalog: Catalog, model: String, version: UInt64) async throws -> ArtifactPusher.Report {
-        let work = clusterDir + "/bench-push-\(model)-\(version)"
+        let work = pushWorkDir + "/arbiter-bench-push-\(model)-\(version)-\(getpid())"
         let report = try await ArtifactPusher(s3: s3).push(catalog: catalog, model: model, version: version, workDirectory: work, pushedBy: "cluster-bench")
         try await plane.register(report.manifest)
         return report
