@@ -99,9 +99,16 @@ public struct StageTiming: Sendable, Equatable, CustomStringConvertible {
 func measure<T>(_ name: String, bytes: (T) -> Int, _ body: () async throws -> T) async rethrows -> (T, StageTiming) {
     let start = ContinuousClock.now
     let value = try await body()
-    let d = ContinuousClock.now - start
-    let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-    return (value, StageTiming(name: name, bytes: bytes(value), seconds: seconds))
+    return (value, StageTiming(name: name, bytes: bytes(value), seconds: (ContinuousClock.now - start).seconds))
+}
+
+extension Duration {
+    /// In seconds, with the fraction.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    /// In whole milliseconds (rounded toward zero).
+    var wholeMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+    /// In whole microseconds (rounded toward zero).
+    var wholeMicroseconds: Int64 { components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000 }
 }
 
 /// `arbiter-train push`: one version, from a store to a bucket.

@@ -81,6 +81,8 @@ public actor ReplicaAgent {
     /// they serve — the replica is joining, or catching up, and must not take that model's traffic before.
     var loadingOnActivation: [String: Set<UInt64>] = [:]
     var lease: Int64 = 0
+    /// The cluster's targets and actives have been read once: until then the replica cannot tell it is behind.
+    var synced = false
     var published: ReplicaRecord?
     /// Activations in progress, so that two watch events do not switch the same model at once.
     var switching: Set<String> = []
@@ -99,7 +101,8 @@ public actor ReplicaAgent {
 
     /// Runs until the task is cancelled; then revokes the lease (the record goes at once).
     public func run() async {
-        host.holdReadiness("joining the cluster: reading what it has committed")
+        host.holdReadiness(Self.readinessHold(synced: false, actives: [:], served: [:], loaded: { _ in [] }, validatedOnly: [:],
+                                              loadingOnActivation: [:]))
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.leaseLoop() }
             group.addTask { await self.watchLoop() }
@@ -112,10 +115,6 @@ public actor ReplicaAgent {
     }
 
     // MARK: Loops
-
-    static func milliseconds(_ d: Duration) -> Int64 {
-        d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
-    }
 
     func leaseLoop() async {
         var renewed = ContinuousClock.now
@@ -130,12 +129,12 @@ public actor ReplicaAgent {
                 }
                 let asked = ContinuousClock.now
                 let ttl = try await plane.etcd.keepAlive(lease: lease)
-                logger.debug("lease \(lease) renewed: \(ttl) s, answered in \(Self.milliseconds(ContinuousClock.now - asked)) ms")
+                logger.debug("lease \(lease) renewed: \(ttl) s, answered in \((ContinuousClock.now - asked).wholeMilliseconds) ms")
                 renewed = .now
                 if failedRenewals > 0 { logger.info("the cluster lease is renewed again after \(failedRenewals) failed attempts") }
                 failedRenewals = 0
             } catch EtcdError.leaseExpired {
-                logger.warning("the cluster lease expired (last renewed \(Self.milliseconds(ContinuousClock.now - renewed)) ms ago, for \(configuration.leaseSeconds) s); taking a new one")
+                logger.warning("the cluster lease expired (last renewed \((ContinuousClock.now - renewed).wholeMilliseconds) ms ago, for \(configuration.leaseSeconds) s); taking a new one")
                 lease = 0
                 continue
             } catch {
@@ -196,6 +195,7 @@ public actor ReplicaAgent {
         for (model, p) in a { if let cur = actives[model], cur.epoch > p.epoch { a[model] = cur } }
         targets = t
         actives = a
+        synced = true
         await reconcile()
         return revision
     }
@@ -261,8 +261,7 @@ public actor ReplicaAgent {
             }
             let micros = Int64(Date().timeIntervalSince1970 * 1_000_000) - pointer.unixMicros
             switchMicros[model] = micros
-            func us(_ d: Duration) -> Int64 { d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000 }
-            logger.info("switched \(model) to v\(pointer.version) (epoch \(pointer.epoch)), \(micros) µs after it was committed: seen after \(received) µs, local activation \(us(written - started)) µs, swap \(us(reloaded - written)) µs")
+            logger.info("switched \(model) to v\(pointer.version) (epoch \(pointer.epoch)), \(micros) µs after it was committed: seen after \(received) µs, local activation \((written - started).wholeMicroseconds) µs, swap \((reloaded - written).wholeMicroseconds) µs")
         } catch {
             logger.error("cannot switch \(model) to v\(pointer.version): \(error)")
         }
@@ -315,8 +314,7 @@ public actor ReplicaAgent {
         let catalog = Catalog(environment: host.localStore)
         let present = try catalog.versions(model: model).contains { $0.meta.version == version }
         if !present {
-            let jitter = configuration.downloadJitter.components
-            let jitterMillis = jitter.seconds * 1000 + jitter.attoseconds / 1_000_000_000_000_000
+            let jitterMillis = configuration.downloadJitter.wholeMilliseconds
             if jitterMillis > 0 { try await Task.sleep(for: .milliseconds(Int64.random(in: 0...jitterMillis))) }
             try await downloads.run {
                 guard let manifest = try await fetcher.manifest(model: model, version: version) else {
@@ -331,15 +329,14 @@ public actor ReplicaAgent {
                     timings = try await fetcher.fetch(manifest, into: dir, background: background)
                 }
                 if let slot, slot.waited >= .milliseconds(100) {
-                    logger.info("\(model) v\(version) waited \(ReplicaAgent.milliseconds(slot.waited)) ms for a download slot")
+                    logger.info("\(model) v\(version) waited \(slot.waited.wholeMilliseconds) ms for a download slot")
                 }
                 let started = ContinuousClock.now
                 let outcome = try await background.run {
                     let artifact = try StoreEnvironment.open(path: dir, configuration: StoreConfiguration(readOnly: true))
                     return try catalog.importVersion(from: artifact, model: model, version: version)
                 }
-                let d = ContinuousClock.now - started
-                let importSeconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+                let importSeconds = (ContinuousClock.now - started).seconds
                 logger.info("fetched \(model) v\(version): \(timings.map(\.description).joined(separator: "; ")); \(StageTiming(name: "import", bytes: manifest.store.bytes, seconds: importSeconds)) (\(outcome))")
             }
         }
@@ -378,6 +375,31 @@ public actor ReplicaAgent {
 
     // MARK: Reporting
 
+    /// Why this replica must not take traffic yet, or nil when it may. Until it has read what the cluster
+    /// committed (`synced`) it cannot know it is behind: a replica joining with a seeded store would otherwise
+    /// say ready while serving none of the other committed models, and be sent their requests.
+    /// Behind: a committed version this replica does not serve. One it has loaded is being switched to (a
+    /// matter of milliseconds, and pins to it are answered already, as the model is served): reporting the
+    /// replica not ready for that instant would take every replica out of every client's view at each commit —
+    /// but a model served not at all here answers no pin, loaded or not.
+    /// Nor is a model's first version, validated here and loading on its activation: the replica serves no
+    /// version of that model to fall behind with, and its other models must not leave the clients' view while a
+    /// large first version loads (that took every replica out at once for seconds) — unless that version was
+    /// committed before it was staged here (`loadingOnActivation`: the replica is joining, or catching up).
+    static func readinessHold(synced: Bool, actives: [String: UInt64], served: [String: UInt64],
+                              loaded: (String) -> [UInt64], validatedOnly: [String: Set<UInt64>],
+                              loadingOnActivation: [String: Set<UInt64>]) -> String? {
+        guard synced else { return "joining the cluster: reading what it has committed" }
+        var behind: [String] = []
+        for (model, active) in actives where served[model] != active {
+            if served[model] != nil && loaded(model).contains(active) { continue }
+            if served[model] == nil && validatedOnly[model]?.contains(active) == true
+                && loadingOnActivation[model]?.contains(active) != true { continue }
+            behind.append("\(model) v\(active) is committed; this replica serves \(served[model].map { "v\($0)" } ?? "nothing")")
+        }
+        return behind.isEmpty ? nil : behind.sorted().joined(separator: "; ")
+    }
+
     func currentRecord() -> ReplicaRecord {
         let served = host.servedVersions()
         var staged: [String: [UInt64]] = [:]
@@ -385,19 +407,9 @@ public actor ReplicaAgent {
             let loaded = Set(host.loadedVersions(of: model)).union(validatedOnly[model] ?? [])
             if !loaded.isEmpty { staged[model] = loaded.sorted() }
         }
-        // Behind: a committed version this replica does not have loaded. One it has loaded is being switched to
-        // (a matter of milliseconds, and pins to it are answered already): reporting the replica not ready for
-        // that instant would take every replica out of every client's view at each commit.
-        // Nor is a model's first version, validated here and loading on its activation: the replica serves no
-        // version of that model to fall behind with, and its other models must not leave the clients' view
-        // while a large first version loads (that took every replica out at once for seconds).
-        var behind: [String] = []
-        for (model, active) in actives where served[model] != active.version && !host.loadedVersions(of: model).contains(active.version)
-            && !(served[model] == nil && validatedOnly[model]?.contains(active.version) == true
-                 && loadingOnActivation[model]?.contains(active.version) != true) {
-            behind.append("\(model) v\(active.version) is committed; this replica serves \(served[model].map { "v\($0)" } ?? "nothing")")
-        }
-        let hold: String? = behind.isEmpty ? nil : behind.sorted().joined(separator: "; ")
+        let hold = Self.readinessHold(synced: synced, actives: actives.mapValues(\.version), served: served,
+                                      loaded: { self.host.loadedVersions(of: $0) }, validatedOnly: validatedOnly,
+                                      loadingOnActivation: loadingOnActivation)
         host.holdReadiness(hold)
         let server = host.serverReadiness()
         let ready = hold == nil && server.ready
