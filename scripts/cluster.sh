@@ -14,7 +14,7 @@
 # S3 P+20 (master P+21, volume P+22, filer P+23; SeaweedFS also takes each port + 10000 for gRPC),
 # replicas P+30.. and their admin ports (/metrics, /ready) P+40.. . Logs and pids are in DIR/logs, DIR/pids.
 # The replicas share download slots (arbiterd --cluster-download-lock DIR/download-slot): DOWNLOAD_SLOTS of them
-# download at once (default 2; 0: no slots, each downloads on its own). Faults are injected by signals: kill -KILL / -STOP / -CONT "$(cat DIR/pids/r1)".
+# download and import at once (default 2; 0: no slots, each downloads on its own). Faults are injected by signals: kill -KILL / -STOP / -CONT "$(cat DIR/pids/r1)".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

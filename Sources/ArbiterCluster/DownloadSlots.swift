@@ -2,10 +2,11 @@ import Foundation
 import Logging
 
 /// Download slots shared by the replicas of one host: lock files (`PATH.0`, `PATH.1`, …) that a replica holds
-/// with `flock` while it downloads and decompresses a version, so that replicas on one host download a few at
-/// a time rather than all at once. Their imports — bound by the host's disk, not by the bucket — then overlap
-/// the downloads of the others instead of all starting together once every download has crawled to its end.
-/// (Measured on the local cluster: docs/CLUSTER.md.) A lock held by a process goes with it, however it ends.
+/// with `flock` while it downloads, decompresses and imports a version, so that replicas on one host stage a
+/// few at a time rather than all at once. All at once, every download crawls to its end together and every
+/// import then runs together; and one replica's import beside another's download made both about three times
+/// slower than either alone (the memory both touch for the first time is what this host pays for; measured on
+/// the local cluster: docs/CLUSTER.md). A lock held by a process goes with it, however it ends.
 ///
 /// A wait has an end: after `maximumWait` a replica downloads without a slot (a neighbour stopped while holding
 /// one must not keep this one from staging), and says so.

@@ -322,12 +322,11 @@ public actor ReplicaAgent {
                 }
                 let dir = configuration.workDirectory + "/\(model)-\(version)-\(UUID().uuidString)"
                 defer { try? FileManager.default.removeItem(atPath: dir) }
+                // Held through the import too: overlapping one replica's import with another's download made
+                // both three times slower here (docs/CLUSTER.md, "Download slots").
                 let slot = try await configuration.downloadSlots?.acquire(logger: logger)
-                let timings: [StageTiming]
-                do {
-                    defer { slot?.release() }
-                    timings = try await fetcher.fetch(manifest, into: dir, background: background)
-                }
+                defer { slot?.release() }
+                let timings = try await fetcher.fetch(manifest, into: dir, background: background)
                 if let slot, slot.waited >= .milliseconds(100) {
                     logger.info("\(model) v\(version) waited \(slot.waited.wholeMilliseconds) ms for a download slot")
                 }

@@ -41,11 +41,11 @@ struct ClusterOptions: ParsableArguments {
     var clusterScratch: String?
 
     @Option(help: ArgumentHelp(
-        "A lock file's path shared by the replicas of this host: they download versions --cluster-download-slots at a time.",
-        discussion: "Each replica holds one of the files PATH.0, PATH.1, ... (flock) while it downloads and decompresses a version. Replicas on one host that all download at once share the bucket's bandwidth and all finish together, then import together, bound by the disk and by the memory each import touches; two at a time, the imports of the first overlap the downloads of the others (one at a time is slower: a single download does not fill the bucket's bandwidth). Measured in docs/CLUSTER.md. A slot not free within 120 s is not waited for. Without this option each replica downloads on its own."))
+        "A lock file's path shared by the replicas of this host: they stage versions --cluster-download-slots at a time.",
+        discussion: "Each replica holds one of the files PATH.0, PATH.1, ... (flock) while it downloads, decompresses and imports a version. Replicas on one host that all stage at once share the bucket's bandwidth, all finish their downloads together, then import together; one replica's import beside another's download slows both. Two at a time was fastest on the local cluster (one at a time leaves the bucket's bandwidth unused: a single download does not fill it); measured in docs/CLUSTER.md. A slot not free within 120 s is not waited for. Without this option each replica stages on its own."))
     var clusterDownloadLock: String?
 
-    @Option(help: "How many replicas of this host download at once (with --cluster-download-lock; default 2).")
+    @Option(help: "How many replicas of this host stage (download and import) at once (with --cluster-download-lock; default 2).")
     var clusterDownloadSlots: Int?
 
     /// The download slots --cluster-download-lock names, if any.
