@@ -37,7 +37,8 @@ public struct ReplicaAgentConfiguration: Sendable {
     public var workDirectory: String
     /// How often the whole state is read again, beside the watch (a watch that went silent is caught by it).
     public var resyncInterval: Duration = .seconds(2)
-    /// Slots shared with the other replicas of this host, one held while a version downloads (nil: none).
+    /// Slots shared with the other replicas of this host, one held while a version is downloaded and imported
+    /// (nil: none).
     public var downloadSlots: DownloadSlots?
 
     public init(name: String, address: String, adminAddress: String? = nil, workDirectory: String) {

@@ -42,12 +42,10 @@ public enum StoreSeed {
         let scratch = storeDirectory + "/.seed-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         logger.info("the store is empty: seeding it with \(manifest.model) v\(manifest.version), the largest committed version (\(manifest.store.bytes >> 20) MiB)")
+        // Held through the flush as well, the seeding's counterpart of staging's import.
         let slot = try await slots?.acquire(logger: logger)
-        let timings: [StageTiming]
-        do {
-            defer { slot?.release() }
-            timings = try await fetcher.fetch(manifest, into: scratch, background: background)
-        }
+        defer { slot?.release() }
+        let timings = try await fetcher.fetch(manifest, into: scratch, background: background)
         let file = try PosixFile(reading: scratch + "/data.mdb")
         try file.sync()
         guard rename(scratch + "/data.mdb", storeFile) == 0 else {
