@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Download slots shared by the replicas of one host: lock files (`PATH.0`, `PATH.1`, …) that a replica holds
 /// with `flock` while it downloads, decompresses and imports a version, so that replicas on one host stage a
@@ -28,22 +29,30 @@ public struct DownloadSlots: Sendable {
         self.count = count
     }
 
-    /// A slot held, released by ``release()`` (or by the process ending).
+    /// A slot held, released by ``release()`` (or when the last reference goes, or by the process ending).
+    /// Releasing twice is harmless: the descriptor is taken out once, so a second call cannot close a descriptor
+    /// that the process has since reused for something else.
     public final class Held: Sendable {
-        let fd: Int32
+        private let fd: Atomic<Int32>
         /// Which slot (nil: the wait ran out and none is held).
         public let slot: Int?
         public let waited: Duration
 
         init(fd: Int32, slot: Int?, waited: Duration) {
-            self.fd = fd
+            self.fd = Atomic(fd)
             self.slot = slot
             self.waited = waited
         }
 
+        /// Whether this still holds its slot.
+        public var isHeld: Bool { fd.load(ordering: .acquiring) >= 0 }
+
         public func release() {
+            let fd = self.fd.exchange(-1, ordering: .acquiringAndReleasing)
             if fd >= 0 { close(fd) }  // closing the only descriptor of the open file releases its flock
         }
+
+        deinit { release() }
     }
 
     /// Waits for a free slot (polling, so that a cancelled task stops waiting at once).

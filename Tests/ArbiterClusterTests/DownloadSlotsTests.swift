@@ -42,6 +42,33 @@ import Testing
         e.release()
     }
 
+    @Test func releasingTwiceLeavesAReusedDescriptorAloneAndDroppingReleases() async throws {
+        let dir = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var slots = try DownloadSlots(path: dir + "/slot", count: 1)
+        slots.maximumWait = .milliseconds(100)
+        slots.pollInterval = .milliseconds(10)
+        let a = try await slots.acquire()
+        #expect(a.slot == 0 && a.isHeld)
+        a.release()
+        #expect(!a.isHeld)
+        // The lowest free number is the one just closed: this file most likely takes it (tests running beside
+        // this one may take it first; then this check proves less, but it never fails wrongly).
+        let other = open(dir + "/other", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        #expect(other >= 0)
+        a.release()
+        #expect(fcntl(other, F_GETFD) >= 0, "a second release closed a descriptor it no longer owned")
+        close(other)
+        // A held slot whose last reference goes is released.
+        do {
+            let dropped = try await slots.acquire()
+            #expect(dropped.slot == 0)
+        }
+        let again = try await slots.acquire()
+        #expect(again.slot == 0)
+        again.release()
+    }
+
     @Test func badConfigurationsAreRefused() throws {
         let dir = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
