@@ -1,19 +1,27 @@
 import ArbiterStore
 import Foundation
 import NIOCore
+import NIOPosix
 
 /// A pushed version's description, stored at ``ArtifactKeys/manifest(model:version:)`` and written after its
 /// object: a manifest present means the object is whole. Replicas read it, download the object it names, and
 /// check each size and SHA-256 before anything is imported.
+///
+/// Format 2 (written since 2026-12-04) keys the object by the SHA-256 of the store file it decompresses to
+/// (``ArtifactKeys/object(model:storeSHA256:)``), known before the first byte is compressed, so the object is
+/// compressed and uploaded in one pass; format 1 keyed it by its own SHA-256 (``ArtifactKeys/object(model:sha256:)``),
+/// known only once it was compressed whole. Both are read.
 public struct ArtifactManifest: Codable, Equatable, Sendable {
-    public static let currentFormat = 1
+    public static let currentFormat = 2
+    public static let readableFormats = 1...2
 
     public var format: Int
     public var model: String
     public var version: UInt64
     /// The plugin kind that serves the version.
     public var kind: String
-    /// The compressed object: its key (content-addressed: the SHA-256 is in it), size and SHA-256.
+    /// The compressed object: its key (content-addressed: a SHA-256 is in it, see the formats above), size and
+    /// SHA-256 (checked by every replica as it downloads).
     public var object: Blob
     /// The store file the object decompresses to (a compacted `data.mdb` holding this version alone).
     public var store: Blob
@@ -41,8 +49,8 @@ public struct ArtifactManifest: Codable, Equatable, Sendable {
         } catch {
             throw ClusterError.corruptArtifact("\(key) is not a valid artifact manifest: \(error)")
         }
-        guard m.format == currentFormat else {
-            throw ClusterError.corruptArtifact("\(key) has artifact format \(m.format); this build reads format \(currentFormat)")
+        guard readableFormats.contains(m.format) else {
+            throw ClusterError.corruptArtifact("\(key) has artifact format \(m.format); this build reads formats \(readableFormats.lowerBound)...\(readableFormats.upperBound)")
         }
         let hex = Set("0123456789abcdef".utf8)
         for (name, blob) in [("object", m.object), ("store", m.store)] {
@@ -50,8 +58,10 @@ public struct ArtifactManifest: Codable, Equatable, Sendable {
                 throw ClusterError.corruptArtifact("\(key): the \(name)'s size or sha256 is malformed")
             }
         }
-        guard m.object.encoding == "zstd", let objectKey = m.object.key, objectKey == ArtifactKeys.object(model: m.model, sha256: m.object.sha256) else {
-            throw ClusterError.corruptArtifact("\(key): the object must be zstd at the key its sha256 names")
+        let expectedKey = m.format == 1 ? ArtifactKeys.object(model: m.model, sha256: m.object.sha256)
+                                        : ArtifactKeys.object(model: m.model, storeSHA256: m.store.sha256)
+        guard m.object.encoding == "zstd", let objectKey = m.object.key, objectKey == expectedKey else {
+            throw ClusterError.corruptArtifact("\(key): the object must be zstd at \(expectedKey) (format \(m.format) names it by the \(m.format == 1 ? "object's" : "store file's") SHA-256), not \(m.object.key ?? "nowhere")")
         }
         guard key == ArtifactKeys.manifest(model: m.model, version: m.version) else {
             throw ClusterError.corruptArtifact("\(key) describes \(m.model) v\(m.version), which belongs at another key")
@@ -76,7 +86,11 @@ public enum ArtifactKeys {
 
     public static func manifestPrefix(model: String) -> String { "models/\(model)/versions/" }
 
-    /// `models/<model>/objects/<sha256>.mdb.zst`: the same bytes pushed twice are stored once.
+    /// `models/<model>/stores/<sha256 of the store file>.mdb.zst` (artifact format 2): the same store pushed
+    /// twice is stored once.
+    public static func object(model: String, storeSHA256: String) -> String { "models/\(model)/stores/\(storeSHA256).mdb.zst" }
+
+    /// `models/<model>/objects/<sha256 of the object>.mdb.zst` (artifact format 1, still read).
     public static func object(model: String, sha256: String) -> String { "models/\(model)/objects/\(sha256).mdb.zst" }
 }
 
@@ -116,7 +130,7 @@ public struct ArtifactPusher: Sendable {
     public var s3: S3Client
     /// Multipart part size (S3's minimum is 5 MiB for every part but the last).
     public var partSize: Int
-    /// Parts in flight at once; each holds one part's bytes.
+    /// Parts being uploaded at once; each holds one part's bytes, and one more part is being compressed.
     public var concurrency: Int
 
     public init(s3: S3Client, partSize: Int = 16 << 20, concurrency: Int = 4) {
@@ -128,26 +142,40 @@ public struct ArtifactPusher: Sendable {
     public struct Report: Sendable {
         public var manifest: ArtifactManifest
         public var stages: [StageTiming]
-        /// The object was already in the bucket (the same bytes pushed before): not uploaded again.
-        public var objectReused: Bool
         /// This very version was pushed before: nothing was written.
         public var alreadyPushed: Bool
     }
 
-    /// Exports `model` v`version` from `catalog` into `workDirectory` (a new store, then its compacted copy,
-    /// then that compressed), uploads the object under its content address, and writes the manifest last.
-    /// A version already pushed with the same store bytes is a success that writes nothing; a different
-    /// version already pushed under that number is refused. `workDirectory` is removed at the end.
+    /// Exports `model` v`version` from `catalog` into `workDirectory` (a new store, then its compacted copy),
+    /// hashes the compacted file — its SHA-256 names the object — then compresses it into parts, each uploaded
+    /// while the next is compressed, and writes the manifest last. A version already pushed with the same store
+    /// bytes is a success that writes nothing; a different version already pushed under that number is refused.
+    /// `workDirectory` is removed at the end.
     public func push(catalog: Catalog, model: String, version: UInt64, workDirectory: String, pushedBy: String) async throws -> Report {
         let manifestKey = ArtifactKeys.manifest(model: model, version: version)
         try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workDirectory) }
         let exportDir = workDirectory + "/export"
         let compactFile = workDirectory + "/data.mdb"
-        let compressedFile = workDirectory + "/data.mdb.zst"
 
         // Asked first: a wrong endpoint or credential fails here, before minutes of export and compression.
         let existing = try await s3.get(manifestKey)
+        // Hashing and compression are seconds of CPU: on a thread of their own, not the concurrency pool's.
+        let worker = NIOThreadPool(numberOfThreads: 1)
+        worker.start()
+        do {
+            let report = try await push(catalog: catalog, model: model, version: version, exportDir: exportDir, compactFile: compactFile,
+                                        manifestKey: manifestKey, existing: existing, pushedBy: pushedBy, worker: worker)
+            try await worker.shutdownGracefully()
+            return report
+        } catch {
+            try? await worker.shutdownGracefully()
+            throw error
+        }
+    }
+
+    func push(catalog: Catalog, model: String, version: UInt64, exportDir: String, compactFile: String, manifestKey: String,
+              existing: [UInt8]?, pushedBy: String, worker: NIOThreadPool) async throws -> Report {
         var stages: [StageTiming] = []
         let (exported, exportTiming) = try await measure("export", bytes: { (e: ExportedVersion) in e.payloadBytes }) {
             try catalog.exportVersion(model: model, version: version, to: exportDir, scratch: true)
@@ -159,83 +187,83 @@ public struct ArtifactPusher: Sendable {
         }
         stages.append(compactTiming)
         try? FileManager.default.removeItem(atPath: exportDir)
-        let (summary, compressTiming) = try await measure("compress", bytes: { (s: CompressionSummary) in s.rawBytes }) {
-            try ZstdFiles.compress(compactFile, to: compressedFile, sync: false)
+        let (store, hashTiming) = try await measure("hash", bytes: { (h: (hex: String, bytes: Int)) in h.bytes }) {
+            try await worker.runIfActive { try Digests.sha256Hex(file: compactFile) }
         }
-        stages.append(compressTiming)
-        precondition(summary.rawBytes == compactBytes)
+        stages.append(hashTiming)
+        guard store.bytes == compactBytes else { throw ClusterError.io("\(compactFile) changed size after it was written") }
 
-        let goldenDigest = try catalog.environment.snapshot().bytes(StoreKeys.manifest(model, version)).map { Digests.sha256Hex($0) } ?? ""
-        let objectKey = ArtifactKeys.object(model: model, sha256: summary.compressedSHA256)
-        var manifest = ArtifactManifest(
-            format: ArtifactManifest.currentFormat, model: model, version: version, kind: exported.meta.kind,
-            object: .init(key: objectKey, bytes: summary.compressedBytes, sha256: summary.compressedSHA256, encoding: "zstd"),
-            store: .init(key: nil, bytes: summary.rawBytes, sha256: summary.rawSHA256, encoding: nil),
-            goldenDigest: goldenDigest, payloadBytes: exported.payloadBytes, pushedBy: pushedBy,
-            pushedUnixMillis: Int64(Date().timeIntervalSince1970 * 1000))
-
-        // A version is pushed once: the same bytes again are a no-op, other bytes under its number are refused.
+        // A version is pushed once: the same store again is a no-op, another under its number is refused.
         if let existing {
             let earlier = try ArtifactManifest.decode(existing, key: manifestKey)
-            guard earlier.object.sha256 == manifest.object.sha256 || earlier.store.sha256 == manifest.store.sha256 else {
+            guard earlier.store.sha256 == store.hex else {
                 throw ClusterError.configuration("\(model) v\(version) was already pushed with other contents (s3://\(s3.location.bucket)/\(manifestKey)): a version never changes once pushed")
             }
-            return Report(manifest: earlier, stages: stages, objectReused: true, alreadyPushed: true)
+            return Report(manifest: earlier, stages: stages, alreadyPushed: true)
         }
-        let existingObject = try await s3.head(objectKey)
-        let reused = existingObject?.size == summary.compressedBytes
-        if !reused {
-            let (_, uploadTiming) = try await measure("upload", bytes: { (_: Void) in summary.compressedBytes }) {
-                try await upload(file: compressedFile, key: objectKey, size: summary.compressedBytes)
-            }
-            stages.append(uploadTiming)
+        // The store names the object, and the store holds the model and version in its keys: an object at that
+        // key can only be left by a push of this version that stopped before its manifest. Its compressed bytes
+        // were never vouched for by a manifest; they are written again.
+        let objectKey = ArtifactKeys.object(model: model, storeSHA256: store.hex)
+        let (object, uploadTiming) = try await measure("compress and upload", bytes: { (b: ArtifactManifest.Blob) in b.bytes }) {
+            try await compressAndUpload(file: compactFile, key: objectKey, worker: worker)
         }
-        manifest.pushedUnixMillis = Int64(Date().timeIntervalSince1970 * 1000)
+        stages.append(uploadTiming)
+        let goldenDigest = try catalog.environment.snapshot().bytes(StoreKeys.manifest(model, version)).map { Digests.sha256Hex($0) } ?? ""
+        let manifest = ArtifactManifest(
+            format: ArtifactManifest.currentFormat, model: model, version: version, kind: exported.meta.kind, object: object,
+            store: .init(key: nil, bytes: store.bytes, sha256: store.hex, encoding: nil),
+            goldenDigest: goldenDigest, payloadBytes: exported.payloadBytes, pushedBy: pushedBy,
+            pushedUnixMillis: Int64(Date().timeIntervalSince1970 * 1000))
         try await s3.put(manifestKey, bytes: manifest.encoded(), contentType: "application/json")
-        return Report(manifest: manifest, stages: stages, objectReused: reused, alreadyPushed: false)
+        return Report(manifest: manifest, stages: stages, alreadyPushed: false)
     }
 
-    /// Uploads a file: one PUT when it fits in a part, else a multipart upload of `partSize` parts,
-    /// `concurrency` at a time, aborted on failure so no parts linger in the bucket.
-    func upload(file: String, key: String, size: Int) async throws {
-        let source = try PosixFile(reading: file)
-        if size <= partSize {
-            try await s3.put(key, bytes: try readPart(source, offset: 0, count: size))
-            return
-        }
-        let uploadID = try await s3.createMultipartUpload(key)
-        let partCount = (size + partSize - 1) / partSize
-        do {
-            var etags: [(number: Int, eTag: String)] = []
-            try await withThrowingTaskGroup(of: (Int, String).self) { group in
-                var next = 1
-                func add() throws {
-                    let number = next
-                    let offset = (number - 1) * partSize
-                    let bytes = try readPart(source, offset: offset, count: min(partSize, size - offset))
-                    group.addTask { [s3] in
-                        (number, try await s3.uploadPart(key, uploadID: uploadID, partNumber: number, bytes: bytes))
+    /// Compresses `file` into `partSize` parts on `worker` and uploads each as it is made, `concurrency` at a
+    /// time (one PUT when the whole object fits in one part); a multipart upload that fails is aborted so no
+    /// parts linger in the bucket. Returns the object's size and SHA-256.
+    func compressAndUpload(file: String, key: String, worker: NIOThreadPool) async throws -> ArtifactManifest.Blob {
+        let compressor = try ZstdPartCompressor(reading: file, partSize: partSize)
+        let next: @Sendable () async throws -> [UInt8]? = { try await worker.runIfActive { try compressor.nextPart() } }
+        guard let first = try await next() else { throw ClusterError.compression("compressing \(file) produced nothing") }
+        if compressor.isFinished {
+            try await s3.put(key, bytes: first)
+        } else {
+            let uploadID = try await s3.createMultipartUpload(key)
+            do {
+                var etags: [(number: Int, eTag: String)] = []
+                try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                    var pending: [UInt8]? = first
+                    var number = 0
+                    var inFlight = 0
+                    while let bytes = pending {
+                        number += 1
+                        guard number <= 10_000 else {
+                            throw ClusterError.configuration("\(file) needs more than S3's 10,000 parts of \(partSize >> 20) MiB: push with larger parts (--part-mib)")
+                        }
+                        let partNumber = number
+                        group.addTask { [s3] in
+                            (partNumber, try await s3.uploadPart(key, uploadID: uploadID, partNumber: partNumber, bytes: bytes))
+                        }
+                        inFlight += 1
+                        pending = nil
+                        // The next part is compressed while this one and the others travel.
+                        let following = try await next()
+                        while inFlight >= concurrency, let done = try await group.next() {
+                            etags.append(done)
+                            inFlight -= 1
+                        }
+                        pending = following
                     }
-                    next += 1
+                    while let done = try await group.next() { etags.append(done) }
                 }
-                while next <= min(concurrency, partCount) { try add() }
-                while let (number, etag) = try await group.next() {
-                    etags.append((number, etag))
-                    if next <= partCount { try add() }
-                }
+                try await s3.completeMultipartUpload(key, uploadID: uploadID, parts: etags)
+            } catch {
+                try? await s3.abortMultipartUpload(key, uploadID: uploadID)
+                throw error
             }
-            try await s3.completeMultipartUpload(key, uploadID: uploadID, parts: etags)
-        } catch {
-            try? await s3.abortMultipartUpload(key, uploadID: uploadID)
-            throw error
         }
-    }
-
-    func readPart(_ file: PosixFile, offset: Int, count: Int) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        let n = try bytes.withUnsafeMutableBytes { b throws(ClusterError) in try file.read(into: b, at: offset) }
-        guard n == count else { throw ClusterError.io("\(file.path) ended at \(offset + n) bytes, before \(offset + count)") }
-        return bytes
+        return .init(key: key, bytes: compressor.compressed.byteCount, sha256: compressor.compressed.hex(), encoding: "zstd")
     }
 }
 

@@ -103,6 +103,11 @@ public final class S3Client: Sendable {
         _ = try await send("PUT", key: key, body: bytes, operation: "PutObject", extraHeaders: [("Content-Type", contentType)])
     }
 
+    /// Deletes an object (absent already: fine).
+    public func delete(_ key: String) async throws(ClusterError) {
+        _ = try await send("DELETE", key: key, body: nil, operation: "DeleteObject", accept: [200, 204, 404])
+    }
+
     /// Reads a small object whole (at most `limit` bytes), or nil when there is none.
     public func get(_ key: String, limit: Int = 16 << 20) async throws(ClusterError) -> [UInt8]? {
         let r = try await send("GET", key: key, body: nil, operation: "GetObject", accept: [200, 404], bodyLimit: limit, rawBody: true)

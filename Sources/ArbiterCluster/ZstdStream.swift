@@ -57,62 +57,81 @@ final class PosixFile {
     }
 }
 
-/// What one pass of compression read and wrote, with each side's SHA-256.
-public struct CompressionSummary: Sendable, Equatable {
-    public var rawBytes: Int
-    public var rawSHA256: String
-    public var compressedBytes: Int
-    public var compressedSHA256: String
-}
+/// Compresses a file into one zstd frame (its content size and checksum in it), handed out as consecutive parts
+/// of `partSize` bytes, the last shorter: the parts of a multipart upload, each sent while the next is
+/// compressed, so that no compressed copy of the file is ever written. The compressed bytes are hashed in order
+/// as they are handed out. Used by one thread at a time.
+public final class ZstdPartCompressor: @unchecked Sendable {
+    let source: PosixFile
+    let cctx: OpaquePointer
+    public let partSize: Int
+    /// The file's size when opened (pledged to zstd: a file that changes size while compressed is an error).
+    public let rawBytes: Int
+    let inBuffer: UnsafeMutableRawBufferPointer
+    var inFilled = 0
+    var inPos = 0
+    var offset = 0
+    var inputEnded = false
+    /// The frame is complete: every part has been handed out.
+    public private(set) var isFinished = false
+    /// The compressed bytes handed out so far: their SHA-256 and count.
+    public private(set) var compressed = StreamingSHA256()
 
-public enum ZstdFiles {
-    /// Compresses the file at `input` into a new file at `output` (one zstd frame with its content size and
-    /// checksum), hashing both sides in the same pass. `workers` > 0 compresses on that many threads of
-    /// libzstd's own.
-    public static func compress(_ input: String, to output: String, level: Int32 = 3, workers: Int32 = 2, sync: Bool = true) throws(ClusterError) -> CompressionSummary {
-        let source = try PosixFile(reading: input)
-        let sink = try PosixFile(creating: output)
-        guard let cctx = ZSTD_createCCtx() else { throw ClusterError.compression("ZSTD_createCCtx failed") }
-        defer { ZSTD_freeCCtx(cctx) }
+    /// `workers` > 0 compresses on that many threads of libzstd's own (when it was built with them; Debian's is).
+    public init(reading path: String, partSize: Int, level: Int32 = 3, workers: Int32 = 2) throws(ClusterError) {
+        guard partSize > 0 else { throw ClusterError.configuration("a compressed part must be at least one byte") }
+        source = try PosixFile(reading: path)
+        guard let c = ZSTD_createCCtx() else { throw ClusterError.compression("ZSTD_createCCtx failed") }
+        cctx = c
+        self.partSize = partSize
+        rawBytes = source.size
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1)
-        // Multithreading is available only when libzstd was built with it (Debian's is); otherwise one thread.
         if workers > 0 { _ = ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, workers) }
-        let total = source.size
-        ZSTD_CCtx_setPledgedSrcSize(cctx, UInt64(total))
-        let inSize = 4 << 20
-        let outSize = ZSTD_CStreamOutSize() * 8
-        let inBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: inSize, alignment: 64)
-        let outBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: outSize, alignment: 64)
-        defer { inBuffer.deallocate(); outBuffer.deallocate() }
-        var rawHash = StreamingSHA256()
-        var outHash = StreamingSHA256()
-        var offset = 0
-        var finished = false
-        while !finished {
-            let n = try source.read(into: inBuffer, at: offset)
-            offset += n
-            rawHash.update(UnsafeRawBufferPointer(rebasing: inBuffer[0..<n]))
-            let last = n < inSize || offset >= total
-            var src = ZSTD_inBuffer(src: inBuffer.baseAddress, size: n, pos: 0)
-            var flushing = true
-            while flushing {
-                var output = ZSTD_outBuffer(dst: outBuffer.baseAddress, size: outSize, pos: 0)
-                let remaining = ZSTD_compressStream2(cctx, &output, &src, last ? ZSTD_e_end : ZSTD_e_continue)
-                if ZSTD_isError(remaining) != 0 {
-                    throw ClusterError.compression("compressing \(input) failed: \(String(cString: ZSTD_getErrorName(remaining)))")
+        ZSTD_CCtx_setPledgedSrcSize(cctx, UInt64(rawBytes))
+        inBuffer = .allocate(byteCount: 4 << 20, alignment: 64)
+    }
+
+    deinit {
+        ZSTD_freeCCtx(cctx)
+        inBuffer.deallocate()
+    }
+
+    /// The next part: `partSize` bytes, or fewer for the last; nil once the frame is complete.
+    public func nextPart() throws(ClusterError) -> [UInt8]? {
+        guard !isFinished else { return nil }
+        var failure: ClusterError?
+        let part = [UInt8](unsafeUninitializedCapacity: partSize) { buffer, count in
+            var output = ZSTD_outBuffer(dst: buffer.baseAddress, size: buffer.count, pos: 0)
+            while true {
+                if inPos == inFilled && !inputEnded {
+                    let n: Int
+                    do throws(ClusterError) { n = try source.read(into: inBuffer, at: offset) } catch { failure = error; break }
+                    offset += n
+                    inFilled = n
+                    inPos = 0
+                    inputEnded = n < inBuffer.count || offset >= rawBytes
                 }
-                let produced = UnsafeRawBufferPointer(rebasing: outBuffer[0..<output.pos])
-                try sink.write(produced)
-                outHash.update(produced)
-                flushing = last ? remaining != 0 : src.pos < src.size
+                var input = ZSTD_inBuffer(src: inBuffer.baseAddress, size: inFilled, pos: inPos)
+                // Once ending, every later call ends too (zstd's rule), whichever part it fills.
+                let r = ZSTD_compressStream2(cctx, &output, &input, inputEnded ? ZSTD_e_end : ZSTD_e_continue)
+                inPos = input.pos
+                if ZSTD_isError(r) != 0 {
+                    failure = .compression("compressing \(source.path) failed: \(String(cString: ZSTD_getErrorName(r)))")
+                    break
+                }
+                if inputEnded && inPos == inFilled && r == 0 {
+                    isFinished = true
+                    break
+                }
+                if output.pos == output.size { break }
             }
-            finished = last
+            count = output.pos
         }
-        if sync { try sink.sync() }
-        guard offset == total else { throw ClusterError.io("\(input) changed size while it was compressed") }
-        return CompressionSummary(rawBytes: rawHash.byteCount, rawSHA256: rawHash.hex(),
-                                  compressedBytes: outHash.byteCount, compressedSHA256: outHash.hex())
+        if let failure { throw failure }
+        if isFinished, offset != rawBytes { throw ClusterError.io("\(source.path) changed size while it was compressed") }
+        part.withUnsafeBytes { compressed.update($0) }
+        return part.isEmpty && isFinished ? nil : part
     }
 }
 

@@ -10,8 +10,8 @@ struct Push: ParsableCommand {
         abstract: "Upload a version to S3-compatible storage for replicas to stage (docs/CLUSTER.md).",
         discussion: """
         The version is copied alone into a new store (shared tensors resolved), compacted (mdb_env_copy2 with \
-        MDB_CP_COMPACT), zstd-compressed, and uploaded by multipart PUT under a content-addressed key \
-        (models/M/objects/SHA256.mdb.zst); its manifest (models/M/versions/V.json: sizes, SHA-256s, golden \
+        MDB_CP_COMPACT), named by the compacted file's SHA-256 (models/M/stores/SHA256.mdb.zst), and \
+        zstd-compressed into parts, each uploaded by multipart PUT while the next is compressed; its manifest (models/M/versions/V.json: sizes, SHA-256s, golden \
         digest) is written last, so a manifest present means a whole object. Pushing the same version again \
         writes nothing; another version under the same number is refused. Credentials come from \
         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), never from the command line.
@@ -24,12 +24,12 @@ struct Push: ParsableCommand {
     @Option(help: "The region signed into requests.") var region = "us-east-1"
     @Flag(help: "Create the bucket first if it does not exist.") var createBucket = false
     @Option(help: "Multipart part size in MiB (5 or more).") var partMib = 16
-    @Option(help: "Parts uploaded at once (each holds a part in memory).") var concurrency = 4
+    @Option(help: "Parts uploaded at once (each holds a part in memory; one more is being compressed).") var concurrency = 4
     @Option(help: "Also list the version in this cluster's control plane (etcd client URLs, comma-separated), ready for `arbiter-train cluster stage` and `promote`.")
     var etcd: String?
     @Option(help: "The prefix of the control plane's keys in etcd.")
     var etcdPrefix = "/arbiter/"
-    @Option(help: "Scratch directory for the export, its compacted copy and the compressed object (default: next to the store); removed at the end.")
+    @Option(help: "Scratch directory for the export and its compacted copy, about twice the version (default: next to the store); removed at the end.")
     var workDir: String?
 
     func validate() throws {
@@ -76,7 +76,6 @@ struct Push: ParsableCommand {
             return
         }
         for stage in report.stages { print("  \(stage)") }
-        if report.objectReused { print("  upload: the object was already in the bucket (the same bytes were pushed before)") }
         let ratio = m.store.bytes > 0 ? Double(m.object.bytes) / Double(m.store.bytes) : 1
         print("pushed \(model) v\(version) (\(m.kind)): store file \(m.store.bytes) bytes, object \(m.object.bytes) bytes (\(String(format: "%.2f", ratio))) at s3://\(bucket)/\(m.object.key ?? ""); manifest s3://\(bucket)/\(key)")
     }

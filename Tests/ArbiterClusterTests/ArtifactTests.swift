@@ -26,12 +26,22 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.sampleFile(dir + "/in", random: 3 << 20, pattern: 5 << 20)
-        let summary = try ZstdFiles.compress(dir + "/in", to: dir + "/in.zst")
         let original = try Data(contentsOf: URL(fileURLWithPath: dir + "/in"))
-        let compressed = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/in.zst")))
-        #expect(summary.rawBytes == original.count && summary.rawSHA256 == Digests.sha256Hex(original))
-        #expect(summary.compressedBytes == compressed.count && summary.compressedSHA256 == Digests.sha256Hex(compressed))
-        #expect(summary.compressedBytes < summary.rawBytes / 2)
+        let fileHash = try Digests.sha256Hex(file: dir + "/in")
+        #expect(fileHash.hex == Digests.sha256Hex(original) && fileHash.bytes == original.count)
+        // Parts of 1 MiB (the random third barely shrinks, so there are several): each full but the last, and
+        // together one frame.
+        let compressor = try ZstdPartCompressor(reading: dir + "/in", partSize: 1 << 20)
+        var parts: [[UInt8]] = []
+        while let part = try compressor.nextPart() { parts.append(part) }
+        #expect(compressor.isFinished)
+        #expect(try compressor.nextPart() == nil)
+        #expect(parts.count >= 3)
+        #expect(parts.dropLast().allSatisfy { $0.count == 1 << 20 } && parts.last!.count <= 1 << 20 && !parts.last!.isEmpty)
+        let compressed = parts.flatMap { $0 }
+        #expect(compressor.rawBytes == original.count)
+        #expect(compressor.compressed.byteCount == compressed.count && compressor.compressed.hex() == Digests.sha256Hex(compressed))
+        #expect(compressed.count < original.count / 2)
 
         // Fed in uneven pieces, it decompresses to the original.
         let decoder = try ZstdFileDecoder(writingTo: dir + "/out", expectedBytes: original.count)
@@ -43,7 +53,7 @@ import Testing
             piece = piece * 3 + 7
         }
         try decoder.finish()
-        #expect(decoder.raw.hex() == summary.rawSHA256 && decoder.compressed.hex() == summary.compressedSHA256)
+        #expect(decoder.raw.hex() == fileHash.hex && decoder.compressed.hex() == compressor.compressed.hex())
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/out")) == original)
 
         // A flipped byte inside the frame fails zstd's checksum or its parse; a cut stream never finishes;
@@ -61,14 +71,29 @@ import Testing
         let small = try ZstdFileDecoder(writingTo: dir + "/small", expectedBytes: original.count - 1)
         #expect(throws: ClusterError.self) { try compressed.withUnsafeBytes { try small.feed($0) } }
         #expect(small.outputBytes <= original.count - 1)
+
+        // A part larger than the whole object: one part, the frame complete. An empty file: one small frame.
+        let whole = try ZstdPartCompressor(reading: dir + "/in", partSize: 16 << 20)
+        #expect(try whole.nextPart() == compressed)
+        #expect(whole.isFinished)
+        #expect(FileManager.default.createFile(atPath: dir + "/empty", contents: Data()))
+        let empty = try ZstdPartCompressor(reading: dir + "/empty", partSize: 1 << 20)
+        let frame = try #require(try empty.nextPart())
+        #expect(empty.isFinished && !frame.isEmpty)
+        let emptyOut = try ZstdFileDecoder(writingTo: dir + "/empty.out", expectedBytes: 0)
+        try frame.withUnsafeBytes { try emptyOut.feed($0) }
+        try emptyOut.finish()
+        #expect(emptyOut.outputBytes == 0)
     }
 
     @Test func manifestsAreCheckedWhenRead() throws {
         let sha = String(repeating: "ab", count: 32)
-        let good = ArtifactManifest(format: 1, model: "m", version: 3, kind: "k",
-                                    object: .init(key: ArtifactKeys.object(model: "m", sha256: sha), bytes: 10, sha256: sha, encoding: "zstd"),
-                                    store: .init(key: nil, bytes: 20, sha256: sha, encoding: nil),
+        let storeSha = String(repeating: "cd", count: 32)
+        let good = ArtifactManifest(format: 2, model: "m", version: 3, kind: "k",
+                                    object: .init(key: ArtifactKeys.object(model: "m", storeSHA256: storeSha), bytes: 10, sha256: sha, encoding: "zstd"),
+                                    store: .init(key: nil, bytes: 20, sha256: storeSha, encoding: nil),
                                     goldenDigest: sha, payloadBytes: 5, pushedBy: "t", pushedUnixMillis: 0)
+        #expect(good.object.key == "models/m/stores/\(storeSha).mdb.zst")
         let key = ArtifactKeys.manifest(model: "m", version: 3)
         #expect(key == "models/m/versions/000000000003.json")
         #expect(try ArtifactManifest.decode(good.encoded(), key: key) == good)
@@ -81,8 +106,19 @@ import Testing
         badSha.store.sha256 = "xyz"
         #expect(throws: ClusterError.self) { try ArtifactManifest.decode(badSha.encoded(), key: key) }
         var future = good
-        future.format = 2
+        future.format = 3
         #expect(throws: ClusterError.self) { try ArtifactManifest.decode(future.encoded(), key: key) }
+        // Format 1 (pushed before 2026-12-04) named the object by its own SHA-256: still read, and each format
+        // holds its own rule.
+        var formatOne = good
+        formatOne.format = 1
+        #expect(throws: ClusterError.self) { try ArtifactManifest.decode(formatOne.encoded(), key: key) }
+        formatOne.object.key = ArtifactKeys.object(model: "m", sha256: sha)
+        #expect(formatOne.object.key == "models/m/objects/\(sha).mdb.zst")
+        #expect(try ArtifactManifest.decode(formatOne.encoded(), key: key) == formatOne)
+        var formatTwoWithOldKey = formatOne
+        formatTwoWithOldKey.format = 2
+        #expect(throws: ClusterError.self) { try ArtifactManifest.decode(formatTwoWithOldKey.encoded(), key: key) }
     }
 
     /// Push a version whose table is shared in the trainer's store, fetch it as a replica would, import it;
@@ -112,8 +148,9 @@ import Testing
             }
             let pusher = ArtifactPusher(s3: s3, partSize: 5 << 20, concurrency: 2)
             let report = try await pusher.push(catalog: trainer, model: "leads", version: 2, workDirectory: work + "/push", pushedBy: "test")
-            #expect(!report.alreadyPushed && !report.objectReused)
-            #expect(report.stages.map(\.name) == ["export", "compact", "compress", "upload"])
+            #expect(!report.alreadyPushed)
+            #expect(report.stages.map(\.name) == ["export", "compact", "hash", "compress and upload"])
+            #expect(report.manifest.format == 2 && report.manifest.object.key == ArtifactKeys.object(model: "leads", storeSHA256: report.manifest.store.sha256))
             #expect(report.manifest.object.bytes > 10 << 20)   // three parts of 5 MiB at most
             #expect(!FileManager.default.fileExists(atPath: work + "/push"))
             let fetcher = ArtifactFetcher(s3: s3)
@@ -126,6 +163,8 @@ import Testing
             // The replica: fetch, check, import under v2, inactive; the bytes are the trainer's.
             let stage = work + "/stage"
             _ = try await fetcher.fetch(manifest, into: stage)
+            // The object's key names the store file it decompresses to.
+            #expect(try Digests.sha256Hex(file: stage + "/data.mdb") == (manifest.store.sha256, manifest.store.bytes))
             let replicaPath = work + "/replica"
             let replica = Catalog(environment: try StoreEnvironment.open(path: replicaPath, configuration: StoreConfiguration(mapSize: 256 << 20, create: true)))
             let artifact = try StoreEnvironment.open(path: stage, configuration: StoreConfiguration(readOnly: true))
@@ -154,6 +193,14 @@ import Testing
             let badStage = work + "/stage-bad"
             await #expect(throws: ClusterError.self) { _ = try await fetcher.fetch(manifest, into: badStage) }
             #expect(!FileManager.default.fileExists(atPath: badStage + "/data.mdb"))
+
+            // A push that stopped after its object and before its manifest (the manifest deleted here, the object
+            // left damaged): pushed again, the object is written again, whole.
+            try await s3.delete(ArtifactKeys.manifest(model: "leads", version: 2))
+            #expect(try await fetcher.manifest(model: "leads", version: 2) == nil)
+            let repushed = try await pusher.push(catalog: trainer, model: "leads", version: 2, workDirectory: work + "/push3", pushedBy: "test")
+            #expect(!repushed.alreadyPushed && repushed.manifest.object == manifest.object)
+            _ = try await fetcher.fetch(repushed.manifest, into: work + "/stage-again")
 
             // A wrong secret: the server refuses the signature, and the error says so.
             let forged = S3Client(location: location, credentials: S3Credentials(accessKeyID: s3Server.accessKey, secretAccessKey: "wrong"), http: http)
