@@ -208,7 +208,7 @@ public struct Catalog: Sendable {
                 throw StoreError.invalidTensor("'\(t.name)' has \(t.count) \(t.dtype) values for shape \(t.shape)")
             }
         }
-        return try environment.write { txn in
+        return try environment.write(reserving: tensors.reduce(manifest.count) { $0 + $1.bytes.count }) { txn in
             let latest = try txn.getUInt64(StoreKeys.latest(model))
             let version = (latest ?? 0) + 1
             let shareable = share ?? sharesTensors ? try Self.shareableTensors(txn, model) : [:]

@@ -101,7 +101,8 @@ extension Catalog {
                 throw StoreError.corrupt("the artifact's tensor '\(e.name)' of \(model) v\(version) is shared, repeated or badly named: an artifact holds its own tensors once each")
             }
         }
-        return try environment.write { txn -> ImportOutcome in
+        let payload = meta.tensors.reduce(manifest.count) { $0 + $1.byteCount }
+        return try environment.write(reserving: payload) { txn -> ImportOutcome in
             if let existing = try txn.get(StoreKeys.meta(model, version)) {
                 let here = try decodeMeta(Data(existing), key: StoreKeys.meta(model, version))
                 let same = here.manifestChecksum == meta.manifestChecksum && here.kind == meta.kind

@@ -202,6 +202,9 @@ struct Arbiterd: AsyncParsableCommand {
         config.limits = Limits(maxFrameBytes: maxFrameBytes, maxCandidates: maxCandidates, maxInFlight: maxInFlight)
         // A replica starts from an empty store as readily as from one it filled before.
         config.store = StoreConfiguration(mapSize: mapSizeGib.map { $0 << 30 }, create: create || cluster.enabled, readOnly: readOnly)
+        // A replica's store is written by its own agent alone: imports go through the map (half the time, and no
+        // second copy of a version in memory; StoreConfiguration.writeMap, docs/CLUSTER.md).
+        config.store.writeMap = cluster.enabled
         // A replica writes every version it stages: its map has a new store's room at least, even when its store
         // began as a seeded artifact (sized to the one version it held).
         if cluster.enabled && mapSizeGib == nil { config.store.mapSize = StoreConfiguration.defaultMapSize }
