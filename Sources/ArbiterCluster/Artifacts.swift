@@ -146,17 +146,17 @@ public struct ArtifactPusher: Sendable {
         public var alreadyPushed: Bool
     }
 
-    /// Exports `model` v`version` from `catalog` into `workDirectory` (a new store, then its compacted copy),
-    /// hashes the compacted file — its SHA-256 names the object — then compresses it into parts, each uploaded
-    /// while the next is compressed, and writes the manifest last. A version already pushed with the same store
-    /// bytes is a success that writes nothing; a different version already pushed under that number is refused.
-    /// `workDirectory` is removed at the end.
+    /// Exports `model` v`version` from `catalog` into a new store in `workDirectory`, then reads its compacted
+    /// copy twice as LMDB makes it (``CompactionStream``: no file holds it): once to hash it — its SHA-256 names
+    /// the object — and once to compress it into parts, each uploaded while the next is compressed; the two
+    /// copies' XXH3 must agree before the upload completes. The manifest is written last. A version already
+    /// pushed with the same store bytes is a success that writes nothing; a different version already pushed
+    /// under that number is refused. `workDirectory` is removed at the end.
     public func push(catalog: Catalog, model: String, version: UInt64, workDirectory: String, pushedBy: String) async throws -> Report {
         let manifestKey = ArtifactKeys.manifest(model: model, version: version)
         try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workDirectory) }
         let exportDir = workDirectory + "/export"
-        let compactFile = workDirectory + "/data.mdb"
 
         // Asked first: a wrong endpoint or credential fails here, before minutes of export and compression.
         let existing = try await s3.get(manifestKey)
@@ -164,7 +164,7 @@ public struct ArtifactPusher: Sendable {
         let worker = NIOThreadPool(numberOfThreads: 1)
         worker.start()
         do {
-            let report = try await push(catalog: catalog, model: model, version: version, exportDir: exportDir, compactFile: compactFile,
+            let report = try await push(catalog: catalog, model: model, version: version, exportDir: exportDir,
                                         manifestKey: manifestKey, existing: existing, pushedBy: pushedBy, worker: worker)
             try await worker.shutdownGracefully()
             return report
@@ -174,24 +174,18 @@ public struct ArtifactPusher: Sendable {
         }
     }
 
-    func push(catalog: Catalog, model: String, version: UInt64, exportDir: String, compactFile: String, manifestKey: String,
+    func push(catalog: Catalog, model: String, version: UInt64, exportDir: String, manifestKey: String,
               existing: [UInt8]?, pushedBy: String, worker: NIOThreadPool) async throws -> Report {
         var stages: [StageTiming] = []
-        let (exported, exportTiming) = try await measure("export", bytes: { (e: ExportedVersion) in e.payloadBytes }) {
+        let (export, exportTiming) = try await measure("export", bytes: { (e: ExportedVersion) in e.payloadBytes }) {
             try catalog.exportVersion(model: model, version: version, to: exportDir, scratch: true)
         }
         stages.append(exportTiming)
-        let (compactBytes, compactTiming) = try await measure("compact", bytes: { $0 }) { () throws -> Int in
-            let env = try StoreEnvironment.open(path: exportDir, configuration: StoreConfiguration(readOnly: true))
-            return try env.copyCompacted(toFile: compactFile, sync: false)
-        }
-        stages.append(compactTiming)
-        try? FileManager.default.removeItem(atPath: exportDir)
-        let (store, hashTiming) = try await measure("hash", bytes: { (h: (hex: String, bytes: Int)) in h.bytes }) {
-            try await worker.runIfActive { try Digests.sha256Hex(file: compactFile) }
+        let exported = try StoreEnvironment.open(path: exportDir, configuration: StoreConfiguration(readOnly: true))
+        let (store, hashTiming) = try await measure("compact and hash", bytes: { (h: CompactedStore) in h.bytes }) {
+            try await worker.runIfActive { try CompactedStore.hash(exported) }
         }
         stages.append(hashTiming)
-        guard store.bytes == compactBytes else { throw ClusterError.io("\(compactFile) changed size after it was written") }
 
         // A version is pushed once: the same store again is a no-op, another under its number is refused.
         if let existing {
@@ -206,27 +200,38 @@ public struct ArtifactPusher: Sendable {
         // were never vouched for by a manifest; they are written again.
         let objectKey = ArtifactKeys.object(model: model, storeSHA256: store.hex)
         let (object, uploadTiming) = try await measure("compress and upload", bytes: { (b: ArtifactManifest.Blob) in b.bytes }) {
-            try await compressAndUpload(file: compactFile, key: objectKey, worker: worker)
+            try await compressAndUpload(compactionOf: exported, as: store, key: objectKey, worker: worker)
         }
         stages.append(uploadTiming)
         let goldenDigest = try catalog.environment.snapshot().bytes(StoreKeys.manifest(model, version)).map { Digests.sha256Hex($0) } ?? ""
         let manifest = ArtifactManifest(
-            format: ArtifactManifest.currentFormat, model: model, version: version, kind: exported.meta.kind, object: object,
+            format: ArtifactManifest.currentFormat, model: model, version: version, kind: export.meta.kind, object: object,
             store: .init(key: nil, bytes: store.bytes, sha256: store.hex, encoding: nil),
-            goldenDigest: goldenDigest, payloadBytes: exported.payloadBytes, pushedBy: pushedBy,
+            goldenDigest: goldenDigest, payloadBytes: export.payloadBytes, pushedBy: pushedBy,
             pushedUnixMillis: Int64(Date().timeIntervalSince1970 * 1000))
         try await s3.put(manifestKey, bytes: manifest.encoded(), contentType: "application/json")
         return Report(manifest: manifest, stages: stages, alreadyPushed: false)
     }
 
-    /// Compresses `file` into `partSize` parts on `worker` and uploads each as it is made, `concurrency` at a
-    /// time (one PUT when the whole object fits in one part); a multipart upload that fails is aborted so no
-    /// parts linger in the bucket. Returns the object's size and SHA-256.
-    func compressAndUpload(file: String, key: String, worker: NIOThreadPool) async throws -> ArtifactManifest.Blob {
-        let compressor = try ZstdPartCompressor(reading: file, partSize: partSize)
+    /// Compresses a second compacted copy of `environment` into `partSize` parts on `worker` and uploads each as
+    /// it is made, `concurrency` at a time (one PUT when the whole object fits in one part). The copy must be
+    /// the one `store` describes (its size and XXH3) before the upload completes; a multipart upload that fails
+    /// is aborted so no parts linger in the bucket. Returns the object's size and SHA-256.
+    func compressAndUpload(compactionOf environment: StoreEnvironment, as store: CompactedStore, key: String,
+                           worker: NIOThreadPool) async throws -> ArtifactManifest.Blob {
+        let stream = try CompactionStream(environment: environment)
+        let compressor = try ZstdPartCompressor(source: stream, rawBytes: store.bytes, partSize: partSize)
         let next: @Sendable () async throws -> [UInt8]? = { try await worker.runIfActive { try compressor.nextPart() } }
-        guard let first = try await next() else { throw ClusterError.compression("compressing \(file) produced nothing") }
+        // Before anything becomes visible in the bucket: the copy compressed is the copy hashed.
+        let check: @Sendable () async throws -> Void = {
+            try await worker.runIfActive { try stream.finish() }
+            guard compressor.rawChecksum.digest == store.xxh3 else {
+                throw ClusterError.io("\(stream.name) differed between its two passes (XXH3 \(Checksum.hex(store.xxh3)), then \(Checksum.hex(compressor.rawChecksum.digest))): nothing was uploaded under \(key)")
+            }
+        }
+        guard let first = try await next() else { throw ClusterError.compression("compressing \(stream.name) produced nothing") }
         if compressor.isFinished {
+            try await check()
             try await s3.put(key, bytes: first)
         } else {
             let uploadID = try await s3.createMultipartUpload(key)
@@ -239,7 +244,7 @@ public struct ArtifactPusher: Sendable {
                     while let bytes = pending {
                         number += 1
                         guard number <= 10_000 else {
-                            throw ClusterError.configuration("\(file) needs more than S3's 10,000 parts of \(partSize >> 20) MiB: push with larger parts (--part-mib)")
+                            throw ClusterError.configuration("\(stream.name) needs more than S3's 10,000 parts of \(partSize >> 20) MiB: push with larger parts (--part-mib)")
                         }
                         let partNumber = number
                         group.addTask { [s3] in
@@ -257,6 +262,7 @@ public struct ArtifactPusher: Sendable {
                     }
                     while let done = try await group.next() { etags.append(done) }
                 }
+                try await check()
                 try await s3.completeMultipartUpload(key, uploadID: uploadID, parts: etags)
             } catch {
                 try? await s3.abortMultipartUpload(key, uploadID: uploadID)
@@ -264,6 +270,32 @@ public struct ArtifactPusher: Sendable {
             }
         }
         return .init(key: key, bytes: compressor.compressed.byteCount, sha256: compressor.compressed.hex(), encoding: "zstd")
+    }
+}
+
+/// A store's compacted copy as `push` hashed it: its SHA-256 (which names the object), size and XXH3 (which the
+/// second copy, the one compressed, must match).
+struct CompactedStore: Sendable {
+    var hex: String
+    var bytes: Int
+    var xxh3: UInt64
+
+    /// Reads one compacted copy of `environment` through, hashing it.
+    static func hash(_ environment: StoreEnvironment) throws(ClusterError) -> CompactedStore {
+        let stream = try CompactionStream(environment: environment)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        var sha = StreamingSHA256()
+        let xxh = StreamingXXH3()
+        while true {
+            let n = try stream.read(into: buffer)
+            if n == 0 { break }
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            sha.update(bytes)
+            xxh.update(bytes)
+        }
+        try stream.finish()
+        return CompactedStore(hex: sha.hex(), bytes: sha.byteCount, xxh3: xxh.digest)
     }
 }
 

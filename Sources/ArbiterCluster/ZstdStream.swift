@@ -1,3 +1,4 @@
+import ArbiterStore
 import CZstd
 import Foundation
 
@@ -57,16 +58,18 @@ final class PosixFile {
     }
 }
 
-/// Compresses a file into one zstd frame (its content size and checksum in it), handed out as consecutive parts
-/// of `partSize` bytes, the last shorter: the parts of a multipart upload, each sent while the next is
-/// compressed, so that no compressed copy of the file is ever written. The compressed bytes are hashed in order
-/// as they are handed out. Used by one thread at a time.
+/// Compresses a file or stream into one zstd frame (its content size and checksum in it), handed out as
+/// consecutive parts of `partSize` bytes, the last shorter: the parts of a multipart upload, each sent while the
+/// next is compressed, so that no compressed copy is ever written. The compressed bytes are hashed in order as
+/// they are handed out, the raw ones checksummed (XXH3) as they are read. Used by one thread at a time.
 public final class ZstdPartCompressor: @unchecked Sendable {
-    let source: PosixFile
+    let source: any ByteSource
     let cctx: OpaquePointer
     public let partSize: Int
-    /// The file's size when opened (pledged to zstd: a file that changes size while compressed is an error).
+    /// The input's size (pledged to zstd: input of another size is an error).
     public let rawBytes: Int
+    /// XXH3-64 of the input read so far.
+    public let rawChecksum = StreamingXXH3()
     let inBuffer: UnsafeMutableRawBufferPointer
     var inFilled = 0
     var inPos = 0
@@ -77,14 +80,21 @@ public final class ZstdPartCompressor: @unchecked Sendable {
     /// The compressed bytes handed out so far: their SHA-256 and count.
     public private(set) var compressed = StreamingSHA256()
 
-    /// `workers` > 0 compresses on that many threads of libzstd's own (when it was built with them; Debian's is).
-    public init(reading path: String, partSize: Int, level: Int32 = 3, workers: Int32 = 2) throws(ClusterError) {
+    /// The file at `path`, as long as it is when opened.
+    public convenience init(reading path: String, partSize: Int, level: Int32 = 3, workers: Int32 = 2) throws(ClusterError) {
+        let file = try FileSource(path: path)
+        try self.init(source: file, rawBytes: file.size, partSize: partSize, level: level, workers: workers)
+    }
+
+    /// `rawBytes` from `source`. `workers` > 0 compresses on that many threads of libzstd's own (when it was
+    /// built with them; Debian's is).
+    init(source: any ByteSource, rawBytes: Int, partSize: Int, level: Int32 = 3, workers: Int32 = 2) throws(ClusterError) {
         guard partSize > 0 else { throw ClusterError.configuration("a compressed part must be at least one byte") }
-        source = try PosixFile(reading: path)
+        self.source = source
         guard let c = ZSTD_createCCtx() else { throw ClusterError.compression("ZSTD_createCCtx failed") }
         cctx = c
         self.partSize = partSize
-        rawBytes = source.size
+        self.rawBytes = rawBytes
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1)
         if workers > 0 { _ = ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, workers) }
@@ -106,7 +116,8 @@ public final class ZstdPartCompressor: @unchecked Sendable {
             while true {
                 if inPos == inFilled && !inputEnded {
                     let n: Int
-                    do throws(ClusterError) { n = try source.read(into: inBuffer, at: offset) } catch { failure = error; break }
+                    do throws(ClusterError) { n = try source.read(into: inBuffer) } catch { failure = error; break }
+                    rawChecksum.update(UnsafeRawBufferPointer(rebasing: inBuffer[0..<n]))
                     offset += n
                     inFilled = n
                     inPos = 0
@@ -117,7 +128,7 @@ public final class ZstdPartCompressor: @unchecked Sendable {
                 let r = ZSTD_compressStream2(cctx, &output, &input, inputEnded ? ZSTD_e_end : ZSTD_e_continue)
                 inPos = input.pos
                 if ZSTD_isError(r) != 0 {
-                    failure = .compression("compressing \(source.path) failed: \(String(cString: ZSTD_getErrorName(r)))")
+                    failure = .compression("compressing \(source.name) failed: \(String(cString: ZSTD_getErrorName(r)))")
                     break
                 }
                 if inputEnded && inPos == inFilled && r == 0 {
@@ -129,7 +140,7 @@ public final class ZstdPartCompressor: @unchecked Sendable {
             count = output.pos
         }
         if let failure { throw failure }
-        if isFinished, offset != rawBytes { throw ClusterError.io("\(source.path) changed size while it was compressed") }
+        if isFinished, offset != rawBytes { throw ClusterError.io("\(source.name) was not \(rawBytes) bytes when compressed") }
         part.withUnsafeBytes { compressed.update($0) }
         return part.isEmpty && isFinished ? nil : part
     }

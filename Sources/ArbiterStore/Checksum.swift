@@ -1,5 +1,23 @@
 import CXXHash
 
+/// XXH3-64 fed in pieces (a stream read once).
+public final class StreamingXXH3 {
+    private let state: OpaquePointer
+
+    public init() {
+        state = XXH3_createState()!
+        XXH3_64bits_reset(state)
+    }
+
+    deinit { XXH3_freeState(state) }
+
+    public func update(_ bytes: UnsafeRawBufferPointer) {
+        XXH3_64bits_update(state, bytes.baseAddress, bytes.count)
+    }
+
+    public var digest: UInt64 { XXH3_64bits_digest(state) }
+}
+
 /// XXH3-64 (Debian's libxxhash) of a byte range, as 16 lower-case hex digits.
 public enum Checksum {
     public static func xxh3(_ bytes: UnsafeRawBufferPointer) -> UInt64 {

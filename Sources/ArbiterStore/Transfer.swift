@@ -19,7 +19,8 @@ public enum ImportOutcome: Sendable, Equatable {
 
 extension Catalog {
     /// Writes version `version` of `model`, alone, into a new store at `directory` (which must not hold one;
-    /// `scratch`: committed without a flush to disk, for a store thrown away after use):
+    /// `scratch`: committed without a flush to disk and written through the map, for a store thrown away after
+    /// use):
     /// every tensor under the version's own key (shared tensors are resolved), its manifest, its meta, and
     /// `latest` and `active` naming it. The result is a store like any other — `arbiterd --store` serves it,
     /// `mdb_dump` reads it — and what ``importVersion(from:model:version:)`` takes on another machine.
@@ -44,6 +45,8 @@ extension Catalog {
         let mapSize = ((payload + payload / 4 + (64 << 20)) + pageRound - 1) / pageRound * pageRound
         var configuration = StoreConfiguration(mapSize: mapSize, create: true)
         configuration.scratch = scratch
+        // Thrown away after use: written through the map, it touches the version's size in memory once, not twice.
+        configuration.writeMap = scratch
         let destination = try StoreEnvironment.open(path: directory, configuration: configuration)
         try destination.write { txn in
             for i in meta.tensors.indices {
@@ -144,6 +147,13 @@ extension Catalog {
 }
 
 extension StoreEnvironment {
+    /// Writes a compacted copy of the store (``copyCompacted(toFile:sync:)``'s bytes) to the descriptor `fd` —
+    /// a pipe, for a reader that takes the copy as it is made and keeps no file of it — and returns when all
+    /// of it is written. The descriptor is left open.
+    public func copyCompacted(toDescriptor fd: Int32) throws(StoreError) {
+        try check(mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT)), "mdb_env_copyfd2 (compact) to descriptor \(fd)")
+    }
+
     /// Writes a compacted copy of the store to the new file `path` (LMDB's `mdb_env_copyfd2` with
     /// `MDB_CP_COMPACT`: free pages left out, pages renumbered), flushed to disk before returning unless `sync` is
     /// false (a scratch copy). The file is a

@@ -10,8 +10,9 @@ struct Push: ParsableCommand {
         abstract: "Upload a version to S3-compatible storage for replicas to stage (docs/CLUSTER.md).",
         discussion: """
         The version is copied alone into a new store (shared tensors resolved), compacted (mdb_env_copy2 with \
-        MDB_CP_COMPACT), named by the compacted file's SHA-256 (models/M/stores/SHA256.mdb.zst), and \
-        zstd-compressed into parts, each uploaded by multipart PUT while the next is compressed; its manifest (models/M/versions/V.json: sizes, SHA-256s, golden \
+        MDB_CP_COMPACT, read from a pipe: no file holds it), named by the compacted copy's SHA-256 \
+        (models/M/stores/SHA256.mdb.zst), and zstd-compressed into parts, each uploaded by multipart PUT while the \
+        next is compressed; its manifest (models/M/versions/V.json: sizes, SHA-256s, golden \
         digest) is written last, so a manifest present means a whole object. Pushing the same version again \
         writes nothing; another version under the same number is refused. Credentials come from \
         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), never from the command line.
@@ -29,7 +30,7 @@ struct Push: ParsableCommand {
     var etcd: String?
     @Option(help: "The prefix of the control plane's keys in etcd.")
     var etcdPrefix = "/arbiter/"
-    @Option(help: "Scratch directory for the export and its compacted copy, about twice the version (default: next to the store); removed at the end.")
+    @Option(help: "Scratch directory for the export, about the version's size (default: next to the store); removed at the end.")
     var workDir: String?
 
     func validate() throws {

@@ -86,6 +86,45 @@ import Testing
         #expect(emptyOut.outputBytes == 0)
     }
 
+    /// The compacted copy read from a pipe is the one `copyCompacted(toFile:)` writes; read twice it is the same;
+    /// given up after a few bytes, the writer is not left blocked.
+    @Test func compactionStreamsAreTheCompactedFile() throws {
+        let dir = Self.temporary("compaction")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let env = try StoreEnvironment.open(path: dir + "/store", configuration: StoreConfiguration(mapSize: 64 << 20, create: true))
+        var g = SystemRandomNumberGenerator()
+        for h in 1...3 {   // three commits leave free pages (B-tree pages copied on write) for compaction to drop
+            try Catalog(environment: env).publish(model: "m", kind: "k", manifest: Array("{\"h\": \(h)}".utf8),
+                tensors: [TensorData(name: "t", shape: [1 << 20], values: (0..<(1 << 20)).map { _ in Float.random(in: -1...1, using: &g) })],
+                metrics: [:])
+        }
+        let fileBytes = try env.copyCompacted(toFile: dir + "/compact.mdb", sync: false)
+        let file = try Digests.sha256Hex(file: dir + "/compact.mdb")
+        let first = try CompactedStore.hash(env)
+        let second = try CompactedStore.hash(env)
+        #expect(first.bytes == fileBytes && first.hex == file.hex)
+        #expect(second.hex == first.hex && second.xxh3 == first.xxh3)
+        // Compressed from the stream: the parts decompress to the compacted file, and its XXH3 is the first pass's.
+        let compressor = try ZstdPartCompressor(source: try CompactionStream(environment: env), rawBytes: first.bytes, partSize: 1 << 20)
+        var parts: [UInt8] = []
+        while let part = try compressor.nextPart() { parts += part }
+        #expect(compressor.rawChecksum.digest == first.xxh3)
+        let decoder = try ZstdFileDecoder(writingTo: dir + "/out.mdb", expectedBytes: first.bytes)
+        try parts.withUnsafeBytes { try decoder.feed($0) }
+        try decoder.finish(sync: false)
+        #expect(decoder.raw.hex() == first.hex)
+        // Abandoned after a few bytes (an upload failed): finishing reads the rest away; so does letting go.
+        let early = try CompactionStream(environment: env)
+        var few = [UInt8](repeating: 0, count: 100)
+        #expect(try few.withUnsafeMutableBytes { try early.read(into: $0) } == 100)
+        try early.finish()
+        do {
+            let dropped = try CompactionStream(environment: env)
+            #expect(try few.withUnsafeMutableBytes { try dropped.read(into: $0) } == 100)
+        }
+        #expect(try CompactedStore.hash(env).hex == first.hex)
+    }
+
     @Test func manifestsAreCheckedWhenRead() throws {
         let sha = String(repeating: "ab", count: 32)
         let storeSha = String(repeating: "cd", count: 32)
@@ -149,7 +188,7 @@ import Testing
             let pusher = ArtifactPusher(s3: s3, partSize: 5 << 20, concurrency: 2)
             let report = try await pusher.push(catalog: trainer, model: "leads", version: 2, workDirectory: work + "/push", pushedBy: "test")
             #expect(!report.alreadyPushed)
-            #expect(report.stages.map(\.name) == ["export", "compact", "hash", "compress and upload"])
+            #expect(report.stages.map(\.name) == ["export", "compact and hash", "compress and upload"])
             #expect(report.manifest.format == 2 && report.manifest.object.key == ArtifactKeys.object(model: "leads", storeSHA256: report.manifest.store.sha256))
             #expect(report.manifest.object.bytes > 10 << 20)   // three parts of 5 MiB at most
             #expect(!FileManager.default.fileExists(atPath: work + "/push"))

@@ -33,7 +33,7 @@ trap 'scripts/cluster.sh stop --dir "$CLUSTER_DIR" >/dev/null 2>&1 || true' EXIT
 # One event loop per replica: four replicas share this machine's two cores (with etcd, SeaweedFS and the load).
 # Staging decompresses into /dev/shm (arbiterd --cluster-scratch; docs/CLUSTER.md) when it has room for four
 # copies of the 1.15 GiB version: on the shared disk, those copies were written back while the imports flushed.
-# The pushes' scratch copies (the export and its compacted copy: 2.3 GiB for the large version) go there
+# The pushes' scratch copy (the export: 1.15 GiB for the large version) goes there
 # too (arbiter-train push --work-dir): a trainer is not on the replicas' disk in production, here it is.
 SCRATCH=""
 PUSH_SCRATCH=()
