@@ -18,11 +18,13 @@ PROMOTIONS="${PROMOTIONS:-100}"
 mkdir -p "$WORK" "$OUT"
 
 ./scripts/install-deps.sh
-swift build -c release --product arbiterd >/dev/null 2>"$WORK/build.log" || { cat "$WORK/build.log"; exit 1; }
-swift build -c release --product arbiter-train >/dev/null 2>>"$WORK/build.log" || { cat "$WORK/build.log"; exit 1; }
+# SwiftPM prints compile errors on standard output: the log keeps both, and is shown when a build fails.
+: >"$WORK/build.log"
+swift build -c release --product arbiterd >>"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+swift build -c release --product arbiter-train >>"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
 BIN="$(swift build -c release --show-bin-path)"
 for product in cluster-bench rank-store route-store; do
-  (cd bench && swift build -c release --product "$product" >/dev/null 2>>"$WORK/build.log") || { cat "$WORK/build.log"; exit 1; }
+  (cd bench && swift build -c release --product "$product" >>"$WORK/build.log" 2>&1) || { cat "$WORK/build.log"; exit 1; }
 done
 BBIN="$(cd bench && swift build -c release --show-bin-path)"
 
