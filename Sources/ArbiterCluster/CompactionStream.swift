@@ -9,23 +9,6 @@ protocol ByteSource: AnyObject {
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(ClusterError) -> Int
 }
 
-/// A file read from its start.
-final class FileSource: ByteSource {
-    let file: PosixFile
-    var offset = 0
-
-    init(path: String) throws(ClusterError) { file = try PosixFile(reading: path) }
-
-    var name: String { file.path }
-    var size: Int { file.size }
-
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws(ClusterError) -> Int {
-        let n = try file.read(into: buffer, at: offset)
-        offset += n
-        return n
-    }
-}
-
 /// A store's compacted copy (`mdb_env_copyfd2` with `MDB_CP_COMPACT`) as a stream: LMDB writes it into a pipe
 /// on a thread of its own while the reader takes it, so no file ever holds the copy (on a VM where memory
 /// touched for the first time is dear, a 1 GiB scratch file cost 1–5 s to write). Read it to its end, then
@@ -70,17 +53,7 @@ final class CompactionStream: ByteSource, @unchecked Sendable {
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(ClusterError) -> Int {
-        var done = 0
-        while done < buffer.count {
-            let n = Foundation.read(readEnd, buffer.baseAddress! + done, buffer.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ClusterError.io("reading \(name) failed: \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { break }
-            done += n
-        }
-        return done
+        try PosixFile.readFully(readEnd, into: buffer, at: nil, name: name)
     }
 
     /// Reads whatever is left, waits for the copy to end, and throws what LMDB reported, if anything.

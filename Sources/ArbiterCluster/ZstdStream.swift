@@ -28,12 +28,23 @@ final class PosixFile {
 
     /// Reads up to `count` bytes at `offset` into `buffer`; returns how many (0 at the end).
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(ClusterError) -> Int {
+        try Self.readFully(fd, into: buffer, at: offset, name: path)
+    }
+
+    /// Reads from `fd` until `buffer` is full or the input ends — `pread` at `offset`, or `read` from where the
+    /// descriptor stands (a pipe) when it is nil — retrying interrupted calls; returns how many bytes. Errors
+    /// name `name`.
+    static func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int?, name: String) throws(ClusterError) -> Int {
         var done = 0
         while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            let n = if let offset {
+                pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            } else {
+                Foundation.read(fd, buffer.baseAddress! + done, buffer.count - done)
+            }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw ClusterError.io("reading \(path) failed: \(String(cString: strerror(errno)))")
+                throw ClusterError.io("reading \(name) failed: \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
             done += n
@@ -79,12 +90,6 @@ public final class ZstdPartCompressor: @unchecked Sendable {
     public private(set) var isFinished = false
     /// The compressed bytes handed out so far: their SHA-256 and count.
     public private(set) var compressed = StreamingSHA256()
-
-    /// The file at `path`, as long as it is when opened.
-    public convenience init(reading path: String, partSize: Int, level: Int32 = 3, workers: Int32 = 2) throws(ClusterError) {
-        let file = try FileSource(path: path)
-        try self.init(source: file, rawBytes: file.size, partSize: partSize, level: level, workers: workers)
-    }
 
     /// `rawBytes` from `source`. `workers` > 0 compresses on that many threads of libzstd's own (when it was
     /// built with them; Debian's is).

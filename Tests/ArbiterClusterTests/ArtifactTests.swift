@@ -13,6 +13,36 @@ import Testing
         FileManager.default.temporaryDirectory.appendingPathComponent("arbiter-\(tag)-\(UUID().uuidString)").path
     }
 
+    /// A file's bytes, read in order (what the push reads from its compaction pipe).
+    final class FileBytes: ByteSource {
+        let bytes: [UInt8]
+        let name: String
+        var offset = 0
+
+        init(_ path: String) throws {
+            bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            name = path
+        }
+
+        func read(into buffer: UnsafeMutableRawBufferPointer) throws(ClusterError) -> Int {
+            let n = min(buffer.count, bytes.count - offset)
+            bytes[offset..<(offset + n)].withUnsafeBytes { buffer.copyMemory(from: $0) }
+            offset += n
+            return n
+        }
+    }
+
+    static func compressor(_ path: String, partSize: Int) throws -> ZstdPartCompressor {
+        let source = try FileBytes(path)
+        return try ZstdPartCompressor(source: source, rawBytes: source.bytes.count, partSize: partSize)
+    }
+
+    /// A file's SHA-256 and size.
+    static func sha256(file path: String) throws -> (String, Int) {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        return (Digests.sha256Hex(data), data.count)
+    }
+
     /// Bytes that compress a little (a repeating pattern) and bytes that do not (a random stream).
     static func sampleFile(_ path: String, random: Int, pattern: Int) throws {
         var g = SystemRandomNumberGenerator()
@@ -27,11 +57,10 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Self.sampleFile(dir + "/in", random: 3 << 20, pattern: 5 << 20)
         let original = try Data(contentsOf: URL(fileURLWithPath: dir + "/in"))
-        let fileHash = try Digests.sha256Hex(file: dir + "/in")
-        #expect(fileHash.hex == Digests.sha256Hex(original) && fileHash.bytes == original.count)
+        let originalHash = Digests.sha256Hex(original)
         // Parts of 1 MiB (the random third barely shrinks, so there are several): each full but the last, and
         // together one frame.
-        let compressor = try ZstdPartCompressor(reading: dir + "/in", partSize: 1 << 20)
+        let compressor = try Self.compressor(dir + "/in", partSize: 1 << 20)
         var parts: [[UInt8]] = []
         while let part = try compressor.nextPart() { parts.append(part) }
         #expect(compressor.isFinished)
@@ -53,7 +82,7 @@ import Testing
             piece = piece * 3 + 7
         }
         try decoder.finish()
-        #expect(decoder.raw.hex() == fileHash.hex && decoder.compressed.hex() == compressor.compressed.hex())
+        #expect(decoder.raw.hex() == originalHash && decoder.compressed.hex() == compressor.compressed.hex())
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/out")) == original)
 
         // A flipped byte inside the frame fails zstd's checksum or its parse; a cut stream never finishes;
@@ -73,11 +102,11 @@ import Testing
         #expect(small.outputBytes <= original.count - 1)
 
         // A part larger than the whole object: one part, the frame complete. An empty file: one small frame.
-        let whole = try ZstdPartCompressor(reading: dir + "/in", partSize: 16 << 20)
+        let whole = try Self.compressor(dir + "/in", partSize: 16 << 20)
         #expect(try whole.nextPart() == compressed)
         #expect(whole.isFinished)
         #expect(FileManager.default.createFile(atPath: dir + "/empty", contents: Data()))
-        let empty = try ZstdPartCompressor(reading: dir + "/empty", partSize: 1 << 20)
+        let empty = try Self.compressor(dir + "/empty", partSize: 1 << 20)
         let frame = try #require(try empty.nextPart())
         #expect(empty.isFinished && !frame.isEmpty)
         let emptyOut = try ZstdFileDecoder(writingTo: dir + "/empty.out", expectedBytes: 0)
@@ -99,10 +128,10 @@ import Testing
                 metrics: [:])
         }
         let fileBytes = try env.copyCompacted(toFile: dir + "/compact.mdb", sync: false)
-        let file = try Digests.sha256Hex(file: dir + "/compact.mdb")
+        let (fileHash, _) = try Self.sha256(file: dir + "/compact.mdb")
         let first = try CompactedStore.hash(env)
         let second = try CompactedStore.hash(env)
-        #expect(first.bytes == fileBytes && first.hex == file.hex)
+        #expect(first.bytes == fileBytes && first.hex == fileHash)
         #expect(second.hex == first.hex && second.xxh3 == first.xxh3)
         // Compressed from the stream: the parts decompress to the compacted file, and its XXH3 is the first pass's.
         let compressor = try ZstdPartCompressor(source: try CompactionStream(environment: env), rawBytes: first.bytes, partSize: 1 << 20)
@@ -203,7 +232,7 @@ import Testing
             let stage = work + "/stage"
             _ = try await fetcher.fetch(manifest, into: stage)
             // The object's key names the store file it decompresses to.
-            #expect(try Digests.sha256Hex(file: stage + "/data.mdb") == (manifest.store.sha256, manifest.store.bytes))
+            #expect(try Self.sha256(file: stage + "/data.mdb") == (manifest.store.sha256, manifest.store.bytes))
             let replicaPath = work + "/replica"
             let replica = Catalog(environment: try StoreEnvironment.open(path: replicaPath, configuration: StoreConfiguration(mapSize: 256 << 20, create: true)))
             let artifact = try StoreEnvironment.open(path: stage, configuration: StoreConfiguration(readOnly: true))
