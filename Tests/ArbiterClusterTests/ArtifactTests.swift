@@ -241,6 +241,24 @@ import Testing
             #expect(try replica.environment.snapshot().bytes(StoreKeys.tensor("leads", 2, "table")) == trainerTable)
             #expect(try replica.activeVersion(model: "leads") == nil)
 
+            // A second compacted copy that differs from the one hashed (here: a wrong XXH3 for it) is refused
+            // before the multipart upload completes: nothing appears under the key.
+            do {
+                let exported = work + "/export-check"
+                _ = try trainer.exportVersion(model: "leads", version: 2, to: exported, scratch: true)
+                let env = try StoreEnvironment.open(path: exported, configuration: StoreConfiguration(readOnly: true))
+                var hashed = try CompactedStore.hash(env)
+                hashed.xxh3 &+= 1
+                let worker = NIOThreadPool(numberOfThreads: 1)
+                worker.start()
+                let key = "models/leads/stores/check.mdb.zst"
+                await #expect(throws: ClusterError.self) {
+                    _ = try await pusher.compressAndUpload(compactionOf: env, as: hashed, key: key, worker: worker)
+                }
+                try await worker.shutdownGracefully()
+                #expect(try await s3.head(key) == nil)
+            }
+
             // Pushed again: nothing written. Another store's v2: refused.
             let again = try await pusher.push(catalog: trainer, model: "leads", version: 2, workDirectory: work + "/push", pushedBy: "test")
             #expect(again.alreadyPushed)
